@@ -1,0 +1,1 @@
+"""The audit worker process (see ../shared/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""The delivery worker process (see ../shared/ARCHITECTURE.md)."""

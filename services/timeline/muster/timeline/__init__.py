@@ -1,0 +1,1 @@
+"""The timeline worker process (see ../shared/ARCHITECTURE.md)."""

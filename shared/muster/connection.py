@@ -1,0 +1,46 @@
+"""Redis clients: the one place that knows how to connect.
+
+hiredis parses replies when installed (it is a dependency). The socket timeout is longer
+than any blocking read (Settings.redis_socket_timeout), so a quiet stream is never taken
+for a dead connection, while a dead server is noticed within seconds.
+"""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio as aioredis
+
+from muster.errors import ConfigError
+from muster.settings import Settings
+
+
+def _url(settings: Settings) -> str:
+    if settings.redis_url is None:
+        raise ConfigError(
+            "MUSTER_REDIS_URL is not set: `muster up` starts an embedded Redis and sets it for "
+            "its children; a single process needs it set to a running server"
+        )
+    return settings.redis_url
+
+
+def async_client(settings: Settings, *, max_connections: int | None = None) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        _url(settings),
+        socket_timeout=settings.redis_socket_timeout,
+        socket_connect_timeout=5.0,
+        socket_keepalive=True,
+        health_check_interval=30,
+        max_connections=max_connections,
+        decode_responses=False,
+    )
+
+
+def sync_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(
+        _url(settings),
+        socket_timeout=settings.redis_socket_timeout,
+        socket_connect_timeout=5.0,
+        socket_keepalive=True,
+        health_check_interval=30,
+        decode_responses=False,
+    )

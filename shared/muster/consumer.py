@@ -1,0 +1,331 @@
+"""The one consumer loop every worker runs: read a batch, handle, ack in bulk, reclaim, dead-letter.
+
+A worker is a handler — `async def handle(messages: Sequence[Message]) -> None` whose effects
+are safe to repeat — run over `ConsumerLoop`. The loop gives at-least-once processing:
+
+- XREADGROUP a batch per stream and hand it to the handler; XACK the batch only after the
+  handler returned (acknowledge after the effect).
+- If the batch raises, each message is retried alone, so one poison entry cannot hold up
+  the others; a failure counts against that entry (a hash beside the stream).
+- A reclaimer XAUTOCLAIMs entries idle longer than MUSTER_CLAIM_IDLE_MS (set it above the
+  handler's p99) from consumers that died or stalled, and handles them here.
+- An entry that failed MUSTER_MAX_ATTEMPTS times, was delivered that many times without an
+  answer (its worker kept dying), or cannot be decoded goes to the partition's dead-letter
+  stream with its error and is acknowledged; `muster dlq redrive` puts it back, to that group only.
+- NOGROUP (Redis restarted without its data) recreates the group from the stream's start,
+  and lost connections are retried, both with capped exponential backoff, never a hot loop.
+- `stop` (set on SIGTERM) lets the batch in hand finish and be acked, then returns.
+
+The loop never interprets events; it does not know what a timeline or a delivery is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from muster import events, keys
+from muster.errors import EventDecodeError
+from muster.events import AnyEvent
+
+log = structlog.get_logger("muster.consumer")
+
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+_CONSUMER_IDLE_FORGET_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    stream: str
+    entry_id: str
+    event: AnyEvent
+    attempt: int  # 1 on first delivery; grows with each reclaim
+
+
+Handler = Callable[[Sequence[Message]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class LoopConfig:
+    batch: int = 256
+    block_ms: int = 2_000
+    claim_idle_ms: int = 30_000
+    max_attempts: int = 5
+    backoff_max_s: float = 5.0
+
+
+def consumer_name() -> str:
+    """Unique per process start, so a restarted worker never inherits a dead one's identity."""
+    return f"{socket.gethostname()}-{os.getpid()}-{random.getrandbits(24):06x}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class _Backoff:
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+        self.delay = 0.0
+
+    async def wait(self) -> None:
+        self.delay = min(self.cap, max(0.05, self.delay * 2))
+        await asyncio.sleep(self.delay * random.uniform(0.5, 1.0))
+
+    def reset(self) -> None:
+        self.delay = 0.0
+
+
+class ConsumerLoop:
+    """Consume `streams` (one partition's event log and retry stream) as `group`."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        streams: Sequence[str],
+        group: str,
+        handler: Handler,
+        dead_letters: str,
+        config: LoopConfig,
+        consumer: str | None = None,
+    ) -> None:
+        self.redis = redis
+        self.streams = list(streams)
+        self.group = group
+        self.handler = handler
+        self.dead_letters = dead_letters
+        self.config = config
+        self.consumer = consumer or consumer_name()
+        self.log = log.bind(group=group, consumer=self.consumer)
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read and reclaim every stream until `stop` is set; finish the batch in hand first."""
+        tasks = [asyncio.create_task(self._read_forever(s, stop)) for s in self.streams]
+        tasks += [asyncio.create_task(self._reclaim_forever(s, stop)) for s in self.streams]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def ensure_group(self, stream: str) -> None:
+        """Create the group at the stream's start (so nothing appended earlier is missed)."""
+        try:
+            await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            self.log.info("group created", stream=stream)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _read_forever(self, stream: str, stop: asyncio.Event) -> None:
+        backoff = _Backoff(self.config.backoff_max_s)
+        await self._call_with_recovery(stream, backoff, lambda: self.ensure_group(stream))
+        while not stop.is_set():
+            reply = await self._call_with_recovery(
+                stream,
+                backoff,
+                lambda: self.redis.xreadgroup(
+                    self.group,
+                    self.consumer,
+                    {stream: ">"},
+                    count=self.config.batch,
+                    block=self.config.block_ms,
+                ),
+            )
+            if not reply:
+                continue
+            backoff.reset()
+            for _, entries in reply:
+                await self._process(stream, entries, attempts=None)
+
+    async def _reclaim_forever(self, stream: str, stop: asyncio.Event) -> None:
+        backoff = _Backoff(self.config.backoff_max_s)
+        interval = max(0.05, self.config.claim_idle_ms / 2000)
+        rounds = 0
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+                return
+            except TimeoutError:
+                pass
+            await self._call_with_recovery(stream, backoff, lambda: self.reclaim(stream))
+            rounds += 1
+            if rounds % 100 == 0:
+                await self._call_with_recovery(stream, backoff, lambda: self._forget_idle(stream))
+
+    async def _call_with_recovery(
+        self, stream: str, backoff: _Backoff, call: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """Run `call`, riding out lost connections and NOGROUP with capped backoff."""
+        while True:
+            try:
+                return await call()
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self.log.warning("group missing, recreating", stream=stream)
+                await backoff.wait()
+                with contextlib.suppress(*_TRANSIENT):
+                    await self.ensure_group(stream)
+            except _TRANSIENT as exc:
+                self.log.warning("redis unavailable, retrying", stream=stream, error=str(exc))
+                await backoff.wait()
+
+    # --- reclaiming -------------------------------------------------------------------------
+    async def reclaim(self, stream: str) -> int:
+        """XAUTOCLAIM entries idle past claim_idle_ms and handle them; returns how many."""
+        cursor = "0-0"
+        total = 0
+        while True:
+            reply = await self.redis.xautoclaim(
+                stream,
+                self.group,
+                self.consumer,
+                min_idle_time=self.config.claim_idle_ms,
+                start_id=cursor,
+                count=self.config.batch,
+            )
+            cursor, entries = _text(reply[0]), reply[1]
+            deleted = reply[2] if len(reply) > 2 else []
+            if deleted:  # trimmed or deleted while pending: nothing left to handle
+                await self.redis.xack(stream, self.group, *deleted)
+            if entries:
+                total += len(entries)
+                attempts = await self._times_delivered(stream, entries)
+                self.log.info("reclaimed", stream=stream, count=len(entries))
+                await self._process(stream, entries, attempts=attempts)
+            if cursor == "0-0":
+                return total
+
+    async def _times_delivered(self, stream: str, entries: list[Any]) -> dict[str, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id, _ in entries:
+                pipe.xpending_range(stream, self.group, min=entry_id, max=entry_id, count=1)
+            replies = await pipe.execute()
+        counts: dict[str, int] = {}
+        for reply in replies:
+            for row in reply:
+                counts[_text(row["message_id"])] = int(row["times_delivered"])
+        return counts
+
+    async def _forget_idle(self, stream: str) -> None:
+        """Drop consumers with nothing pending that have been silent for a day (old restarts)."""
+        for info in await self.redis.xinfo_consumers(stream, self.group):
+            name = _text(info["name"])
+            if (
+                name != self.consumer
+                and info["pending"] == 0
+                and info["idle"] > _CONSUMER_IDLE_FORGET_MS
+            ):
+                await self.redis.xgroup_delconsumer(stream, self.group, name)
+
+    # --- handling ---------------------------------------------------------------------------
+    async def _process(
+        self, stream: str, entries: list[Any], *, attempts: dict[str, int] | None
+    ) -> None:
+        messages: list[Message] = []
+        for raw_id, fields in entries:
+            entry_id = _text(raw_id)
+            attempt = attempts.get(entry_id, 1) if attempts is not None else 1
+            payload = (fields or {}).get(events.STREAM_FIELD)
+            if payload is None:
+                await self._dead_letter(
+                    stream, entry_id, payload, "entry has no event field", attempt
+                )
+                continue
+            if attempt > self.config.max_attempts:
+                error = f"delivered {attempt} times without an answer (its worker kept dying)"
+                await self._dead_letter(stream, entry_id, payload, error, attempt)
+                continue
+            try:
+                event = events.decode(payload)
+            except EventDecodeError as exc:
+                await self._dead_letter(stream, entry_id, payload, f"undecodable: {exc}", attempt)
+                continue
+            messages.append(Message(stream, entry_id, event, attempt))
+        if not messages:
+            return
+        try:
+            await self.handler(messages)
+        except Exception as exc:
+            if len(messages) == 1:
+                await self._failed(messages[0], entries, exc)
+                return
+            self.log.warning(
+                "batch failed, retrying its entries one by one", stream=stream, size=len(messages)
+            )
+            for message in messages:
+                try:
+                    await self.handler([message])
+                except Exception as exc:
+                    await self._failed(message, entries, exc)
+                else:
+                    await self._ack(stream, [message])
+            return
+        await self._ack(stream, messages)
+
+    async def _ack(self, stream: str, messages: Sequence[Message]) -> None:
+        ids = [m.entry_id for m in messages]
+        retried = [m.entry_id for m in messages if m.attempt > 1]
+        if retried:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xack(stream, self.group, *ids)
+                pipe.hdel(keys.failures(stream, self.group), *retried)
+                await pipe.execute()
+        else:
+            await self.redis.xack(stream, self.group, *ids)
+
+    async def _failed(self, message: Message, entries: list[Any], exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        failures_key = keys.failures(message.stream, self.group)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(failures_key, message.entry_id, 1)
+            pipe.expire(failures_key, keys.FAILURES_TTL_S)
+            count, _ = await pipe.execute()
+        bound = self.log.bind(
+            stream=message.stream, entry=message.entry_id, event_id=message.event.id, attempt=count
+        )
+        if count >= self.config.max_attempts:
+            payload = next(
+                f[events.STREAM_FIELD] for i, f in entries if _text(i) == message.entry_id
+            )
+            await self._dead_letter(message.stream, message.entry_id, payload, error, count)
+        else:
+            bound.warning("handler failed; will retry after the claim timeout", error=error)
+
+    async def _dead_letter(
+        self, stream: str, entry_id: str, payload: bytes | None, error: str, attempts: int
+    ) -> None:
+        """Move one entry to the dead-letter stream and ack it, in one transaction."""
+        fields: dict[str, str | bytes] = {
+            "stream": stream,
+            "group": self.group,
+            "entry": entry_id,
+            "error": error[:2000],
+            "attempts": str(attempts),
+        }
+        if payload is not None:
+            fields["e"] = payload
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.dead_letters, fields)  # type: ignore[arg-type]
+            pipe.xack(stream, self.group, entry_id)
+            pipe.hdel(keys.failures(stream, self.group), entry_id)
+            await pipe.execute()
+        self.log.error(
+            "dead-lettered", stream=stream, entry=entry_id, attempts=attempts, error=error
+        )

@@ -1,0 +1,100 @@
+"""Muster's one exception tree. Other libraries' errors are translated where they enter.
+
+MusterError
+├── ConfigError                 a MUSTER_ variable is missing or unsafe; raised at start-up only
+├── ApiError                    a request is refused; carries status, code, message, field
+│   ├── BadRequest              400 body is not JSON / not an object
+│   ├── Unauthorized            401 missing or unknown token
+│   ├── Forbidden               403 authenticated but not allowed
+│   ├── NotFound                404 no such thing, or not visible to the caller
+│   ├── Conflict                409 handle taken, idempotency key reused
+│   ├── PayloadTooLarge         413 body over MUSTER_MAX_BODY_BYTES
+│   ├── Invalid                 422 well-formed but invalid
+│   └── TooManyRequests         429 backpressure or rate limit; carries retry_after
+├── EventDecodeError            a stream entry that no event type decodes (poison at once)
+└── DeliveryError               an outbound send failed
+    ├── TransientDeliveryError  retry with backoff (timeouts, 5xx, 429, SMTP 4xx)
+    └── PermanentDeliveryError  dead-letter now (4xx, SMTP 5xx, refused target)
+"""
+
+from __future__ import annotations
+
+
+class MusterError(Exception):
+    """Base of every error Muster raises on purpose."""
+
+
+class ConfigError(MusterError):
+    """A setting is invalid; the message names the variable and why."""
+
+
+class ApiError(MusterError):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.field = field
+
+
+class BadRequest(ApiError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Invalid(ApiError):
+    status = 422
+    code = "invalid"
+
+
+class TooManyRequests(ApiError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class EventDecodeError(MusterError):
+    """A stream entry holds no event this version can decode."""
+
+
+class DeliveryError(MusterError):
+    """An outbound send failed."""
+
+
+class TransientDeliveryError(DeliveryError):
+    """Worth retrying later."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Retrying cannot help."""

@@ -1,0 +1,187 @@
+"""The event log's vocabulary: one frozen, tagged msgspec Struct per thing that happened.
+
+Rules that keep history readable forever (tests/fixtures/events holds a stored payload of
+every version and the suite decodes them all):
+- names are past tense, tags are explicit and never change;
+- a new field always has a default; a field is never removed or retyped;
+- every event carries `id` (snowflake, decimal string), `actor` (handle), `at` (UTC) and `v`.
+Payloads are JSON so an operator can read a stream with redis-cli. This module never does I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TypeAlias
+
+import msgspec
+
+from muster.errors import EventDecodeError
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    id: str
+    actor: str
+    at: datetime
+    v: int = 1
+
+
+class AccountCreated(Event, frozen=True, tag="AccountCreated"):
+    handle: str
+    account_id: str
+    kind: str
+    role: str | None = None
+    display_name: str = ""
+    email: str | None = None
+    phone: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    token_hash: str | None = None
+
+
+class AccountTokenReset(Event, frozen=True, tag="AccountTokenReset"):
+    """The bootstrap admin's token changed (MUSTER_ADMIN_TOKEN set to a new value)."""
+
+    handle: str
+    token_hash: str
+
+
+class ContactPointsChanged(Event, frozen=True, tag="ContactPointsChanged"):
+    """The account's profile and contact points after the change (full state, not a diff)."""
+
+    handle: str
+    display_name: str = ""
+    email: str | None = None
+    phone: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+
+
+class PosterGranted(Event, frozen=True, tag="PosterGranted"):
+    account: str
+    poster: str
+
+
+class PosterRevoked(Event, frozen=True, tag="PosterRevoked"):
+    account: str
+    poster: str
+
+
+class AccountFollowed(Event, frozen=True, tag="AccountFollowed"):
+    follower: str
+    account: str
+    channels: tuple[str, ...] = ("app",)
+    mandatory: bool = False
+
+
+class FollowChannelsChanged(Event, frozen=True, tag="FollowChannelsChanged"):
+    follower: str
+    account: str
+    channels: tuple[str, ...] = ("app",)
+
+
+class AccountUnfollowed(Event, frozen=True, tag="AccountUnfollowed"):
+    follower: str
+    account: str
+
+
+class FollowerEnrolled(Event, frozen=True, tag="FollowerEnrolled"):
+    """An admin made `follower` follow `account`; `mandatory` means no opt-out."""
+
+    follower: str
+    account: str
+    channels: tuple[str, ...] = ("app",)
+    mandatory: bool = False
+
+
+class MembersEnrolled(Event, frozen=True, tag="MembersEnrolled"):
+    """Every member, now and future, follows `account` (the rule; FollowerEnrolled per person)."""
+
+    account: str
+    channels: tuple[str, ...] = ("app",)
+    mandatory: bool = False
+
+
+class PostPublished(Event, frozen=True, tag="PostPublished"):
+    """`id` is also the post's id. `as_account` is the account it appears under."""
+
+    author: str
+    as_account: str
+    text: str
+    visibility: str = "internal"
+    severity: str = "info"
+    in_reply_to: str | None = None
+
+
+class DirectMessageSent(Event, frozen=True, tag="DirectMessageSent"):
+    """`id` is also the message's id; `actor` is the sender."""
+
+    recipient: str
+    text: str
+    in_reply_to: str | None = None
+
+
+AnyEvent: TypeAlias = (
+    AccountCreated
+    | AccountTokenReset
+    | ContactPointsChanged
+    | PosterGranted
+    | PosterRevoked
+    | AccountFollowed
+    | FollowChannelsChanged
+    | AccountUnfollowed
+    | FollowerEnrolled
+    | MembersEnrolled
+    | PostPublished
+    | DirectMessageSent
+)
+
+EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyEvent)
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(payload: bytes | str) -> AnyEvent:
+    try:
+        event: AnyEvent = _decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise EventDecodeError(str(exc)) from exc
+    return event
+
+
+def event_type(event: Event) -> str:
+    return type(event).__struct_config__.tag  # type: ignore[return-value]
+
+
+def partition_handle(event: Event) -> str:
+    """The account whose partition the event goes to; its events keep their order there."""
+    match event:
+        case (
+            AccountCreated(handle=h) | AccountTokenReset(handle=h) | ContactPointsChanged(handle=h)
+        ):
+            return h
+        case PosterGranted(account=a) | PosterRevoked(account=a) | MembersEnrolled(account=a):
+            return a
+        case (
+            AccountFollowed(follower=f)
+            | FollowChannelsChanged(follower=f)
+            | AccountUnfollowed(follower=f)
+            | FollowerEnrolled(follower=f)
+        ):
+            return f
+        case PostPublished(as_account=a):
+            return a
+        case _:
+            return event.actor
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+STREAM_FIELD = b"e"
+"""The one field of an event-log entry: the encoded event."""

@@ -1,0 +1,116 @@
+"""Every Redis name Muster uses: streams, consumer groups, rq queues, keys and their TTLs.
+
+Nobody else formats a key. Keys that belong to one event-log partition carry its hash tag
+`{pN}`, so that a partition's stream and the write-side state checked before appending to it
+sit in one Redis Cluster slot and one MULTI or script can check and append together.
+An account's handle decides its partition; changing MUSTER_PARTITIONS on a populated
+database moves accounts between partitions and needs a replay (README, Limits).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Final
+
+PREFIX: Final = "muster"
+
+# --- consumer groups --------------------------------------------------------------------
+GROUP_TIMELINE: Final = "timeline"
+"""Timeline worker: follower graph, post store, home timelines, DM conversations."""
+GROUP_AUDIT: Final = "audit"
+"""Audit worker: audit projection and the on-disk archive."""
+GROUP_DELIVERY: Final = "delivery"
+"""Delivery workers: one consumer group on each channel's delivery stream."""
+
+EVENT_LOG_GROUPS: Final = (GROUP_TIMELINE, GROUP_AUDIT)
+"""Groups that read the event log; /readyz wants each on every partition."""
+
+CHANNELS: Final = ("app", "email", "sms", "webhook")
+"""Follow channels. `app` (timeline + live stream) is always on; the rest are off-app."""
+OFFAPP_CHANNELS: Final = ("email", "sms", "webhook")
+
+# --- rq queues ----------------------------------------------------------------------------
+QUEUE_OPS: Final = "muster-ops"
+"""Operator jobs: replay, rebuild, export. Never one job per message."""
+QUEUE_SCHEDULED: Final = "muster-scheduled"
+"""Timed jobs: scheduled posts, reminders."""
+
+# --- TTLs -----------------------------------------------------------------------------------
+IDEMPOTENCY_TTL_S: Final = 24 * 3600
+"""How long an Idempotency-Key answers with its first response (API.md: 24 h)."""
+FAILURES_TTL_S: Final = 7 * 24 * 3600
+"""How long a failure counter outlives its last failure (the entry is acked or dead by then)."""
+
+
+def partition_of(handle: str, partitions: int) -> int:
+    """The event-log partition of an account: stable for a given partition count."""
+    return zlib.crc32(handle.encode()) % partitions
+
+
+def _tag(partition: int) -> str:
+    return f"{PREFIX}:{{p{partition}}}"
+
+
+# --- per-partition streams (hash-tagged) ----------------------------------------------------
+def events(partition: int) -> str:
+    """The event log partition: every event, XADDed by the api; read by EVENT_LOG_GROUPS."""
+    return f"{_tag(partition)}:events"
+
+
+def retry(partition: int, group: str) -> str:
+    """Dead letters re-driven to one group only (`muster dlq redrive`); read by that group."""
+    return f"{_tag(partition)}:retry:{group}"
+
+
+def dead_letters(partition: int) -> str:
+    """Entries a group gave up on after MUSTER_MAX_ATTEMPTS, with the error; written by the loop."""
+    return f"{_tag(partition)}:dead"
+
+
+def failures(stream: str, group: str) -> str:
+    """Hash entry id → failed attempts of `group` on `stream`; kept by the consumer loop."""
+    return f"{stream}:failures:{group}"
+
+
+def deliveries(partition: int, channel: str) -> str:
+    """Delivery requests for one off-app channel; written by timeline, read by GROUP_DELIVERY."""
+    return f"{_tag(partition)}:deliveries:{channel}"
+
+
+# --- write-side state, in the account's partition -------------------------------------------
+def account(partition: int, handle: str) -> str:
+    """Hash: an account's write-side state (kind, role, contacts, token hash); api writes."""
+    return f"{_tag(partition)}:acct:{handle}"
+
+
+def posters(partition: int, handle: str) -> str:
+    """Set: person handles allowed to post as team/service `handle`; api writes."""
+    return f"{_tag(partition)}:posters:{handle}"
+
+
+def follows(partition: int, follower: str) -> str:
+    """Hash: followed handle → JSON {channels, mandatory}, the follower's own follows; api writes."""
+    return f"{_tag(partition)}:follows:{follower}"
+
+
+def idempotency(partition: int, caller: str, key: str) -> str:
+    """String: fingerprint + first response of (caller, posting account, key); IDEMPOTENCY_TTL_S."""
+    return f"{_tag(partition)}:idem:{caller}:{key}"
+
+
+# --- global keys (no partition) -------------------------------------------------------------
+def token(token_hash: str) -> str:
+    """String: SHA-256 of a bearer token → handle. Claimed before the account is appended."""
+    return f"{PREFIX}:token:{token_hash}"
+
+
+HANDLES: Final = f"{PREFIX}:handles"
+"""Set of every account handle (admin listings); api writes after the account is appended."""
+MEMBERS: Final = f"{PREFIX}:members"
+"""Set of member and admin handles, the targets of `all_members` enrolments; api writes."""
+ENROLMENT_RULES: Final = f"{PREFIX}:enrolments"
+"""Hash followed handle → JSON {channels, mandatory}: `all_members` rules applied to new members."""
+NODE_COUNTER: Final = f"{PREFIX}:nodes"
+"""Counter handing each id-generating process its node number (ids.py)."""
+DELIVERY_TOTALS: Final = f"{PREFIX}:stats:deliveries"
+"""Hash `channel:outcome` → count, for /metrics; delivery workers increment."""

@@ -1,0 +1,188 @@
+"""Settings: every MUSTER_ variable, read once at a process entrypoint into a frozen object.
+
+Library code never reads the environment; it is handed a `Settings`. Invalid or unsafe
+values are refused at start-up with a `ConfigError` naming the variable and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from muster.errors import ConfigError
+
+# Values people paste from examples; refusing them beats running an admin door anyone can open.
+_PLACEHOLDERS = {"changeme", "change-me", "secret", "password", "admin", "token", "xxx", "test"}
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    redis_url: str | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_workers: int = 1
+    admin_token: str | None = None
+    partitions: int = 1
+    max_post_chars: int = 500
+    max_body_bytes: int = 64 * 1024
+    max_lag: int = 10_000
+    smtp_url: str | None = None
+    mail_from: str | None = None
+    sms_provider: str = "log"
+    twilio_base_url: str = "https://api.twilio.com"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from: str | None = None
+    webhook_allow_private: bool = False
+    data_dir: Path = Path("var")
+    archive_dir: Path = Path("var/archive")
+    embedded_fsync: str = "always"
+    log_format: str = "auto"
+    log_level: str = "info"
+    consumer_batch: int = 256
+    consumer_block_ms: int = 2_000
+    claim_idle_ms: int = 30_000
+    max_attempts: int = 5
+    timeline_max: int = 800
+    fanout_on_read_threshold: int = 10_000
+    stream_retention_s: int = 7 * 24 * 3600
+
+    @property
+    def redis_socket_timeout(self) -> float:
+        """Longer than any blocking read, so a quiet stream never looks like a dead socket."""
+        return self.consumer_block_ms / 1000 + 5.0
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"must be an integer, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"must be true or false, got {raw!r}")
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {raw!r}")
+        return raw
+
+    return parse
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes:
+            raise ValueError(
+                f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}"
+            )
+        if parts.scheme not in {"unix"} and not parts.hostname:
+            raise ValueError("must name a host")
+        return raw
+
+    return parse
+
+
+def _admin_token(raw: str) -> str:
+    if raw.strip().lower() in _PLACEHOLDERS or len(set(raw)) < 8:
+        raise ValueError(
+            "is a placeholder; generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+    if len(raw) < 32:
+        raise ValueError(
+            f"must be at least 32 characters (got {len(raw)}): it is the admin password"
+        )
+    return raw
+
+
+def _email(raw: str) -> str:
+    if not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", raw):
+        raise ValueError(f"must be an email address, got {raw!r}")
+    return raw
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "redis_url": _url("redis", "rediss", "unix"),
+    "api_host": str,
+    "api_port": _int(1, 65535),
+    "api_workers": _int(1, 64),
+    "admin_token": _admin_token,
+    "partitions": _int(1, 1024),
+    "max_post_chars": _int(1, 100_000),
+    "max_body_bytes": _int(1024, 64 * 1024 * 1024),
+    "max_lag": _int(1, 1 << 40),
+    "smtp_url": _url("smtp", "smtps"),
+    "mail_from": _email,
+    "sms_provider": _choice("log", "twilio"),
+    "twilio_base_url": _url("http", "https"),
+    "twilio_account_sid": str,
+    "twilio_auth_token": str,
+    "twilio_from": str,
+    "webhook_allow_private": _bool,
+    "data_dir": Path,
+    "archive_dir": Path,
+    "embedded_fsync": _choice("always", "everysec"),
+    "log_format": _choice("auto", "json", "console"),
+    "log_level": _choice("debug", "info", "warning", "error"),
+    "consumer_batch": _int(1, 10_000),
+    "consumer_block_ms": _int(10, 60_000),
+    "claim_idle_ms": _int(100, 24 * 3600 * 1000),
+    "max_attempts": _int(1, 1000),
+    "timeline_max": _int(10, 100_000),
+    "fanout_on_read_threshold": _int(1, 1 << 40),
+    "stream_retention_s": _int(0, 1 << 40),
+}
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field` (stream_retention_s → MUSTER_STREAM_RETENTION)."""
+    return "MUSTER_" + field.removesuffix("_s").upper()
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read every MUSTER_ variable; raise ConfigError naming the first bad one."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field, parse in _PARSERS.items():
+        name = env_name(field)
+        raw = env.get(name)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[field] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name} {exc}") from None
+    if "archive_dir" not in values and "data_dir" in values:
+        values["archive_dir"] = values["data_dir"] / "archive"
+    if values.get("sms_provider") == "twilio":
+        for field in ("twilio_account_sid", "twilio_auth_token", "twilio_from"):
+            if field not in values:
+                raise ConfigError(f"{env_name(field)} is required when MUSTER_SMS_PROVIDER=twilio")
+    if "smtp_url" in values and "mail_from" not in values:
+        raise ConfigError("MUSTER_MAIL_FROM is required when MUSTER_SMTP_URL is set")
+    return Settings(**values)
+
+
+def known_variables() -> list[str]:
+    """Every MUSTER_ variable Settings reads (the README and compose file are checked against it)."""
+    return [env_name(field) for field in _PARSERS]

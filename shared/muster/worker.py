@@ -1,0 +1,88 @@
+"""Running a worker process: one ConsumerLoop per partition for a group, stopped by SIGTERM.
+
+Each worker kind (timeline, delivery, audit) supplies only its handler; this module wires
+it to the loop, the Redis client and the signals. It does no event handling of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+
+import redis.asyncio as aioredis
+import structlog
+
+from muster import keys
+from muster.connection import async_client
+from muster.consumer import ConsumerLoop, Handler, LoopConfig
+from muster.settings import Settings
+
+log = structlog.get_logger("muster.worker")
+
+HandlerFactory = Callable[[aioredis.Redis, Settings], Awaitable[Handler]]
+
+
+def loop_config(settings: Settings) -> LoopConfig:
+    return LoopConfig(
+        batch=settings.consumer_batch,
+        block_ms=settings.consumer_block_ms,
+        claim_idle_ms=settings.claim_idle_ms,
+        max_attempts=settings.max_attempts,
+    )
+
+
+def event_log_streams(group: str) -> Callable[[int], Sequence[str]]:
+    """A group on the event log reads each partition plus its own re-drive stream."""
+    return lambda partition: [keys.events(partition), keys.retry(partition, group)]
+
+
+def build_loops(
+    redis: aioredis.Redis,
+    settings: Settings,
+    *,
+    group: str,
+    handler: Handler,
+    streams_for: Callable[[int], Sequence[str]],
+) -> list[ConsumerLoop]:
+    config = loop_config(settings)
+    return [
+        ConsumerLoop(
+            redis,
+            streams=streams_for(partition),
+            group=group,
+            handler=handler,
+            dead_letters=keys.dead_letters(partition),
+            config=config,
+        )
+        for partition in range(settings.partitions)
+    ]
+
+
+async def serve(
+    settings: Settings,
+    *,
+    group: str,
+    make_handler: HandlerFactory,
+    streams_for: Callable[[int], Sequence[str]] | None = None,
+) -> None:
+    """Run `group` until SIGTERM or SIGINT; the batch in hand is finished and acked first."""
+    stop = asyncio.Event()
+    running = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        running.add_signal_handler(sig, stop.set)
+    redis = async_client(settings)
+    try:
+        handler = await make_handler(redis, settings)
+        loops = build_loops(
+            redis,
+            settings,
+            group=group,
+            handler=handler,
+            streams_for=streams_for or event_log_streams(group),
+        )
+        log.info("worker started", group=group, partitions=settings.partitions)
+        await asyncio.gather(*(loop.run(stop) for loop in loops))
+        log.info("worker stopped", group=group)
+    finally:
+        await redis.aclose()
