@@ -23,12 +23,18 @@ def _url(settings: Settings) -> str:
     return settings.redis_url
 
 
+def _transport_options(url: str) -> dict[str, bool]:
+    """TCP keepalive for TCP URLs only: redis-py's unix-socket connection rejects the option."""
+    return {} if url.startswith("unix:") else {"socket_keepalive": True}
+
+
 def async_client(settings: Settings, *, max_connections: int | None = None) -> aioredis.Redis:
+    url = _url(settings)
     return aioredis.Redis.from_url(
-        _url(settings),
+        url,
         socket_timeout=settings.redis_socket_timeout,
         socket_connect_timeout=5.0,
-        socket_keepalive=True,
+        **_transport_options(url),
         health_check_interval=30,
         max_connections=max_connections,
         decode_responses=False,
@@ -36,11 +42,12 @@ def async_client(settings: Settings, *, max_connections: int | None = None) -> a
 
 
 def sync_client(settings: Settings) -> redis.Redis:
+    url = _url(settings)
     return redis.Redis.from_url(
-        _url(settings),
+        url,
         socket_timeout=settings.redis_socket_timeout,
         socket_connect_timeout=5.0,
-        socket_keepalive=True,
+        **_transport_options(url),
         health_check_interval=30,
         decode_responses=False,
     )

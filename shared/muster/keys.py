@@ -98,16 +98,28 @@ def idempotency(partition: int, caller: str, key: str) -> str:
     return f"{_tag(partition)}:idem:{caller}:{key}"
 
 
+def handles(partition: int) -> str:
+    """Set: every account handle in the partition; api writes with AccountCreated."""
+    return f"{_tag(partition)}:handles"
+
+
+def members(partition: int) -> str:
+    """Set: member and admin handles in the partition, targets of `all_members` enrolments."""
+    return f"{_tag(partition)}:members"
+
+
+# --- projections, in the followed account's partition (timeline worker writes) -------------
+def followers(partition: int, handle: str) -> str:
+    """Set: handles following `handle` (follower graph); followers_count is its SCARD."""
+    return f"{_tag(partition)}:followers:{handle}"
+
+
 # --- global keys (no partition) -------------------------------------------------------------
 def token(token_hash: str) -> str:
     """String: SHA-256 of a bearer token → handle. Claimed before the account is appended."""
     return f"{PREFIX}:token:{token_hash}"
 
 
-HANDLES: Final = f"{PREFIX}:handles"
-"""Set of every account handle (admin listings); api writes after the account is appended."""
-MEMBERS: Final = f"{PREFIX}:members"
-"""Set of member and admin handles, the targets of `all_members` enrolments; api writes."""
 ENROLMENT_RULES: Final = f"{PREFIX}:enrolments"
 """Hash followed handle → JSON {channels, mandatory}: `all_members` rules applied to new members."""
 NODE_COUNTER: Final = f"{PREFIX}:nodes"

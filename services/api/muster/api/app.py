@@ -1,0 +1,116 @@
+"""The HTTP API process: authenticates, validates, appends events, serves reads and metrics.
+
+It never fans out or delivers; workers do that from the event log. `create_app(settings)`
+builds the app (tests use it directly); `app_from_env()` is the factory uvicorn runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from muster import keys
+from muster.api import bodies, openapi, writes
+from muster.api.backpressure import LagMonitor
+from muster.api.limits import BodyLimit
+from muster.api.metrics import Metrics
+from muster.api.routes import accounts, follows, ops, posts
+from muster.api.state import ApiState
+from muster.api.tokens import TokenCache
+from muster.connection import async_client
+from muster.errors import ApiError
+from muster.ids import IdGenerator
+from muster.logs import configure_logging
+from muster.settings import Settings, load_settings
+
+log = structlog.get_logger("muster.api")
+
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    400: "bad_request",
+    413: "payload_too_large",
+}
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = async_client(settings)
+        node = int(await redis.incr(keys.NODE_COUNTER))
+        lag = LagMonitor(redis, settings.partitions, settings.max_lag)
+        st = ApiState(
+            settings=settings,
+            redis=redis,
+            ids=IdGenerator(node),
+            tokens=TokenCache(redis, settings.partitions),
+            lag=lag,
+            metrics=Metrics(),
+        )
+        app.state.muster = st
+        if settings.admin_token:
+            await writes.ensure_admin(st, settings.admin_token)
+        await lag.refresh()
+        lag.start()
+        log.info("api ready", partitions=settings.partitions, node=node)
+        try:
+            yield
+        finally:
+            await lag.stop()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="Muster",
+        version="0.1.0",
+        description="Self-hosted crisis and incident communication on the follow model.",
+        lifespan=lifespan,
+    )
+    for router in (accounts.router, follows.router, posts.router, ops.router):
+        app.include_router(router)
+    openapi.install(app)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return bodies.from_exception(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_params(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return bodies.error(
+            422, "invalid_parameter", str(first.get("msg", "invalid request")), field=where
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        response = bodies.error(exc.status_code, code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def redis_down(request: Request, exc: Exception) -> Response:
+        log.error("redis unavailable", error=str(exc))
+        return bodies.error(
+            503, "unavailable", "the event log is unavailable; retry", retry_after=2
+        )
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory (`muster api`): settings read once, logging set up once, per process."""
+    settings = load_settings()
+    configure_logging(settings, process="api")
+    return create_app(settings)

@@ -1,0 +1,30 @@
+"""Looking up accounts named in a request, with the 404/422 answers API.md asks for."""
+
+from __future__ import annotations
+
+from muster.api import accounts
+from muster.api.accounts import Account
+from muster.api.state import ApiState
+from muster.errors import Invalid, NotFound
+
+
+async def existing(state: ApiState, handle: str, *, field: str | None = None) -> Account:
+    account = await accounts.load(state.redis, handle, state.settings.partitions)
+    if account is None:
+        raise NotFound(f"no account {handle!r}", code="no_such_account", field=field)
+    return account
+
+
+async def kind_of(state: ApiState, handle: str, *, field: str | None = None) -> str:
+    """An account's kind, cached forever in-process: kinds never change, accounts never vanish."""
+    kind = state.kinds.get(handle)
+    if kind is None:
+        kind = state.kinds[handle] = (await existing(state, handle, field=field)).kind
+    return kind
+
+
+def require_kind(account: Account, kinds: set[str], *, field: str, what: str) -> None:
+    if account.kind not in kinds:
+        raise Invalid(
+            f"{account.handle} is a {account.kind}, not {what}", code="wrong_kind", field=field
+        )

@@ -1,0 +1,68 @@
+"""Health, readiness and metrics: what an orchestrator and Prometheus ask."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from redis.exceptions import RedisError
+from starlette.responses import Response
+
+from muster import keys
+from muster.api import bodies
+from muster.api.backpressure import read_lags
+from muster.api.openapi import responds
+from muster.api.schemas import Status
+from muster.api.state import state
+
+router = APIRouter(tags=["operations"])
+
+
+def expected_groups(partitions: int) -> dict[str, set[str]]:
+    """Stream → groups that must exist on it for the system to be ready."""
+    expected: dict[str, set[str]] = {}
+    for p in range(partitions):
+        expected[keys.events(p)] = set(keys.EVENT_LOG_GROUPS)
+        for channel in keys.OFFAPP_CHANNELS:
+            expected[keys.deliveries(p, channel)] = {keys.GROUP_DELIVERY}
+    return expected
+
+
+@router.get("/healthz", summary="200 while the process runs", responses=responds(200, Status))
+async def healthz() -> Response:
+    return bodies.json(Status(status="ok"))
+
+
+@router.get(
+    "/readyz",
+    summary="200 when Redis answers and every consumer group exists, else 503",
+    responses=responds(200, Status),
+)
+async def readyz(request: Request) -> Response:
+    st = state(request)
+    expected = expected_groups(st.settings.partitions)
+    try:
+        await st.redis.ping()
+        found = await read_lags(st.redis, list(expected))
+    except RedisError as exc:
+        return bodies.json(Status(status="unavailable", detail={"redis": str(exc)}), 503)
+    present: dict[str, set[str]] = {}
+    for group in found:
+        present.setdefault(group.stream, set()).add(group.group)
+    missing = {
+        stream: ",".join(sorted(groups - present.get(stream, set())))
+        for stream, groups in expected.items()
+        if groups - present.get(stream, set())
+    }
+    if missing:
+        return bodies.json(Status(status="missing consumer groups", detail=missing), 503)
+    return bodies.json(Status(status="ready"))
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    responses=responds(200, {"type": "string"}, media_type="text/plain"),
+)
+async def metrics(request: Request) -> Response:
+    st = state(request)
+    text = await st.metrics.render(st.redis, st.settings.partitions)
+    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,109 @@
+"""Publishing posts and sending DMs: the ingest hot path (one script call per request)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from starlette.responses import Response
+
+from muster.api import bodies, lookups, validation, writes
+from muster.api.accounts import Account
+from muster.api.openapi import SECURED, body, merge, responds
+from muster.api.schemas import CreateDm, CreatePost, DmOut, PostOut
+from muster.api.state import ApiState, state
+from muster.api.tokens import authenticate
+from muster.errors import Forbidden, Invalid, TooManyRequests
+
+router = APIRouter(tags=["posts"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Same key, same caller, same body within 24 h: the first response, nothing new",
+        max_length=255,
+    ),
+]
+
+
+def _idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value or not value.isascii() or not value.isprintable():
+        raise Invalid(
+            "Idempotency-Key must be 1-255 printable ASCII characters",
+            code="invalid_idempotency_key",
+        )
+    return value
+
+
+def _admit(st: ApiState, critical: bool) -> None:
+    """Backpressure: refuse what can wait while the workers catch up; never a critical alert."""
+    if st.lag.overloaded and not critical:
+        st.metrics.refused.labels("backpressure").inc()
+        raise TooManyRequests(
+            "workers are behind; non-critical writes are paused",
+            code="backpressure",
+            retry_after=st.lag.retry_after,
+        )
+
+
+def _sender(caller: Account) -> None:
+    if caller.kind not in {"person", "service"}:
+        raise Forbidden("only people and services post", code="cannot_post")
+
+
+@router.post(
+    "/v1/posts",
+    status_code=202,
+    summary="Publish a post (as yourself, or as a team/service you are a poster of)",
+    openapi_extra=merge(body(CreatePost), SECURED),
+    responses=responds(202, PostOut, errors=(400, 401, 403, 404, 409, 413, 422, 429)),
+)
+async def create_post(request: Request, idempotency_key: IdempotencyKey = None) -> Response:
+    st = state(request)
+    caller = await authenticate(request)
+    _sender(caller)
+    req = await bodies.read(request, CreatePost)
+    validation.text(req.text, limit=st.settings.max_post_chars)
+    key = _idempotency_key(idempotency_key)
+    as_account = req.as_ or caller.handle
+    if as_account != caller.handle:
+        kind = await lookups.kind_of(st, as_account, field="as")
+        if kind not in {"team", "service"} or caller.kind != "person":
+            raise Forbidden(f"you may not post as {as_account}", code="not_a_poster", field="as")
+    external = caller.kind == "person" and caller.role == "external"
+    visibility = req.visibility or ("public" if external else "internal")
+    if external and visibility == "internal":
+        raise Forbidden(
+            "external accounts post publicly only", code="external_internal", field="visibility"
+        )
+    _admit(st, req.severity == "critical")
+    payload = await writes.publish_post(
+        st, caller, req, as_account=as_account, visibility=visibility, idempotency_key=key
+    )
+    return bodies.raw_json(payload, 202)
+
+
+@router.post(
+    "/v1/dms",
+    status_code=202,
+    summary="Send a direct message to a person",
+    openapi_extra=merge(body(CreateDm), SECURED),
+    responses=responds(202, DmOut, errors=(400, 401, 403, 404, 409, 413, 422, 429)),
+)
+async def create_dm(request: Request, idempotency_key: IdempotencyKey = None) -> Response:
+    st = state(request)
+    caller = await authenticate(request)
+    _sender(caller)
+    req = await bodies.read(request, CreateDm)
+    validation.text(req.text, limit=st.settings.max_post_chars)
+    key = _idempotency_key(idempotency_key)
+    if req.to == caller.handle:
+        raise Invalid("you cannot message yourself", code="cannot_message_self", field="to")
+    if await lookups.kind_of(st, req.to, field="to") != "person":
+        raise Invalid(f"{req.to} is not a person; DMs go to people", code="wrong_kind", field="to")
+    _admit(st, False)
+    payload = await writes.send_dm(st, caller, req, idempotency_key=key)
+    return bodies.raw_json(payload, 202)

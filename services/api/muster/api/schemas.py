@@ -1,0 +1,151 @@
+"""Request and response bodies of the HTTP API (API.md), as msgspec Structs.
+
+Requests forbid unknown fields (422 names the field). Responses are encoded with msgspec and
+described in /openapi.json from these same types (openapi.py), so the contract and the code
+cannot drift apart. Checks that depend on settings or state live in validation.py.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+Handle = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,30}$", description="`^[a-z0-9_]{1,30}$`")]
+Kind = Literal["person", "team", "service"]
+Role = Literal["admin", "member", "external"]
+Channel = Literal["app", "email", "sms", "webhook"]
+Visibility = Literal["public", "internal"]
+Severity = Literal["info", "warning", "critical"]
+Id = Annotated[str, Meta(pattern=r"^[0-9]{1,19}$", description="time-ordered 64-bit id, decimal")]
+DisplayName = Annotated[str, Meta(max_length=100)]
+Email = Annotated[str, Meta(max_length=254)]
+Phone = Annotated[str, Meta(max_length=32)]
+Url = Annotated[str, Meta(max_length=2048)]
+
+
+class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class CreateAccount(Request):
+    handle: Handle
+    kind: Kind
+    display_name: DisplayName | None = None
+    role: Role | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    webhook_url: Url | None = None
+
+
+class UpdateMe(Request):
+    """Omitted fields stay; `null` clears a contact point."""
+
+    display_name: DisplayName | UnsetType = UNSET
+    email: Email | UnsetType | None = UNSET
+    phone: Phone | UnsetType | None = UNSET
+    webhook_url: Url | UnsetType | None = UNSET
+
+
+class FollowRequest(Request):
+    channels: list[Channel] | None = None
+
+
+class Enrolment(Request):
+    followers: list[Handle] | Literal["all_members"]
+    channels: list[Channel] = msgspec.field(default_factory=lambda: ["app"])
+    mandatory: bool = False
+
+
+class CreatePost(Request):
+    text: str
+    as_: Handle | None = msgspec.field(default=None, name="as")
+    visibility: Visibility | None = None
+    severity: Severity = "info"
+    in_reply_to: Id | None = None
+
+
+class CreateDm(Request):
+    to: Handle
+    text: str
+    in_reply_to: Id | None = None
+
+
+class AccountCreatedOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    id: str
+    handle: str
+    kind: Kind
+    role: Role | None
+    display_name: str
+    token: str | None = None
+    webhook_secret: str | None = None
+
+
+class AccountOut(msgspec.Struct, kw_only=True):
+    id: str
+    handle: str
+    kind: Kind
+    display_name: str
+    followers_count: int
+
+
+class MeOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    id: str
+    handle: str
+    kind: Kind
+    role: Role | None
+    display_name: str
+    email: str | None
+    phone: str | None
+    webhook_url: str | None
+    followers_count: int
+    webhook_secret: str | None = None
+
+
+class FollowOut(msgspec.Struct, kw_only=True):
+    account: str
+    channels: list[Channel]
+    mandatory: bool
+
+
+class EnrolmentOut(msgspec.Struct, kw_only=True):
+    account: str
+    followers: int
+    channels: list[Channel]
+    mandatory: bool
+
+
+class PostOut(msgspec.Struct, kw_only=True):
+    id: str
+    author: str
+    as_account: str
+    text: str
+    visibility: Visibility
+    severity: Severity
+    in_reply_to: str | None
+    created_at: str
+
+
+class DmOut(msgspec.Struct, kw_only=True):
+    id: str
+    from_: str = msgspec.field(name="from")
+    to: str
+    text: str
+    in_reply_to: str | None
+    created_at: str
+
+
+class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorOut(msgspec.Struct, kw_only=True):
+    error: ErrorBody
+
+
+class Status(msgspec.Struct, kw_only=True):
+    status: str
+    detail: dict[str, str] = msgspec.field(default_factory=dict)

@@ -1,0 +1,30 @@
+"""What one api process holds for its lifetime, hung on app.state and reached via `state()`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from fastapi import Request
+
+from muster.api.backpressure import LagMonitor
+from muster.api.metrics import Metrics
+from muster.api.tokens import TokenCache
+from muster.ids import IdGenerator
+from muster.settings import Settings
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    redis: aioredis.Redis
+    ids: IdGenerator
+    tokens: TokenCache
+    lag: LagMonitor
+    metrics: Metrics
+    kinds: dict[str, str] = field(default_factory=dict)  # handle → kind; kinds never change
+
+
+def state(request: Request) -> ApiState:
+    current: ApiState = request.app.state.muster
+    return current

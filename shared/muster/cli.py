@@ -1,0 +1,276 @@
+"""The `muster` command: parse arguments, load settings once, configure logging once, hand off.
+
+Every subcommand is a process entrypoint; this module is the only place that reads the
+environment (through load_settings) and turns errors into exit codes:
+0 done · 1 failed (Redis unreachable, data dir busy, a named dead letter not re-driven) ·
+2 usage or configuration error (the message names the variable). The work itself lives
+elsewhere: muster.worker, muster.dlq, muster.supervisor and, for the API, muster.api.app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+import redis
+
+from muster import events
+from muster.connection import sync_client
+from muster.dlq import DeadLetter, list_dead_letters, redrive
+from muster.errors import ConfigError, EventDecodeError
+from muster.logs import configure_logging
+from muster.settings import Settings, load_settings
+
+WORKER_KINDS = ("timeline", "delivery", "audit")
+API_APP = "muster.api.app:app_from_env"
+"""uvicorn factory import string: builds the app from the environment in each API process."""
+API_GRACE_S = 5
+"""How long `muster api` lets open requests and live streams finish after SIGTERM."""
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_DEAD_ID = re.compile(r"\d+-\d+")
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+class Failed(Exception):
+    """The command could not do its job; the message is for the operator (exit 1)."""
+
+
+# --- subcommands ----------------------------------------------------------------------------
+def run_api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    require_redis(settings, "api")
+    uvicorn.run(
+        API_APP,
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=settings.api_workers,
+        log_config=None,  # keep configure_logging's set-up; uvicorn logs through the root logger
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=API_GRACE_S,
+    )
+    return 0
+
+
+def run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from muster.worker import serve
+
+    require_redis(settings, f"worker {args.kind}")
+    module = importlib.import_module(f"muster.{args.kind}.worker")
+    asyncio.run(
+        serve(
+            settings,
+            group=module.GROUP,
+            make_handler=module.make_handler,
+            streams_for=getattr(module, "streams_for", None),
+        )
+    )
+    return 0
+
+
+def run_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    with _redis(settings, "dlq list") as client:
+        letters = list_dead_letters(client, settings.partitions, limit=args.limit)
+    if args.json:
+        print(json.dumps([_letter_json(letter) for letter in letters], indent=2))
+        return 0
+    if not letters:
+        print("no dead letters")
+        return 0
+    rows = [
+        (
+            letter.dead_id,
+            str(letter.partition),
+            letter.group,
+            f"{letter.stream} {letter.entry}",
+            str(letter.attempts),
+            _one_line(letter.error, 80),
+        )
+        for letter in letters
+    ]
+    print(_table(("DEAD ID", "PARTITION", "GROUP", "ORIGIN", "ATTEMPTS", "ERROR"), rows))
+    return 0
+
+
+def run_dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
+    named: set[str] | None = None if args.all else set(args.dead_ids)
+    with _redis(settings, "dlq redrive") as client:
+        moved = redrive(client, settings.partitions, named)
+    print(f"re-drove {moved} dead letter{'' if moved == 1 else 's'}")
+    if named is not None and moved < len(named):
+        print(
+            f"muster dlq redrive: {len(named) - moved} of the {len(named)} named dead letters "
+            "were not re-driven: no such id, or the entry carries no event (see `muster dlq list`)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return 0
+
+
+def run_up(args: argparse.Namespace, settings: Settings) -> int:
+    from muster.supervisor import up
+
+    return up(settings)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+def require_redis(settings: Settings, command: str) -> None:
+    if settings.redis_url is None:
+        raise ConfigError(
+            f"MUSTER_REDIS_URL is not set: `muster {command}` needs a running Redis "
+            "(`muster up` starts an embedded one and sets it for its children)"
+        )
+
+
+@contextlib.contextmanager
+def _redis(settings: Settings, command: str) -> Iterator[redis.Redis]:
+    """A sync client for a one-shot command; an unreachable server becomes `Failed`."""
+    require_redis(settings, command)
+    client = sync_client(settings)
+    try:
+        yield client
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise Failed(f"muster {command}: cannot reach Redis: {exc}") from exc
+    finally:
+        client.close()
+
+
+def _letter_json(letter: DeadLetter) -> dict[str, object]:
+    event_type = event_id = None
+    if letter.payload is not None:
+        try:
+            event = events.decode(letter.payload)
+        except EventDecodeError:
+            pass
+        else:
+            event_type, event_id = events.event_type(event), event.id
+    # The payload itself stays out: it may be a direct message's text.
+    return {
+        "dead_id": letter.dead_id,
+        "partition": letter.partition,
+        "group": letter.group,
+        "stream": letter.stream,
+        "entry": letter.entry,
+        "attempts": letter.attempts,
+        "error": letter.error,
+        "has_payload": letter.payload is not None,
+        "event_type": event_type,
+        "event_id": event_id,
+    }
+
+
+def _one_line(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
+
+
+def _positive(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _dead_id(raw: str) -> str:
+    if not _DEAD_ID.fullmatch(raw):
+        raise argparse.ArgumentTypeError(f"not a dead-letter id (like 1700000000000-0): {raw!r}")
+    return raw
+
+
+def _version() -> str:
+    try:
+        return version("muster")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+# --- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="muster",
+        description="Muster: crisis and incident communication. Configured by MUSTER_* "
+        "environment variables (see the README).",
+    )
+    parser.add_argument("--version", action="version", version=f"muster {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up",
+        help="everything in the foreground (embedded Redis when MUSTER_REDIS_URL is unset)",
+        description="Run the API and one worker of each kind in the foreground; with "
+        "MUSTER_REDIS_URL unset, also an embedded Redis with its data under MUSTER_DATA_DIR.",
+    )
+    up.set_defaults(run=run_up, process="up")
+
+    api = commands.add_parser("api", help="the HTTP API alone")
+    api.set_defaults(run=run_api, process="api")
+
+    worker = commands.add_parser("worker", help="one worker process of a kind")
+    worker.add_argument("kind", choices=WORKER_KINDS)
+    worker.set_defaults(run=run_worker, process="worker")
+
+    dlq = commands.add_parser("dlq", help="dead letters: list and re-drive")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="COMMAND")
+    listing = dlq_commands.add_parser("list", help="list dead letters, oldest first")
+    listing.add_argument("--limit", type=_positive, default=100, help="at most N (default 100)")
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
+    listing.set_defaults(run=run_dlq_list, process="dlq")
+    again = dlq_commands.add_parser(
+        "redrive",
+        help="send dead letters back to the group that gave up on them",
+        description="Append each dead letter's event to its group's retry stream (only that "
+        "group reads it) and remove it from the dead-letter stream.",
+    )
+    which = again.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every dead letter")
+    which.add_argument("dead_ids", nargs="*", default=[], metavar="DEAD_ID", type=_dead_id)
+    again.set_defaults(run=run_dlq_redrive, process="dlq")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"muster: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    process = f"worker-{args.kind}" if args.process == "worker" else args.process
+    configure_logging(settings, process=process)
+    command: Command = args.run
+    try:
+        return command(args, settings)
+    except ConfigError as exc:
+        print(f"muster: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Failed as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

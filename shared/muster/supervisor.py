@@ -1,0 +1,249 @@
+"""`muster up`: every Muster process in the foreground, supervised.
+
+Starts the embedded Redis when MUSTER_REDIS_URL is unset (muster.embedded), then one
+`muster api` and one worker of each kind as child processes with MUSTER_REDIS_URL set for
+them. A child that dies is restarted after a capped backoff; one that refuses its
+configuration (exit 2) stops everything, since restarting cannot help. Ctrl-C or SIGTERM
+stops the children first (SIGTERM, then SIGKILL past the grace period) and the embedded
+server last, so every worker acks its last batch while Redis still answers.
+
+Children run in their own session, so a terminal's Ctrl-C reaches only this process, which
+then stops them in that order. This module runs processes; it never touches Muster's data.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+import structlog
+
+from muster.embedded import DataDirLock, EmbeddedRedis, EmbeddedRedisError, die_with_parent
+from muster.settings import Settings
+
+log = structlog.get_logger("muster.up")
+
+CHILDREN: tuple[tuple[str, ...], ...] = (
+    ("api",),
+    ("worker", "timeline"),
+    ("worker", "delivery"),
+    ("worker", "audit"),
+)
+"""The `muster` subcommands `muster up` runs, one process each."""
+
+EXIT_CONFIG = 2
+"""What a muster process exits with when it refuses its configuration (cli.main)."""
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_POLL_S = 0.1
+_BACKOFF_FIRST_S = 1.0
+_BACKOFF_CAP_S = 30.0
+_HEALTHY_AFTER_S = 30.0  # a process that lived this long starts its backoff afresh
+
+
+@dataclass
+class Restarts:
+    """Capped exponential backoff between restarts of one crashing process."""
+
+    failures: int = 0
+    started_at: float = 0.0
+    next_start: float = 0.0
+
+    def started(self, now: float) -> None:
+        self.started_at = now
+
+    def failed(self, now: float) -> float:
+        """Record an unexpected exit; return the delay before the next start."""
+        if now - self.started_at >= _HEALTHY_AFTER_S:
+            self.failures = 0
+        delay = min(_BACKOFF_CAP_S, _BACKOFF_FIRST_S * 2.0**self.failures)
+        self.failures += 1
+        self.next_start = now + delay
+        return delay
+
+
+@dataclass
+class Child:
+    """One `muster <args>` child process."""
+
+    args: tuple[str, ...]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: Restarts = field(default_factory=Restarts)
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.args)
+
+    def start(self, env: dict[str, str], now: float) -> None:
+        # `python -m muster.cli` works without the `muster` script on PATH.
+        self.process = subprocess.Popen(  # noqa: S603 (our argv, no shell)
+            [sys.executable, "-m", "muster.cli", *self.args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        self.restarts.started(now)
+        log.info("process started", child=self.name, pid=self.process.pid)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def api_url(settings: Settings) -> str:
+    host = f"[{settings.api_host}]" if ":" in settings.api_host else settings.api_host
+    return f"http://{host}:{settings.api_port}"
+
+
+class Supervisor:
+    """Runs `children` (and the embedded server, if any) until told to stop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        children: Sequence[tuple[str, ...]] = CHILDREN,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.children = [Child(args) for args in children]
+        self.stop_timeout = stop_timeout
+        self.signals = 0
+        self.embedded: EmbeddedRedis | None = None
+        self._embedded_restarts = Restarts()
+
+    # --- signals ------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals += 1
+        if self.signals >= 2:  # impatient second Ctrl-C: no more grace for the children
+            for child in self.children:
+                if child.alive():
+                    assert child.process is not None
+                    child.process.kill()
+
+    def _stop_requested(self) -> bool:
+        return self.signals > 0
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def run(self) -> int:
+        """Start everything, supervise until SIGINT/SIGTERM, stop everything; the exit code."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        lock: DataDirLock | None = None
+        try:
+            redis_url = self.settings.redis_url
+            if redis_url is None:
+                lock = DataDirLock(self.settings.data_dir)
+                lock.acquire()
+                self.embedded = EmbeddedRedis(self.settings)
+                self.embedded.start(should_stop=self._stop_requested)
+                redis_url = self.embedded.url
+            if self._stop_requested():
+                return 0
+            self._banner(redis_url)
+            return self._supervise({**os.environ, "MUSTER_REDIS_URL": redis_url})
+        except EmbeddedRedisError as exc:
+            print(f"muster up: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            self._stop_children()
+            if self.embedded is not None:
+                code = self.embedded.close()
+                log.info("embedded redis stopped", code=code)
+            if lock is not None:
+                lock.release()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _banner(self, redis_url: str) -> None:
+        lines = [f"muster up: API      {api_url(self.settings)}"]
+        if self.embedded is not None:
+            lines.append(f"muster up: Redis    {redis_url}  (embedded {self.embedded.server})")
+            lines.append(f"muster up: data in  {self.embedded.dir}")
+        else:
+            lines.append(f"muster up: Redis    {redis_url}")
+        lines.append("muster up: Ctrl-C stops everything")
+        print("\n".join(lines), flush=True)
+
+    def _supervise(self, env: dict[str, str]) -> int:
+        for child in self.children:
+            child.start(env, time.monotonic())
+        while not self._stop_requested():
+            now = time.monotonic()
+            self._watch_embedded(now)
+            for child in self.children:
+                code = self._watch(child, env, now)
+                if code is not None:
+                    return code
+            time.sleep(_POLL_S)
+        log.info("stopping", signal_count=self.signals)
+        return 0
+
+    def _watch(self, child: Child, env: dict[str, str], now: float) -> int | None:
+        """Restart `child` if it died and its backoff has passed; an exit code ends `up`."""
+        process = child.process
+        if process is not None and process.poll() is not None:
+            code = process.returncode
+            child.process = None
+            if code == EXIT_CONFIG:
+                log.error("process refused its configuration; stopping", child=child.name)
+                return EXIT_CONFIG
+            delay = child.restarts.failed(now)
+            log.error("process exited unexpectedly", child=child.name, code=code, restart_in=delay)
+        if child.process is None and now >= child.restarts.next_start:
+            child.start(env, now)
+        return None
+
+    def _watch_embedded(self, now: float) -> None:
+        embedded = self.embedded
+        if embedded is None or embedded.alive():
+            return
+        restarts = self._embedded_restarts
+        if embedded.process is not None:
+            delay = restarts.failed(now)
+            log.error(
+                "embedded redis exited unexpectedly",
+                reason=embedded.exit_reason(),
+                restart_in=delay,
+            )
+            embedded.process = None
+        if now >= restarts.next_start:
+            try:
+                embedded.start(should_stop=self._stop_requested)
+                restarts.started(now)
+                log.info("embedded redis restarted")
+            except EmbeddedRedisError as exc:
+                embedded.process = None  # reaped already; wait out the next backoff
+                log.error(
+                    "embedded redis restart failed", error=str(exc), retry_in=restarts.failed(now)
+                )
+
+    def _stop_children(self) -> None:
+        """SIGTERM every child, wait up to stop_timeout, SIGKILL the rest, reap them all."""
+        running = [c for c in self.children if c.alive()]
+        for child in running:
+            assert child.process is not None
+            child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        for child in running:
+            assert child.process is not None
+            try:
+                child.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("process did not stop in time; killing it", child=child.name)
+                child.process.kill()
+                child.process.wait()
+        for child in self.children:
+            if child.process is not None:
+                log.info("process stopped", child=child.name, code=child.process.returncode)
+                child.process = None
+
+
+def up(settings: Settings) -> int:
+    """`muster up`; returns the process exit code."""
+    return Supervisor(settings).run()
