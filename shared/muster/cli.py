@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 import redis
+import structlog
 
 from muster import events
 from muster.connection import sync_client
@@ -37,7 +38,9 @@ API_GRACE_S = 5
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-_DEAD_ID = re.compile(r"\d+-\d+")
+log = structlog.get_logger("muster.cli")
+
+_DEAD_REF = re.compile(r"(?:\d+:)?\d+-\d+")
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -46,11 +49,20 @@ class Failed(Exception):
     """The command could not do its job; the message is for the operator (exit 1)."""
 
 
+class Usage(Exception):
+    """The arguments cannot mean anything with this configuration (exit 2)."""
+
+
 # --- subcommands ----------------------------------------------------------------------------
 def run_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     require_redis(settings, "api")
+    log.info(
+        "api starting",
+        url=f"http://{settings.api_host}:{settings.api_port}",
+        workers=settings.api_workers,
+    )
     uvicorn.run(
         API_APP,
         factory=True,
@@ -58,7 +70,9 @@ def run_api(args: argparse.Namespace, settings: Settings) -> int:
         port=settings.api_port,
         workers=settings.api_workers,
         log_config=None,  # keep configure_logging's set-up; uvicorn logs through the root logger
-        log_level=settings.log_level,
+        # Quiet: the app logs what matters through structlog; uvicorn speaks up only on trouble
+        # (a port in use, a failed start-up) unless MUSTER_LOG_LEVEL=debug.
+        log_level="debug" if settings.log_level == "debug" else "warning",
         access_log=False,
         timeout_graceful_shutdown=API_GRACE_S,
     )
@@ -92,8 +106,7 @@ def run_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     rows = [
         (
-            letter.dead_id,
-            str(letter.partition),
+            letter.ref,
             letter.group,
             f"{letter.stream} {letter.entry}",
             str(letter.attempts),
@@ -101,12 +114,12 @@ def run_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
         )
         for letter in letters
     ]
-    print(_table(("DEAD ID", "PARTITION", "GROUP", "ORIGIN", "ATTEMPTS", "ERROR"), rows))
+    print(_table(("DEAD ID", "GROUP", "ORIGIN", "ATTEMPTS", "ERROR"), rows))
     return 0
 
 
 def run_dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
-    named: set[str] | None = None if args.all else set(args.dead_ids)
+    named = None if args.all else {_qualified(ref, settings.partitions) for ref in args.dead_ids}
     with _redis(settings, "dlq redrive") as client:
         moved = redrive(client, settings.partitions, named)
     print(f"re-drove {moved} dead letter{'' if moved == 1 else 's'}")
@@ -159,6 +172,7 @@ def _letter_json(letter: DeadLetter) -> dict[str, object]:
             event_type, event_id = events.event_type(event), event.id
     # The payload itself stays out: it may be a direct message's text.
     return {
+        "ref": letter.ref,
         "dead_id": letter.dead_id,
         "partition": letter.partition,
         "group": letter.group,
@@ -170,6 +184,19 @@ def _letter_json(letter: DeadLetter) -> dict[str, object]:
         "event_type": event_type,
         "event_id": event_id,
     }
+
+
+def _qualified(ref: str, partitions: int) -> str:
+    """`PARTITION:ID`; a bare ID names partition 0's only when there is no other partition."""
+    if ":" in ref:
+        return ref
+    if partitions == 1:
+        return f"0:{ref}"
+    raise Usage(
+        f"muster dlq redrive: with MUSTER_PARTITIONS={partitions} an id can repeat across "
+        f"partitions; name dead letters as PARTITION:ID (e.g. 0:{ref}), as `muster dlq list` "
+        "shows them"
+    )
 
 
 def _one_line(text: str, width: int) -> str:
@@ -195,9 +222,11 @@ def _positive(raw: str) -> int:
     return value
 
 
-def _dead_id(raw: str) -> str:
-    if not _DEAD_ID.fullmatch(raw):
-        raise argparse.ArgumentTypeError(f"not a dead-letter id (like 1700000000000-0): {raw!r}")
+def _dead_ref(raw: str) -> str:
+    if not _DEAD_REF.fullmatch(raw):
+        raise argparse.ArgumentTypeError(
+            f"not a dead-letter id (PARTITION:ID like 0:1700000000000-0): {raw!r}"
+        )
     return raw
 
 
@@ -235,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     dlq = commands.add_parser("dlq", help="dead letters: list and re-drive")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="COMMAND")
-    listing = dlq_commands.add_parser("list", help="list dead letters, oldest first")
+    listing = dlq_commands.add_parser(
+        "list", help="list dead letters, each partition's oldest first"
+    )
     listing.add_argument("--limit", type=_positive, default=100, help="at most N (default 100)")
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
     listing.set_defaults(run=run_dlq_list, process="dlq")
@@ -247,7 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     which = again.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every dead letter")
-    which.add_argument("dead_ids", nargs="*", default=[], metavar="DEAD_ID", type=_dead_id)
+    which.add_argument(
+        "dead_ids",
+        nargs="*",
+        default=[],
+        metavar="DEAD_ID",
+        type=_dead_ref,
+        help="PARTITION:ID as `muster dlq list` shows it (a bare ID with one partition)",
+    )
     again.set_defaults(run=run_dlq_redrive, process="dlq")
     return parser
 
@@ -270,6 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Failed as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_FAILED
+    except Usage as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

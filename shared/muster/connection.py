@@ -7,6 +7,8 @@ for a dead connection, while a dead server is noticed within seconds.
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 import redis.asyncio as aioredis
 
@@ -51,3 +53,12 @@ def sync_client(settings: Settings) -> redis.Redis:
         health_check_interval=30,
         decode_responses=False,
     )
+
+
+def text(value: Any) -> str:
+    """A reply (bytes: clients here never decode) as str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def texts(values: Any) -> list[str]:
+    return [text(v) for v in values]

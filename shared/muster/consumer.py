@@ -37,6 +37,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from muster import events, keys
+from muster.connection import text
 from muster.errors import EventDecodeError
 from muster.events import AnyEvent
 
@@ -71,18 +72,16 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{random.getrandbits(24):06x}"
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class _Backoff:
     def __init__(self, cap: float) -> None:
         self.cap = cap
         self.delay = 0.0
 
-    async def wait(self) -> None:
+    async def wait(self, stop: asyncio.Event) -> None:
+        """Sleep the next delay, or less if `stop` is set meanwhile."""
         self.delay = min(self.cap, max(0.05, self.delay * 2))
-        await asyncio.sleep(self.delay * random.uniform(0.5, 1.0))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=self.delay * random.uniform(0.5, 1.0))
 
     def reset(self) -> None:
         self.delay = 0.0
@@ -134,11 +133,12 @@ class ConsumerLoop:
 
     async def _read_forever(self, stream: str, stop: asyncio.Event) -> None:
         backoff = _Backoff(self.config.backoff_max_s)
-        await self._call_with_recovery(stream, backoff, lambda: self.ensure_group(stream))
+        await self._call_with_recovery(stream, backoff, stop, lambda: self.ensure_group(stream))
         while not stop.is_set():
             reply = await self._call_with_recovery(
                 stream,
                 backoff,
+                stop,
                 lambda: self.redis.xreadgroup(
                     self.group,
                     self.consumer,
@@ -151,7 +151,15 @@ class ConsumerLoop:
                 continue
             backoff.reset()
             for _, entries in reply:
-                await self._process(stream, entries, attempts=None)
+                try:
+                    await self._process(stream, entries, attempts=None)
+                except _TRANSIENT as exc:
+                    # Redis went away before the batch was acked: its entries stay pending
+                    # and are reclaimed (handled again) once it is back. Keep the loop alive.
+                    self.log.warning(
+                        "redis lost before the batch was acked", stream=stream, error=str(exc)
+                    )
+                    await backoff.wait(stop)
 
     async def _reclaim_forever(self, stream: str, stop: asyncio.Event) -> None:
         backoff = _Backoff(self.config.backoff_max_s)
@@ -163,15 +171,25 @@ class ConsumerLoop:
                 return
             except TimeoutError:
                 pass
-            await self._call_with_recovery(stream, backoff, lambda: self.reclaim(stream))
+            await self._call_with_recovery(stream, backoff, stop, lambda: self.reclaim(stream))
             rounds += 1
             if rounds % 100 == 0:
-                await self._call_with_recovery(stream, backoff, lambda: self._forget_idle(stream))
+                await self._call_with_recovery(
+                    stream, backoff, stop, lambda: self._forget_idle(stream)
+                )
 
     async def _call_with_recovery(
-        self, stream: str, backoff: _Backoff, call: Callable[[], Awaitable[Any]]
+        self,
+        stream: str,
+        backoff: _Backoff,
+        stop: asyncio.Event,
+        call: Callable[[], Awaitable[Any]],
     ) -> Any:
-        """Run `call`, riding out lost connections and NOGROUP with capped backoff."""
+        """Run `call`, riding out lost connections and NOGROUP with capped backoff.
+
+        Returns None without a result once `stop` is set during an outage, so SIGTERM ends
+        a worker whose Redis is down instead of waiting for Redis to come back.
+        """
         while True:
             try:
                 return await call()
@@ -179,12 +197,14 @@ class ConsumerLoop:
                 if "NOGROUP" not in str(exc):
                     raise
                 self.log.warning("group missing, recreating", stream=stream)
-                await backoff.wait()
+                await backoff.wait(stop)
                 with contextlib.suppress(*_TRANSIENT):
                     await self.ensure_group(stream)
             except _TRANSIENT as exc:
                 self.log.warning("redis unavailable, retrying", stream=stream, error=str(exc))
-                await backoff.wait()
+                await backoff.wait(stop)
+            if stop.is_set():
+                return None
 
     # --- reclaiming -------------------------------------------------------------------------
     async def reclaim(self, stream: str) -> int:
@@ -200,7 +220,7 @@ class ConsumerLoop:
                 start_id=cursor,
                 count=self.config.batch,
             )
-            cursor, entries = _text(reply[0]), reply[1]
+            cursor, entries = text(reply[0]), reply[1]
             deleted = reply[2] if len(reply) > 2 else []
             if deleted:  # trimmed or deleted while pending: nothing left to handle
                 await self.redis.xack(stream, self.group, *deleted)
@@ -220,13 +240,13 @@ class ConsumerLoop:
         counts: dict[str, int] = {}
         for reply in replies:
             for row in reply:
-                counts[_text(row["message_id"])] = int(row["times_delivered"])
+                counts[text(row["message_id"])] = int(row["times_delivered"])
         return counts
 
     async def _forget_idle(self, stream: str) -> None:
         """Drop consumers with nothing pending that have been silent for a day (old restarts)."""
         for info in await self.redis.xinfo_consumers(stream, self.group):
-            name = _text(info["name"])
+            name = text(info["name"])
             if (
                 name != self.consumer
                 and info["pending"] == 0
@@ -240,7 +260,7 @@ class ConsumerLoop:
     ) -> None:
         messages: list[Message] = []
         for raw_id, fields in entries:
-            entry_id = _text(raw_id)
+            entry_id = text(raw_id)
             attempt = attempts.get(entry_id, 1) if attempts is not None else 1
             payload = (fields or {}).get(events.STREAM_FIELD)
             if payload is None:
@@ -302,7 +322,7 @@ class ConsumerLoop:
         )
         if count >= self.config.max_attempts:
             payload = next(
-                f[events.STREAM_FIELD] for i, f in entries if _text(i) == message.entry_id
+                f[events.STREAM_FIELD] for i, f in entries if text(i) == message.entry_id
             )
             await self._dead_letter(message.stream, message.entry_id, payload, error, count)
         else:

@@ -26,6 +26,11 @@ class DeadLetter:
     attempts: int
     payload: bytes | None
 
+    @property
+    def ref(self) -> str:
+        """`PARTITION:ID`: what names one dead letter (an id can repeat across partitions)."""
+        return f"{self.partition}:{self.dead_id}"
+
 
 def _decode(partition: int, dead_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
     def text(name: str) -> str:
@@ -57,14 +62,14 @@ def list_dead_letters(
     return found[:limit]
 
 
-def redrive(client: redis.Redis, partitions: int, dead_ids: set[str] | None = None) -> int:
-    """Send dead letters (all, or those named) back to the group that gave up; returns how many."""
+def redrive(client: redis.Redis, partitions: int, refs: set[str] | None = None) -> int:
+    """Send dead letters (all, or those named by `ref`) back to the group that gave up; how many."""
     moved = 0
     for partition in range(partitions):
         stream = keys.dead_letters(partition)
         for dead_id, fields in _entries(client, stream, None):
             letter = _decode(partition, dead_id, fields)
-            if dead_ids is not None and letter.dead_id not in dead_ids:
+            if refs is not None and letter.ref not in refs:
                 continue
             if letter.payload is None:
                 continue  # nothing to re-drive; it stays listed for a person to read

@@ -67,10 +67,13 @@ class PosterRevoked(Event, frozen=True, tag="PosterRevoked"):
 
 
 class AccountFollowed(Event, frozen=True, tag="AccountFollowed"):
+    """`external`: the follower is an external person (they receive public posts only)."""
+
     follower: str
     account: str
     channels: tuple[str, ...] = ("app",)
     mandatory: bool = False
+    external: bool = False
 
 
 class FollowChannelsChanged(Event, frozen=True, tag="FollowChannelsChanged"):
@@ -91,6 +94,7 @@ class FollowerEnrolled(Event, frozen=True, tag="FollowerEnrolled"):
     account: str
     channels: tuple[str, ...] = ("app",)
     mandatory: bool = False
+    external: bool = False
 
 
 class MembersEnrolled(Event, frozen=True, tag="MembersEnrolled"):

@@ -108,10 +108,67 @@ def members(partition: int) -> str:
     return f"{_tag(partition)}:members"
 
 
-# --- projections, in the followed account's partition (timeline worker writes) -------------
+# --- projections (timeline worker writes; api reads) ----------------------------------------
+def partition_of_id(snowflake: str, partitions: int) -> int:
+    """Where a post or DM record lives: by id, so a read by id needs nothing else."""
+    return int(snowflake) % partitions
+
+
 def followers(partition: int, handle: str) -> str:
-    """Set: handles following `handle` (follower graph); followers_count is its SCARD."""
+    """Hash: follower → channels csv, for members/admins following `handle` who live in
+    `partition` (so fan-out to them runs in their slot). followers_count sums HLENs."""
     return f"{_tag(partition)}:followers:{handle}"
+
+
+def external_followers(partition: int, handle: str) -> str:
+    """Hash like `followers`, for external people: they receive public posts only."""
+    return f"{_tag(partition)}:xfollowers:{handle}"
+
+
+def home(partition: int, handle: str) -> str:
+    """Sorted set (all scores 0, ordered by id as text): a person's home timeline, capped at
+    MUSTER_TIMELINE_MAX; fan-out inserts and trims it in one step."""
+    return f"{home_prefix(partition)}{handle}"
+
+
+def home_prefix(partition: int) -> str:
+    """home(partition, h) == home_prefix(partition) + h; the fan-out script appends handles."""
+    return f"{_tag(partition)}:home:"
+
+
+def account_log(partition: int, handle: str) -> str:
+    """Sorted set like `home`: every post published as `handle` (its log), uncapped."""
+    return f"{_tag(partition)}:log:{handle}"
+
+
+def public_log(partition: int, handle: str) -> str:
+    """Sorted set like `home`: the public posts of `handle` (what anonymous readers page)."""
+    return f"{_tag(partition)}:publog:{handle}"
+
+
+def post(partition: int, post_id: str) -> str:
+    """String: a post's public JSON (views.Post), at keys.partition_of_id(post_id)."""
+    return f"{_tag(partition)}:post:{post_id}"
+
+
+def replies(partition: int, post_id: str) -> str:
+    """Sorted set like `home`: ids of direct replies to post_id (at partition_of_id(post_id))."""
+    return f"{_tag(partition)}:replies:{post_id}"
+
+
+def message(partition: int, message_id: str) -> str:
+    """String: a DM's JSON (views.Message), at keys.partition_of_id(message_id)."""
+    return f"{_tag(partition)}:dm:{message_id}"
+
+
+def conversation(partition: int, handle: str, other: str) -> str:
+    """Sorted set like `home`: DM ids between `handle` and `other`, in handle's partition."""
+    return f"{_tag(partition)}:conv:{handle}:{other}"
+
+
+def conversations(partition: int, handle: str) -> str:
+    """Sorted set: other party → time (ms) of the latest DM, for `GET /v1/dms`."""
+    return f"{_tag(partition)}:convs:{handle}"
 
 
 # --- global keys (no partition) -------------------------------------------------------------
@@ -124,5 +181,20 @@ ENROLMENT_RULES: Final = f"{PREFIX}:enrolments"
 """Hash followed handle → JSON {channels, mandatory}: `all_members` rules applied to new members."""
 NODE_COUNTER: Final = f"{PREFIX}:nodes"
 """Counter handing each id-generating process its node number (ids.py)."""
+BIG_ACCOUNTS: Final = f"{PREFIX}:big"
+"""Set of accounts with more than MUSTER_FANOUT_ON_READ_THRESHOLD followers: their posts are
+not fanned out but merged into home timelines when read. Timeline worker adds; never removes."""
+LIVE: Final = f"{PREFIX}:{{live}}:stream"
+"""Stream of posts (after their fan-out), DMs and follow changes, for the api's SSE hub;
+capped at MUSTER_LIVE_RETENTION entries, the window in which Last-Event-ID resumes."""
+
+
+def live_seen(event_id: str) -> str:
+    """Marker that an event already reached LIVE (same slot), so a re-handled one is not resent."""
+    return f"{PREFIX}:{{live}}:seen:{event_id}"
+
+
+LIVE_SEEN_TTL_S: Final = 24 * 3600
+"""How long live_seen markers last: longer than any entry stays unacknowledged."""
 DELIVERY_TOTALS: Final = f"{PREFIX}:stats:deliveries"
 """Hash `channel:outcome` → count, for /metrics; delivery workers increment."""

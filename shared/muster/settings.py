@@ -50,6 +50,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int = 5
     timeline_max: int = 800
     fanout_on_read_threshold: int = 10_000
+    live_retention: int = 100_000
     stream_retention_s: int = 7 * 24 * 3600
 
     @property
@@ -150,6 +151,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_attempts": _int(1, 1000),
     "timeline_max": _int(10, 100_000),
     "fanout_on_read_threshold": _int(1, 1 << 40),
+    "live_retention": _int(100, 100_000_000),
     "stream_retention_s": _int(0, 1 << 40),
 }
 

@@ -21,8 +21,10 @@ from muster import keys
 from muster.api import bodies, openapi, writes
 from muster.api.backpressure import LagMonitor
 from muster.api.limits import BodyLimit
+from muster.api.livehub import LiveHub
 from muster.api.metrics import Metrics
-from muster.api.routes import accounts, follows, ops, posts
+from muster.api.reads import Reader
+from muster.api.routes import accounts, dms, follows, ops, posts, reads, stream
 from muster.api.state import ApiState
 from muster.api.tokens import TokenCache
 from muster.connection import async_client
@@ -54,16 +56,21 @@ def create_app(settings: Settings) -> FastAPI:
             tokens=TokenCache(redis, settings.partitions),
             lag=lag,
             metrics=Metrics(),
+            reader=Reader(redis, settings.partitions),
         )
         app.state.muster = st
         if settings.admin_token:
             await writes.ensure_admin(st, settings.admin_token)
         await lag.refresh()
         lag.start()
+        live = LiveHub(redis, block_ms=settings.consumer_block_ms)
+        await live.start()
+        app.state.live = live
         log.info("api ready", partitions=settings.partitions, node=node)
         try:
             yield
         finally:
+            await live.stop()
             await lag.stop()
             await redis.aclose()
 
@@ -73,8 +80,9 @@ def create_app(settings: Settings) -> FastAPI:
         description="Self-hosted crisis and incident communication on the follow model.",
         lifespan=lifespan,
     )
-    for router in (accounts.router, follows.router, posts.router, ops.router):
-        app.include_router(router)
+    routers = (accounts, follows, posts, reads, dms, stream, ops)
+    for module in routers:
+        app.include_router(module.router)
     openapi.install(app)
 
     @app.exception_handler(ApiError)
@@ -96,6 +104,11 @@ def create_app(settings: Settings) -> FastAPI:
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
         return response
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", path=request.url.path)
+        return bodies.error(500, "internal_error", "something went wrong on our side; it is logged")
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)

@@ -32,12 +32,19 @@ def _field_of(message: str) -> str | None:
     return ".".join(parts) or None
 
 
+def _is_json(raw: bytes) -> bool:
+    """msgspec raises UnicodeDecodeError (not DecodeError) on invalid UTF-8 inside a string."""
+    try:
+        msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return False
+    return True
+
+
 def decode(raw: bytes, tp: type[T]) -> T:
     if raw.lstrip()[:1] != b"{":
-        try:
-            msgspec.json.decode(raw)
-        except msgspec.DecodeError:
-            raise BadRequest("body is not valid JSON", code="invalid_json") from None
+        if not _is_json(raw):
+            raise BadRequest("body is not valid JSON", code="invalid_json")
         raise BadRequest("body must be a JSON object", code="not_an_object")
     decoder = _decoders.get(tp)
     if decoder is None:
@@ -45,12 +52,16 @@ def decode(raw: bytes, tp: type[T]) -> T:
     try:
         value: T = decoder.decode(raw)
     except msgspec.ValidationError as exc:
+        # msgspec validates while it parses, so a schema error can come before a syntax error
+        # further on: a body that is not JSON at all is 400, whatever its first field.
+        if not _is_json(raw):
+            raise BadRequest("body is not valid JSON", code="invalid_json") from None
         message = str(exc)
         code = "unknown_field" if "unknown field" in message else "invalid_field"
         if "missing required field" in message:
             code = "missing_field"
         raise Invalid(message, code=code, field=_field_of(message)) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         raise BadRequest("body is not valid JSON", code="invalid_json") from None
     return value
 

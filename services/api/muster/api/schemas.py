@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from muster.views import Message, Post
+
 Handle = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,30}$", description="`^[a-z0-9_]{1,30}$`")]
 Kind = Literal["person", "team", "service"]
 Role = Literal["admin", "member", "external"]
@@ -116,24 +118,10 @@ class EnrolmentOut(msgspec.Struct, kw_only=True):
     mandatory: bool
 
 
-class PostOut(msgspec.Struct, kw_only=True):
-    id: str
-    author: str
-    as_account: str
-    text: str
-    visibility: Visibility
-    severity: Severity
-    in_reply_to: str | None
-    created_at: str
-
-
-class DmOut(msgspec.Struct, kw_only=True):
-    id: str
-    from_: str = msgspec.field(name="from")
-    to: str
-    text: str
-    in_reply_to: str | None
-    created_at: str
+PostOut = Post
+"""A post as every route returns it (the timeline worker stores this same encoding)."""
+DmOut = Message
+"""A direct message as every route returns it."""
 
 
 class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -149,3 +137,14 @@ class ErrorOut(msgspec.Struct, kw_only=True):
 class Status(msgspec.Struct, kw_only=True):
     status: str
     detail: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class ThreadOut(msgspec.Struct, kw_only=True):
+    ancestors: list[Post]
+    post: Post
+    replies: list[Post]
+
+
+class ConversationOut(msgspec.Struct, kw_only=True):
+    with_: str = msgspec.field(name="with")
+    last: DmOut

@@ -9,6 +9,7 @@ from fastapi import Request
 
 from muster.api.backpressure import LagMonitor
 from muster.api.metrics import Metrics
+from muster.api.reads import Reader
 from muster.api.tokens import TokenCache
 from muster.ids import IdGenerator
 from muster.settings import Settings
@@ -22,9 +23,15 @@ class ApiState:
     tokens: TokenCache
     lag: LagMonitor
     metrics: Metrics
+    reader: Reader
     kinds: dict[str, str] = field(default_factory=dict)  # handle → kind; kinds never change
 
 
 def state(request: Request) -> ApiState:
     current: ApiState = request.app.state.muster
+    return current
+
+
+def reader(request: Request) -> Reader:
+    current: Reader = request.app.state.muster.reader
     return current

@@ -81,3 +81,10 @@ async def require_person(request: Request) -> Account:
     if caller.kind != "person":
         raise Forbidden("only people may do this", code="person_only")
     return caller
+
+
+async def optional_viewer(request: Request) -> Account | None:
+    """Routes anyone may read: anonymous without a header, 401 with a bad one."""
+    if request.headers.get("authorization") is None:
+        return None
+    return await authenticate(request)

@@ -19,11 +19,11 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import WatchError
 
-from muster import eventlog, events, keys
+from muster import eventlog, events, keys, views
 from muster.api import accounts, bodies, follows, scripts
 from muster.api.accounts import Account
 from muster.api.follows import Follow
-from muster.api.schemas import CreateAccount, CreateDm, CreatePost, DmOut, PostOut, UpdateMe
+from muster.api.schemas import CreateAccount, CreateDm, CreatePost, UpdateMe
 from muster.api.state import ApiState
 from muster.errors import Conflict, Forbidden
 from muster.events import utcnow
@@ -56,6 +56,7 @@ def _enrol_args(
     channels: tuple[str, ...],
     mandatory: bool,
     actor: str,
+    external: bool = False,
 ) -> tuple[list[str], list[str | bytes]]:
     partitions = state.settings.partitions
     event = events.FollowerEnrolled(
@@ -66,6 +67,7 @@ def _enrol_args(
         account=account,
         channels=channels,
         mandatory=mandatory,
+        external=external,
     )
     p = keys.partition_of(follower, partitions)
     return (
@@ -106,7 +108,7 @@ async def create_account(
         webhook_url=req.webhook_url,
         webhook_secret=accounts.new_webhook_secret() if req.webhook_url else None,
         token_hash=token_hash,
-        created_at=now.isoformat().replace("+00:00", "Z"),
+        created_at=views.rfc3339(now),
         rev=1,
     )
     employee = account.is_employee
@@ -309,6 +311,7 @@ async def follow(
                 follower=follower.handle,
                 account=target,
                 channels=wanted,
+                external=follower.role == "external",
             )
         else:
             record = Follow(target, wanted, current.mandatory)
@@ -381,11 +384,12 @@ async def enrol(
     state: ApiState,
     admin: Account,
     account: str,
-    followers: list[str] | None,
+    followers: dict[str, bool] | None,
     channels: tuple[str, ...],
     mandatory: bool,
 ) -> int:
-    """Make each follower (None: every member, now and later) follow `account`; returns how many."""
+    """Make each follower (handle → is external; None: every member, now and later) follow
+    `account`; returns how many."""
     redis, partitions = state.redis, state.settings.partitions
     if followers is None:
         # The rule first, then the scan of members: a member created meanwhile either is in
@@ -406,13 +410,13 @@ async def enrol(
                 partitions,
             )
             await pipe.execute()
-        followers = sorted(await _all_members(redis, partitions))
-    targets = [f for f in followers if f != account]
+        followers = dict.fromkeys(sorted(await _all_members(redis, partitions)), False)
+    targets = [(f, external) for f, external in followers.items() if f != account]
     for start in range(0, len(targets), _ENROL_BATCH):
         async with redis.pipeline(transaction=False) as pipe:
-            for follower in targets[start : start + _ENROL_BATCH]:
+            for follower, external in targets[start : start + _ENROL_BATCH]:
                 keys_, argv = _enrol_args(
-                    state, follower, account, channels, mandatory, admin.handle
+                    state, follower, account, channels, mandatory, admin.handle, external
                 )
                 pipe.eval(scripts.ENROL, 2, *keys_, *argv)
             await pipe.execute()
@@ -502,18 +506,7 @@ async def publish_post(
         severity=req.severity,
         in_reply_to=req.in_reply_to,
     )
-    response = bodies.encode(
-        PostOut(
-            id=event.id,
-            author=event.author,
-            as_account=as_account,
-            text=event.text,
-            visibility=visibility,  # type: ignore[arg-type]
-            severity=req.severity,
-            in_reply_to=req.in_reply_to,
-            created_at=rfc3339(now),
-        )
-    )
+    response = views.encode(views.post_of(event))
     return await _append_checked(
         state,
         event,
@@ -537,16 +530,7 @@ async def send_dm(
         text=req.text,
         in_reply_to=req.in_reply_to,
     )
-    response = bodies.encode(
-        DmOut(
-            id=event.id,
-            from_=caller.handle,
-            to=req.to,
-            text=req.text,
-            in_reply_to=req.in_reply_to,
-            created_at=rfc3339(now),
-        )
-    )
+    response = views.encode(views.message_of(event))
     return await _append_checked(
         state,
         event,
@@ -556,7 +540,3 @@ async def send_dm(
         idempotency_key=idempotency_key,
         fingerprint=_fingerprint("POST /v1/dms", req),
     )
-
-
-def rfc3339(moment: Any) -> str:
-    return str(moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"))

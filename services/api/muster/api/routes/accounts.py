@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from muster import keys
+from muster import graph
 from muster.api import bodies, lookups, validation, writes
 from muster.api.accounts import Account
 from muster.api.openapi import SECURED, body, merge, responds
@@ -18,12 +18,8 @@ router = APIRouter(tags=["accounts"])
 
 
 async def followers_count(st: ApiState, handle: str) -> int:
-    """From the follower graph the timeline worker keeps (a projection; it may trail by a moment)."""
-    return int(
-        await st.redis.scard(
-            keys.followers(keys.partition_of(handle, st.settings.partitions), handle)
-        )
-    )
+    """From the follower graph the timeline worker keeps (a projection; it may trail a moment)."""
+    return await graph.follower_count(st.redis, handle, st.settings.partitions)
 
 
 async def me_out(st: ApiState, account: Account, secret: str | None = None) -> MeOut:

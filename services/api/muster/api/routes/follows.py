@@ -85,11 +85,11 @@ async def enrol(handle: Handle, request: Request) -> Response:
     req = await bodies.read(request, Enrolment)
     await lookups.existing(st, handle)
     channels = tuple(validation.channels(list(req.channels)))
-    followers: list[str] | None = None
+    followers: dict[str, bool] | None = None
     if not isinstance(req.followers, str):
-        followers = sorted(set(req.followers))
-
-        found = await accounts.load_many(st.redis, followers, st.settings.partitions)
+        found = await accounts.load_many(
+            st.redis, sorted(set(req.followers)), st.settings.partitions
+        )
         missing = [h for h, a in found.items() if a is None]
         if missing:
             raise Invalid(
@@ -104,6 +104,7 @@ async def enrol(handle: Handle, request: Request) -> Response:
                 code="wrong_kind",
                 field="followers",
             )
+        followers = {h: a.role == "external" for h, a in found.items() if a is not None}
     count = await writes.enrol(st, admin, handle, followers, channels, req.mandatory)
     return bodies.json(
         EnrolmentOut(

@@ -1,0 +1,40 @@
+"""Announcing to the api's live hub (SSE): one LIVE entry per post, DM and follow change.
+
+A post is announced after its fan-out, so a client that reacts by reading its home timeline
+finds it there. A marker (keys.live_seen) makes the announcement happen once even when the
+event is handled twice; the stream is capped at MUSTER_LIVE_RETENTION entries.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from muster import keys
+
+# KEYS: seen marker, live stream   ARGV: ttl, cap, field/value pairs...
+_ANNOUNCE_ONCE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then
+  return 0
+end
+local entry = {}
+for i = 3, #ARGV do entry[#entry + 1] = ARGV[i] end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', tonumber(ARGV[2]), '*', unpack(entry))
+return 1
+"""
+
+
+class Live:
+    def __init__(self, redis: aioredis.Redis, *, retention: int) -> None:
+        self.retention = retention
+        self._script = redis.register_script(_ANNOUNCE_ONCE)
+
+    async def announce(self, event_id: str, fields: dict[str, str | bytes]) -> bool:
+        """Append `fields` to LIVE unless event_id was announced already."""
+        flat: list[str | bytes] = []
+        for name, value in fields.items():
+            flat += [name, value]
+        added = await self._script(
+            keys=[keys.live_seen(event_id), keys.LIVE],
+            args=[keys.LIVE_SEEN_TTL_S, self.retention, *flat],
+        )
+        return bool(added)
