@@ -9,9 +9,10 @@ are safe to repeat — run over `ConsumerLoop`. The loop gives at-least-once pro
   the others; a failure counts against that entry (a hash beside the stream).
 - A reclaimer XAUTOCLAIMs entries idle longer than MUSTER_CLAIM_IDLE_MS (set it above the
   handler's p99) from consumers that died or stalled, and handles them here.
-- An entry that failed MUSTER_MAX_ATTEMPTS times, was delivered that many times without an
-  answer (its worker kept dying), or cannot be decoded goes to the partition's dead-letter
-  stream with its error and is acknowledged; `muster dlq redrive` puts it back, to that group only.
+- An entry that failed MUSTER_MAX_ATTEMPTS times, or raised errors.PermanentError once, or
+  was delivered that many times without an answer (its worker kept dying), or cannot be
+  decoded goes to the partition's dead-letter stream with its error and is acknowledged;
+  `muster dlq redrive` puts it back, to that group only.
 - NOGROUP (Redis restarted without its data) recreates the group from the stream's start,
   and lost connections are retried, both with capped exponential backoff, never a hot loop.
 - `stop` (set on SIGTERM) lets the batch in hand finish and be acked, then returns.
@@ -38,7 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from muster import events, keys
 from muster.connection import text
-from muster.errors import EventDecodeError
+from muster.errors import EventDecodeError, PermanentError
 from muster.events import AnyEvent
 
 log = structlog.get_logger("muster.consumer")
@@ -320,7 +321,7 @@ class ConsumerLoop:
         bound = self.log.bind(
             stream=message.stream, entry=message.entry_id, event_id=message.event.id, attempt=count
         )
-        if count >= self.config.max_attempts:
+        if count >= self.config.max_attempts or isinstance(exc, PermanentError):
             payload = next(
                 f[events.STREAM_FIELD] for i, f in entries if text(i) == message.entry_id
             )

@@ -11,10 +11,11 @@ MusterError
 │   ├── PayloadTooLarge         413 body over MUSTER_MAX_BODY_BYTES
 │   ├── Invalid                 422 well-formed but invalid
 │   └── TooManyRequests         429 backpressure or rate limit; carries retry_after
-├── EventDecodeError            a stream entry that no event type decodes (poison at once)
+├── PermanentError              retrying cannot help: the consumer loop dead-letters at once
+│   └── EventDecodeError        a stream entry that no event type decodes
 └── DeliveryError               an outbound send failed
     ├── TransientDeliveryError  retry with backoff (timeouts, 5xx, 429, SMTP 4xx)
-    └── PermanentDeliveryError  dead-letter now (4xx, SMTP 5xx, refused target)
+    └── PermanentDeliveryError  dead-letter now (4xx, SMTP 5xx, refused target); also Permanent
 """
 
 from __future__ import annotations
@@ -84,7 +85,11 @@ class TooManyRequests(ApiError):
         self.retry_after = retry_after
 
 
-class EventDecodeError(MusterError):
+class PermanentError(MusterError):
+    """Raised by a handler when the entry can never succeed: dead-lettered without retries."""
+
+
+class EventDecodeError(PermanentError):
     """A stream entry holds no event this version can decode."""
 
 
@@ -96,5 +101,5 @@ class TransientDeliveryError(DeliveryError):
     """Worth retrying later."""
 
 
-class PermanentDeliveryError(DeliveryError):
+class PermanentDeliveryError(DeliveryError, PermanentError):
     """Retrying cannot help."""

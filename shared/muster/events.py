@@ -36,6 +36,7 @@ class AccountCreated(Event, frozen=True, tag="AccountCreated"):
     webhook_url: str | None = None
     webhook_secret: str | None = None
     token_hash: str | None = None
+    dm_channels: tuple[str, ...] = ("app", "email")
 
 
 class AccountTokenReset(Event, frozen=True, tag="AccountTokenReset"):
@@ -54,6 +55,7 @@ class ContactPointsChanged(Event, frozen=True, tag="ContactPointsChanged"):
     phone: str | None = None
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    dm_channels: tuple[str, ...] = ("app", "email")
 
 
 class PosterGranted(Event, frozen=True, tag="PosterGranted"):
@@ -124,6 +126,21 @@ class DirectMessageSent(Event, frozen=True, tag="DirectMessageSent"):
     in_reply_to: str | None = None
 
 
+class DeliveryRequested(Event, frozen=True, tag="DeliveryRequested"):
+    """One off-app delivery: `message_id` (a post or DM) to `recipient` over `channel`.
+
+    Not an event-log event: the timeline worker writes these to keys.deliveries streams.
+    `id` is `{message_id}.{recipient}.{channel}` — stable for that triple, so it is the
+    delivery's idempotency key and its Message-ID / webhook-id. `attempt` counts retries.
+    """
+
+    message_id: str
+    kind: str  # "post" | "dm"
+    recipient: str
+    channel: str
+    attempt: int = 0
+
+
 AnyEvent: TypeAlias = (
     AccountCreated
     | AccountTokenReset
@@ -137,6 +154,7 @@ AnyEvent: TypeAlias = (
     | MembersEnrolled
     | PostPublished
     | DirectMessageSent
+    | DeliveryRequested
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__

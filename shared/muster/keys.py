@@ -171,6 +171,60 @@ def conversations(partition: int, handle: str) -> str:
     return f"{_tag(partition)}:convs:{handle}"
 
 
+# --- delivery (timeline worker routes; delivery workers send and record) --------------------
+def reach(partition: int, channel: str) -> str:
+    """Set: handles in `partition` that have a contact point for off-app `channel`
+    (email, phone, a live webhook); kept by the timeline worker from account events."""
+    return f"{_tag(partition)}:reach:{channel}"
+
+
+def dm_channels(partition: int) -> str:
+    """Hash: handle → channels csv on which that person receives DMs (PATCH /v1/me)."""
+    return f"{_tag(partition)}:dmchannels"
+
+
+def delivery_status(partition: int, message_id: str) -> str:
+    """Hash: "recipient:channel" → "status|attempts|last error" for recipients living in
+    `partition`; GET /v1/posts/{id}/deliveries reads every partition's share."""
+    return f"{_tag(partition)}:dstatus:{message_id}"
+
+
+DELIVERY_STATUS_TTL_S: Final = 90 * 24 * 3600
+"""How long a message's delivery status is kept after its last change."""
+
+
+def delivery_retries(partition: int, channel: str) -> str:
+    """Sorted set: DeliveryRequested payload → due time (ms); moved back into
+    deliveries(partition, channel) when due. Retries never block a worker."""
+    return f"{_tag(partition)}:dretry:{channel}"
+
+
+def webhooks_disabled(partition: int) -> str:
+    """Set: handles whose webhook answered 410 Gone; cleared when they set a new URL."""
+    return f"{_tag(partition)}:whoff"
+
+
+# --- audit (audit worker writes; api reads) -------------------------------------------------
+def audit_index(partition: int) -> str:
+    """Sorted set like `home`: every event id of the partition, in log order (by id)."""
+    return f"{_tag(partition)}:audit:all"
+
+
+def audit_by_account(partition: int, handle: str) -> str:
+    """Sorted set like `home`: ids of events whose actor or subject is `handle`."""
+    return f"{_tag(partition)}:audit:acct:{handle}"
+
+
+def audit_by_type(partition: int, event_type: str) -> str:
+    """Sorted set like `home`: ids of events of one type."""
+    return f"{_tag(partition)}:audit:type:{event_type}"
+
+
+def audit_events(partition: int) -> str:
+    """Hash: event id → encoded event (secrets redacted on the way out, not here)."""
+    return f"{_tag(partition)}:audit:events"
+
+
 # --- global keys (no partition) -------------------------------------------------------------
 def token(token_hash: str) -> str:
     """String: SHA-256 of a bearer token → handle. Claimed before the account is appended."""

@@ -51,6 +51,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     timeline_max: int = 800
     fanout_on_read_threshold: int = 10_000
     live_retention: int = 100_000
+    public_url: str = "http://127.0.0.1:8000"
+    delivery_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    delivery_concurrency: int = 256
+    webhook_timeout_s: int = 10
+    failpoints: tuple[str, ...] = ()
+    group_dead_after_s: int = 24 * 3600
     stream_retention_s: int = 7 * 24 * 3600
 
     @property
@@ -116,6 +122,20 @@ def _admin_token(raw: str) -> str:
     return raw
 
 
+def _seconds_list(raw: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"must be comma-separated seconds, e.g. 5,300,1800, got {raw!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise ValueError("must list at least one delay, none negative")
+    return values
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
 def _email(raw: str) -> str:
     if not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", raw):
         raise ValueError(f"must be an email address, got {raw!r}")
@@ -152,6 +172,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "timeline_max": _int(10, 100_000),
     "fanout_on_read_threshold": _int(1, 1 << 40),
     "live_retention": _int(100, 100_000_000),
+    "public_url": _url("http", "https"),
+    "delivery_retry_schedule": _seconds_list,
+    "delivery_concurrency": _int(1, 100_000),
+    "webhook_timeout_s": _int(1, 300),
+    "failpoints": _names,
+    "group_dead_after_s": _int(60, 1 << 40),
     "stream_retention_s": _int(0, 1 << 40),
 }
 

@@ -32,6 +32,7 @@ class Account:
     webhook_url: str | None = None
     webhook_secret: str | None = None
     token_hash: str | None = None
+    dm_channels: str = "app,email"  # csv, CHANNELS order
     created_at: str = ""
     rev: int = 0
 
@@ -57,7 +58,7 @@ class Account:
 NULLABLE_FIELDS = tuple(
     f.name
     for f in fields(Account)
-    if f.name not in {"handle", "id", "kind", "display_name", "created_at", "rev"}
+    if f.name not in {"handle", "id", "kind", "display_name", "dm_channels", "created_at", "rev"}
 )
 
 
@@ -76,6 +77,7 @@ def from_hash(raw: dict[Any, Any]) -> Account | None:
         webhook_url=values.get("webhook_url"),
         webhook_secret=values.get("webhook_secret"),
         token_hash=values.get("token_hash"),
+        dm_channels=values.get("dm_channels", "app,email"),
         created_at=values.get("created_at", ""),
         rev=int(values.get("rev", "0")),
     )

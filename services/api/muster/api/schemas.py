@@ -48,6 +48,7 @@ class UpdateMe(Request):
     email: Email | UnsetType | None = UNSET
     phone: Phone | UnsetType | None = UNSET
     webhook_url: Url | UnsetType | None = UNSET
+    dm_channels: list[Channel] | UnsetType = UNSET
 
 
 class FollowRequest(Request):
@@ -101,6 +102,7 @@ class MeOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     email: str | None
     phone: str | None
     webhook_url: str | None
+    dm_channels: list[Channel]
     followers_count: int
     webhook_secret: str | None = None
 

@@ -20,7 +20,7 @@ import structlog
 from redis.exceptions import WatchError
 
 from muster import eventlog, events, keys, views
-from muster.api import accounts, bodies, follows, scripts
+from muster.api import accounts, bodies, follows, scripts, validation
 from muster.api.accounts import Account
 from muster.api.follows import Follow
 from muster.api.schemas import CreateAccount, CreateDm, CreatePost, UpdateMe
@@ -226,6 +226,8 @@ async def update_me(state: ApiState, caller: Account, req: UpdateMe) -> tuple[Ac
             for name in ("display_name", "email", "phone", "webhook_url")
             if getattr(req, name) is not msgspec.UNSET
         }
+        if not isinstance(req.dm_channels, msgspec.UnsetType):
+            changes["dm_channels"] = ",".join(validation.channels(list(req.dm_channels)))
         secret = None
         if changes.get("webhook_url") and current.webhook_secret is None:
             secret = changes["webhook_secret"] = accounts.new_webhook_secret()
@@ -249,9 +251,13 @@ async def update_me(state: ApiState, caller: Account, req: UpdateMe) -> tuple[Ac
                 phone=updated.phone,
                 webhook_url=updated.webhook_url,
                 webhook_secret=updated.webhook_secret,
+                dm_channels=tuple(updated.dm_channels.split(",")),
             ),
             partitions,
         )
+        if "webhook_url" in changes:  # a new URL gets a fresh chance after a 410
+            p = keys.partition_of(caller.handle, partitions)
+            pipe.srem(keys.webhooks_disabled(p), caller.handle)
         return updated, secret
 
     result = await transact(redis, [key], body)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -32,6 +34,7 @@ async def me_out(st: ApiState, account: Account, secret: str | None = None) -> M
         email=account.email,
         phone=account.phone,
         webhook_url=account.webhook_url,
+        dm_channels=cast(Any, account.dm_channels.split(",")),
         followers_count=await followers_count(st, account.handle),
         webhook_secret=secret,
     )
