@@ -23,7 +23,7 @@ from muster.views import Message, Post
 
 ID_DIGITS = 18
 MAX_PAGE = 100
-_MAX_ROUNDS = 10  # pages re-read when filtering left a page short
+_MAX_READ = 1000  # ids read per round at most, when filtering left a page short
 
 
 def can_see(post: Post, viewer: Account | None) -> bool:
@@ -108,17 +108,22 @@ class Reader:
     async def _filtered_page(
         self, sources: list[str], before: str | None, limit: int, keep: Any
     ) -> list[Post]:
-        """A page of visible posts: reads on past items the filter drops, never skips one."""
+        """A page of visible posts: reads on past items the filter drops, never skips one.
+
+        It reads on until the page is full or the sources run out: a page ended short would
+        tell the client there is nothing older. Each further round reads twice as many ids.
+        The filter drops only what a home still holds of an unfollowed account, or what a
+        stale projection left, so the extra reads are bounded by MUSTER_TIMELINE_MAX."""
         start = upper_bound(before)
         found: list[Post] = []
-        for _ in range(_MAX_ROUNDS):
-            if start is None:
-                break
-            ids = await self._newest(sources, start, limit)
+        count = limit
+        while start is not None:
+            ids = await self._newest(sources, start, count)
             found += [p for p in await self.posts(ids) if keep(p)]
-            if len(found) >= limit or len(ids) < limit:
+            if len(found) >= limit or len(ids) < count:
                 break
             start = f"({ids[-1]}"
+            count = min(2 * count, _MAX_READ)
         return found[:limit]
 
     # --- timelines ---------------------------------------------------------------------------

@@ -1,0 +1,227 @@
+"""The timeline worker's projection, event by event (`Timeline.apply`), on a real redis-server.
+
+- Idempotency: the consumer loop delivers at least once, so every event may be handled
+  twice (a reclaim after a crash, a re-drive). Twice must leave exactly what once leaves:
+  one timeline entry, one reply-index entry, one live (keys.LIVE) announcement.
+- Follows: following brings the account's recent posts into the follower's home (public ones
+  only for an external follower, at most MUSTER_TIMELINE_MAX); unfollowing takes them out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+from muster import events, keys, views
+from muster.events import (
+    AccountFollowed,
+    AccountUnfollowed,
+    DirectMessageSent,
+    FollowerEnrolled,
+    PostPublished,
+)
+from muster.ids import IdGenerator
+from muster.settings import Settings
+from muster.timeline.worker import Timeline
+from timeline.conftest import zmembers
+
+pytestmark = pytest.mark.anyio
+
+PARTITIONS = 2
+_ids = IdGenerator(node=7)
+
+
+@pytest.fixture
+def projection_settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, partitions=PARTITIONS, timeline_max=10)
+
+
+@pytest.fixture
+def timeline(aredis: aioredis.Redis, projection_settings: Settings) -> Timeline:
+    return Timeline(aredis, projection_settings)
+
+
+def post(as_account: str, text: str, *, author: str = "pat", **fields: Any) -> PostPublished:
+    return PostPublished(
+        id=_ids.next(),
+        actor=author,
+        at=events.utcnow(),
+        author=author,
+        as_account=as_account,
+        text=text,
+        **fields,
+    )
+
+
+def followed(follower: str, account: str, *, external: bool = False) -> AccountFollowed:
+    return AccountFollowed(
+        id=_ids.next(),
+        actor=follower,
+        at=events.utcnow(),
+        follower=follower,
+        account=account,
+        external=external,
+    )
+
+
+def unfollowed(follower: str, account: str) -> AccountUnfollowed:
+    return AccountUnfollowed(
+        id=_ids.next(), actor=follower, at=events.utcnow(), follower=follower, account=account
+    )
+
+
+def p_of(handle: str) -> int:
+    return keys.partition_of(handle, PARTITIONS)
+
+
+async def home(redis: aioredis.Redis, handle: str) -> list[str]:
+    """A home timeline, newest first, as stored."""
+    return list(reversed(await zmembers(redis, keys.home(p_of(handle), handle))))
+
+
+async def live_entries(redis: aioredis.Redis) -> list[dict[str, str]]:
+    entries: Any = await redis.xrange(keys.LIVE)
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+
+
+async def apply_twice(timeline: Timeline, *batch: events.AnyEvent) -> None:
+    """Handle a batch, then all of it again (a redelivery after a crash)."""
+    for _ in range(2):
+        for event in batch:
+            await timeline.apply(event)
+
+
+# --- idempotency --------------------------------------------------------------------------------
+async def test_same_events_twice_leave_one_entry_everywhere(
+    timeline: Timeline, aredis: aioredis.Redis
+) -> None:
+    await apply_twice(timeline, followed("mia", "ops"), followed("eve", "ops", external=True))
+    first = post("ops", "public status", visibility="public")
+    reply = post("ops", "a reply", in_reply_to=first.id)
+    await apply_twice(timeline, first, reply)
+    # and once more, interleaved the other way round
+    await timeline.apply(reply)
+    await timeline.apply(first)
+
+    p_ops = p_of("ops")
+    assert await aredis.hgetall(keys.followers(p_of("mia"), "ops")) == {b"mia": b"app"}
+    assert await aredis.hgetall(keys.external_followers(p_of("eve"), "ops")) == {b"eve": b"app"}
+    assert await home(aredis, "mia") == [reply.id, first.id]
+    assert await home(aredis, "eve") == [first.id]  # the reply is internal
+    assert await home(aredis, "pat") == [reply.id, first.id]  # the author's own
+    assert await zmembers(aredis, keys.account_log(p_ops, "ops")) == [first.id, reply.id]
+    assert await aredis.zrange(keys.public_log(p_ops, "ops"), 0, -1) == [first.id.encode()]
+    replies = keys.replies(keys.partition_of_id(first.id, PARTITIONS), first.id)
+    assert await aredis.zrange(replies, 0, -1) == [reply.id.encode()]
+    stored = await aredis.get(keys.post(keys.partition_of_id(first.id, PARTITIONS), first.id))
+    assert stored == views.encode(views.post_of(first))
+
+    live = await live_entries(aredis)
+    assert [(e["kind"], e.get("id") or e["follower"]) for e in live] == [
+        ("follow", "mia"),
+        ("follow", "eve"),
+        ("post", first.id),
+        ("post", reply.id),
+    ]
+
+
+async def test_enrolment_twice_is_one_follow_that_keeps_chosen_channels(
+    timeline: Timeline, aredis: aioredis.Redis
+) -> None:
+    chosen = AccountFollowed(
+        id=_ids.next(),
+        actor="mia",
+        at=events.utcnow(),
+        follower="mia",
+        account="ops",
+        channels=("app", "email"),
+    )
+    enrolled = FollowerEnrolled(
+        id=_ids.next(),
+        actor="admin",
+        at=events.utcnow(),
+        follower="mia",
+        account="ops",
+        channels=("app", "sms"),
+        mandatory=True,
+    )
+    first = post("ops", "before the enrolment")
+    await timeline.apply(first)
+    await apply_twice(timeline, chosen, enrolled)
+    assert await aredis.hgetall(keys.followers(p_of("mia"), "ops")) == {b"mia": b"app,email,sms"}
+    assert await home(aredis, "mia") == [first.id]
+    follows = [e for e in await live_entries(aredis) if e["kind"] == "follow"]
+    assert len(follows) == 2  # one per event, not per handling
+
+
+async def test_dm_twice_is_one_message_in_each_conversation(
+    timeline: Timeline, aredis: aioredis.Redis
+) -> None:
+    dm = DirectMessageSent(
+        id=_ids.next(), actor="mia", at=events.utcnow(), recipient="eve", text="secret"
+    )
+    await apply_twice(timeline, dm)
+    mine = keys.conversation(p_of("mia"), "mia", "eve")
+    theirs = keys.conversation(p_of("eve"), "eve", "mia")
+    assert await aredis.zrange(mine, 0, -1) == [dm.id.encode()]
+    assert await aredis.zrange(theirs, 0, -1) == [dm.id.encode()]
+    assert [e["kind"] for e in await live_entries(aredis)] == ["dm"]
+    assert await home(aredis, "mia") == []
+    assert await home(aredis, "eve") == []
+
+
+# --- follows bring posts in; unfollows take them out -------------------------------------------
+async def test_follow_backfills_and_unfollow_removes(
+    timeline: Timeline, aredis: aioredis.Redis
+) -> None:
+    ops = [
+        post("ops", f"ops #{n}", visibility="public" if n % 3 == 0 else "internal")
+        for n in range(6)
+    ]
+    other = post("infra", "infra #0")
+    own = post("mia", "mia's own", author="mia")
+    for event in (*ops, other, own):
+        await timeline.apply(event)
+    newest_first = [e.id for e in reversed(ops)]
+
+    await timeline.apply(followed("mia", "ops"))
+    await timeline.apply(followed("mia", "infra"))
+    await timeline.apply(followed("eve", "ops", external=True))
+    assert await home(aredis, "mia") == sorted([*newest_first, other.id, own.id], reverse=True)
+    assert await home(aredis, "eve") == [e.id for e in reversed(ops) if e.visibility == "public"]
+
+    await apply_twice(timeline, unfollowed("mia", "ops"))
+    assert await home(aredis, "mia") == [own.id, other.id]  # ops's posts gone, the rest stay
+    assert await aredis.hlen(keys.followers(p_of("mia"), "ops")) == 0
+    await timeline.apply(unfollowed("eve", "ops"))
+    assert await home(aredis, "eve") == []
+    assert await aredis.hlen(keys.external_followers(p_of("eve"), "ops")) == 0
+
+    # a post after the unfollow does not come back, a follow again brings all back
+    later = post("ops", "after unfollow")
+    await timeline.apply(later)
+    assert await home(aredis, "mia") == [own.id, other.id]
+    await timeline.apply(followed("mia", "ops"))
+    assert await home(aredis, "mia") == sorted(
+        [later.id, *newest_first, other.id, own.id], reverse=True
+    )
+
+
+async def test_backfill_and_fanout_respect_the_timeline_cap(
+    timeline: Timeline, aredis: aioredis.Redis, projection_settings: Settings
+) -> None:
+    cap = projection_settings.timeline_max
+    ops = [post("ops", f"ops #{n}") for n in range(cap + 5)]
+    for event in ops:
+        await timeline.apply(event)
+    await timeline.apply(followed("mia", "ops"))
+    assert await home(aredis, "mia") == [e.id for e in reversed(ops)][:cap]
+    more = [post("ops", f"more #{n}") for n in range(3)]
+    for event in more:
+        await timeline.apply(event)
+    assert await home(aredis, "mia") == [e.id for e in reversed([*ops, *more])][:cap]
+    # the account's own log is not capped
+    assert await aredis.zcard(keys.account_log(p_of("ops"), "ops")) == len(ops) + len(more)
