@@ -92,7 +92,14 @@ class LagMonitor:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Cancel the loop and wait for it to end, cancelling again if a cancel is lost: on
+        Python 3.11, asyncio.wait_for (which redis-py sends commands through) swallows a cancel
+        that lands as its inner call completes, and the loop would then run on forever."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.02)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -8,9 +8,9 @@ is claimed first and released if the append fails. The api never fans out or del
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import dataclasses
-import hashlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,10 +20,10 @@ import structlog
 from redis.exceptions import WatchError
 
 from muster import eventlog, events, keys, views
-from muster.api import accounts, bodies, follows, scripts, validation
+from muster.api import accounts, follows, scripts, validation
 from muster.api.accounts import Account
 from muster.api.follows import Follow
-from muster.api.schemas import CreateAccount, CreateDm, CreatePost, UpdateMe
+from muster.api.schemas import CreateAccount, UpdateMe
 from muster.api.state import ApiState
 from muster.errors import Conflict, Forbidden
 from muster.events import utcnow
@@ -31,6 +31,7 @@ from muster.events import utcnow
 log = structlog.get_logger("muster.api.writes")
 T = TypeVar("T")
 _ENROL_BATCH = 1000
+_BOOTSTRAP_WAIT_S = 10.0  # how long a starting api waits for another one creating `admin`
 
 
 async def transact(
@@ -172,8 +173,9 @@ async def ensure_admin(state: ApiState, token: str) -> None:
     redis, partitions = state.redis, state.settings.partitions
     token_hash = accounts.hash_token(token)
     existing = await accounts.load(redis, "admin", partitions)
-    if existing is None:
-        with contextlib.suppress(Conflict):  # another api process created it first
+    deadline = time.monotonic() + _BOOTSTRAP_WAIT_S
+    while existing is None:
+        try:
             await create_account(
                 state,
                 "system",
@@ -181,10 +183,16 @@ async def ensure_admin(state: ApiState, token: str) -> None:
                 "admin",
                 token=token,
             )
+        except Conflict:
+            # Another api process starting at the same time holds the token (or the handle)
+            # and is creating the account: wait for its commit, then check its token below.
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+        else:
             log.info("admin account created from MUSTER_ADMIN_TOKEN")
             return
         existing = await accounts.load(redis, "admin", partitions)
-        assert existing is not None
     if existing.token_hash == token_hash:
         return
     old_hash = existing.token_hash
@@ -441,108 +449,3 @@ async def _all_members(redis: aioredis.Redis, partitions: int) -> set[str]:
 async def _enrolment_rules(redis: aioredis.Redis) -> dict[str, Follow]:
     raw: dict[Any, Any] = await redis.hgetall(keys.ENROLMENT_RULES)
     return {k.decode(): follows.decode(k.decode(), v) for k, v in raw.items()}
-
-
-# --- posts and DMs (hot path) ---------------------------------------------------------------
-def _fingerprint(route: str, request: msgspec.Struct) -> str:
-    return hashlib.sha256(route.encode() + b"\n" + bodies.encode(request)).hexdigest()
-
-
-async def _append_checked(
-    state: ApiState,
-    event: events.Event,
-    response: bytes,
-    *,
-    caller: str,
-    poster_of: str | None,
-    idempotency_key: str | None,
-    fingerprint: str,
-) -> bytes:
-    """Append `event` if the caller may post as `poster_of` and the key is fresh; the response."""
-    partitions = state.settings.partitions
-    p = eventlog.partition_for(event, partitions)
-    script_keys = [keys.events(p), keys.posters(p, poster_of or caller)]
-    if idempotency_key is not None:
-        script_keys.append(keys.idempotency(p, caller, idempotency_key))
-    reply = await state.redis.eval(
-        scripts.APPEND_CHECKED,
-        len(script_keys),
-        *script_keys,
-        events.encode(event),
-        "1" if poster_of is not None else "0",
-        caller,
-        fingerprint,
-        response,
-        keys.IDEMPOTENCY_TTL_S,
-    )
-    outcome = reply[0].decode()
-    if outcome == "ok":
-        state.metrics.ingested.labels(events.event_type(event)).inc()
-        return response
-    if outcome == "replay":
-        payload: bytes = reply[1]
-        return payload
-    if outcome == "conflict":
-        state.metrics.refused.labels("idempotency_conflict").inc()
-        raise Conflict(
-            "this Idempotency-Key was used with a different body",
-            code="idempotency_key_reused",
-        )
-    raise Forbidden(f"you may not post as {poster_of}", code="not_a_poster", field="as")
-
-
-async def publish_post(
-    state: ApiState,
-    caller: Account,
-    req: CreatePost,
-    *,
-    as_account: str,
-    visibility: str,
-    idempotency_key: str | None,
-) -> bytes:
-    now = utcnow()
-    event = events.PostPublished(
-        id=state.ids.next(),
-        actor=caller.handle,
-        at=now,
-        author=caller.handle,
-        as_account=as_account,
-        text=req.text,
-        visibility=visibility,
-        severity=req.severity,
-        in_reply_to=req.in_reply_to,
-    )
-    response = views.encode(views.post_of(event))
-    return await _append_checked(
-        state,
-        event,
-        response,
-        caller=caller.handle,
-        poster_of=as_account if as_account != caller.handle else None,
-        idempotency_key=idempotency_key,
-        fingerprint=_fingerprint("POST /v1/posts", req),
-    )
-
-
-async def send_dm(
-    state: ApiState, caller: Account, req: CreateDm, *, idempotency_key: str | None
-) -> bytes:
-    now = utcnow()
-    event = events.DirectMessageSent(
-        id=state.ids.next(),
-        actor=caller.handle,
-        at=now,
-        recipient=req.to,
-        text=req.text,
-        in_reply_to=req.in_reply_to,
-    )
-    response = views.encode(views.message_of(event))
-    return await _append_checked(
-        state,
-        event,
-        response,
-        caller=caller.handle,
-        poster_of=None,
-        idempotency_key=idempotency_key,
-        fingerprint=_fingerprint("POST /v1/dms", req),
-    )

@@ -34,7 +34,11 @@ async def healthz() -> Response:
 @router.get(
     "/readyz",
     summary="200 when Redis answers and every consumer group exists, else 503",
-    responses=responds(200, Status),
+    responses={
+        **responds(200, Status),
+        # not ready answers with the same Status body, naming what is missing
+        503: responds(200, Status, description="Redis down or a consumer group missing")[200],
+    },
 )
 async def readyz(request: Request) -> Response:
     st = state(request)

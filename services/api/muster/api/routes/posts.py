@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
-from muster.api import bodies, lookups, validation, writes
+from muster.api import bodies, lookups, publishing, validation
 from muster.api.accounts import Account
 from muster.api.openapi import SECURED, body, merge, responds
 from muster.api.reads import can_see
@@ -117,7 +117,7 @@ async def create_post(request: Request, idempotency_key: IdempotencyKey = None) 
     if req.in_reply_to is not None:
         await _check_reply(st, caller, req.in_reply_to)
     _admit(st, req.severity == "critical")
-    payload = await writes.publish_post(
+    payload = await publishing.publish_post(
         st, caller, req, as_account=as_account, visibility=visibility, idempotency_key=key
     )
     return bodies.raw_json(payload, 202)
@@ -144,5 +144,5 @@ async def create_dm(request: Request, idempotency_key: IdempotencyKey = None) ->
     if req.in_reply_to is not None:
         await _check_dm_reply(st, caller, req.to, req.in_reply_to)
     _admit(st, False)
-    payload = await writes.send_dm(st, caller, req, idempotency_key=key)
+    payload = await publishing.send_dm(st, caller, req, idempotency_key=key)
     return bodies.raw_json(payload, 202)

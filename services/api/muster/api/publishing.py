@@ -1,0 +1,199 @@
+"""Posts and DMs: the ingest hot path. One script call checks and appends (scripts.APPEND_CHECKED).
+
+An Idempotency-Key belongs to its caller (API.md): the record lives in the caller's
+partition (keys.idempotency). When that is also the partition the event goes to — always
+with one partition, and for every DM — the record is checked and written by the same
+script that appends, atomically. Otherwise it cannot share the script's slot, so the key is
+claimed first (a short-lived "in progress" marker), the event appended, then the response
+recorded; a failed append releases the claim. The one window left — the process dying
+between append and record — lets a retry after CLAIM_MS append again; README, Limits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+import redis.asyncio as aioredis
+
+from muster import eventlog, events, keys, views
+from muster.api import bodies, scripts
+from muster.api.accounts import Account
+from muster.api.schemas import CreateDm, CreatePost
+from muster.api.state import ApiState
+from muster.errors import Conflict, Forbidden
+from muster.events import utcnow
+
+CLAIM_MS = 30_000
+"""How long an in-progress claim on an Idempotency-Key lasts if its request dies."""
+_PENDING = b"~"
+
+
+def _fingerprint(route: str, request: msgspec.Struct) -> str:
+    return hashlib.sha256(route.encode() + b"\n" + bodies.encode(request)).hexdigest()
+
+
+def _reused() -> Conflict:
+    return Conflict(
+        "this Idempotency-Key was used with a different body", code="idempotency_key_reused"
+    )
+
+
+class _Append:
+    """One checked append: the event, its answer, and who may make it."""
+
+    def __init__(
+        self,
+        state: ApiState,
+        event: events.Event,
+        response: bytes,
+        *,
+        caller: str,
+        poster_of: str | None,
+        fingerprint: str,
+    ) -> None:
+        self.state = state
+        self.event = event
+        self.response = response
+        self.caller = caller
+        self.poster_of = poster_of
+        self.fingerprint = fingerprint
+        partitions = state.settings.partitions
+        self.partition = eventlog.partition_for(event, partitions)
+        self.caller_partition = keys.partition_of(caller, partitions)
+
+    async def run(self, idempotency_key: str | None) -> bytes:
+        if idempotency_key is None:
+            return await self._script(None)
+        record = keys.idempotency(self.caller_partition, self.caller, idempotency_key)
+        if self.caller_partition == self.partition:
+            return await self._script(record)
+        return await self._claimed(record)
+
+    async def _script(self, record: str | None) -> bytes:
+        p = self.partition
+        script_keys = [keys.events(p), keys.posters(p, self.poster_of or self.caller)]
+        if record is not None:
+            script_keys.append(record)
+        reply = await self.state.redis.eval(
+            scripts.APPEND_CHECKED,
+            len(script_keys),
+            *script_keys,
+            events.encode(self.event),
+            "1" if self.poster_of is not None else "0",
+            self.caller,
+            self.fingerprint,
+            self.response,
+            keys.IDEMPOTENCY_TTL_S,
+        )
+        outcome = reply[0].decode()
+        if outcome == "ok":
+            self.state.metrics.ingested.labels(events.event_type(self.event)).inc()
+            return self.response
+        if outcome == "replay":
+            payload: bytes = reply[1]
+            return payload
+        if outcome == "conflict":
+            self.state.metrics.refused.labels("idempotency_conflict").inc()
+            raise _reused()
+        raise Forbidden(f"you may not post as {self.poster_of}", code="not_a_poster", field="as")
+
+    async def _claimed(self, record: str) -> bytes:
+        redis = self.state.redis
+        claim = _PENDING + self.fingerprint.encode()
+        if not await redis.set(record, claim, nx=True, px=CLAIM_MS):
+            previous = await redis.get(record)
+            if previous is None:  # expired in between: claim again, once
+                if not await redis.set(record, claim, nx=True, px=CLAIM_MS):
+                    raise Conflict(
+                        "this Idempotency-Key is in use", code="idempotency_key_in_progress"
+                    )
+            else:
+                return self._answer_for(bytes(previous))  # type: ignore[arg-type]
+        try:
+            response = await self._script(None)
+        except BaseException:
+            await _release(redis, record, claim)
+            raise
+        await redis.set(
+            record, self.fingerprint.encode() + b"\n" + response, ex=keys.IDEMPOTENCY_TTL_S
+        )
+        return response
+
+    def _answer_for(self, previous: bytes) -> bytes:
+        if previous.startswith(_PENDING):
+            if previous[1:].decode() == self.fingerprint:
+                raise Conflict(
+                    "a request with this Idempotency-Key is still in progress; retry shortly",
+                    code="idempotency_key_in_progress",
+                )
+            raise _reused()
+        fingerprint, _, response = previous.partition(b"\n")
+        if fingerprint.decode() != self.fingerprint:
+            self.state.metrics.refused.labels("idempotency_conflict").inc()
+            raise _reused()
+        return response
+
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+async def _release(redis: aioredis.Redis, record: str, claim: bytes) -> None:
+    """Drop our claim (only ours: it may have expired and been taken by another request)."""
+    await redis.eval(_RELEASE, 1, record, claim)
+
+
+async def publish_post(
+    state: ApiState,
+    caller: Account,
+    req: CreatePost,
+    *,
+    as_account: str,
+    visibility: str,
+    idempotency_key: str | None,
+) -> bytes:
+    event = events.PostPublished(
+        id=state.ids.next(),
+        actor=caller.handle,
+        at=utcnow(),
+        author=caller.handle,
+        as_account=as_account,
+        text=req.text,
+        visibility=visibility,
+        severity=req.severity,
+        in_reply_to=req.in_reply_to,
+    )
+    append = _Append(
+        state,
+        event,
+        views.encode(views.post_of(event)),
+        caller=caller.handle,
+        poster_of=as_account if as_account != caller.handle else None,
+        fingerprint=_fingerprint("POST /v1/posts", req),
+    )
+    return await append.run(idempotency_key)
+
+
+async def send_dm(
+    state: ApiState, caller: Account, req: CreateDm, *, idempotency_key: str | None
+) -> bytes:
+    event = events.DirectMessageSent(
+        id=state.ids.next(),
+        actor=caller.handle,
+        at=utcnow(),
+        recipient=req.to,
+        text=req.text,
+        in_reply_to=req.in_reply_to,
+    )
+    append = _Append(
+        state,
+        event,
+        views.encode(views.message_of(event)),
+        caller=caller.handle,
+        poster_of=None,
+        fingerprint=_fingerprint("POST /v1/dms", req),
+    )
+    return await append.run(idempotency_key)

@@ -1,0 +1,1 @@
+"""HTTP API tests: the app in-process over httpx's ASGI transport, or on a live loopback uvicorn."""

@@ -1,0 +1,155 @@
+"""Who may call what: every route, as admin, member, external, service and no token at all.
+
+A team has no token of its own (test_accounts checks none exists), so the only way to call
+"as a team" is without one: the `none` column. A refused call writes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from api.conftest import TEAM, Api, Cast, assert_error
+
+pytestmark = pytest.mark.anyio
+
+WHO = ("admin", "member", "external", "service", "none")
+
+MEMBERS_ONLY = {"admin": 200, "member": 200, "external": 200, "service": 403, "none": 401}
+ADMIN_ONLY = {"member": 403, "external": 403, "service": 403, "none": 401}
+ANY_TOKEN = {**dict.fromkeys(WHO, 200), "none": 401}
+
+# (method, route) → (concrete path, body or None, {who: status}).
+# In a body, `{who}` is the caller's role and `{peer}` someone they can message.
+MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, int]]] = {
+    ("POST", "/v1/accounts"): (
+        "/v1/accounts",
+        {"handle": "new_{who}", "kind": "person"},
+        {"admin": 201, **ADMIN_ONLY},
+    ),
+    ("GET", "/v1/accounts/{handle}"): ("/v1/accounts/mia", None, dict.fromkeys(WHO, 200)),
+    ("GET", "/v1/me"): ("/v1/me", None, ANY_TOKEN),
+    ("PATCH", "/v1/me"): ("/v1/me", {"display_name": "Renamed"}, ANY_TOKEN),
+    ("PUT", "/v1/accounts/{team}/posters/{handle}"): (
+        f"/v1/accounts/{TEAM}/posters/mia",
+        None,
+        {"admin": 204, **ADMIN_ONLY},
+    ),
+    ("DELETE", "/v1/accounts/{team}/posters/{handle}"): (
+        f"/v1/accounts/{TEAM}/posters/mia",
+        None,
+        {"admin": 204, **ADMIN_ONLY},
+    ),
+    ("PUT", "/v1/me/follows/{handle}"): (f"/v1/me/follows/{TEAM}", None, MEMBERS_ONLY),
+    ("GET", "/v1/me/follows"): ("/v1/me/follows", None, MEMBERS_ONLY),
+    ("DELETE", "/v1/me/follows/{handle}"): (
+        f"/v1/me/follows/{TEAM}",
+        None,
+        {**MEMBERS_ONLY, "admin": 204, "member": 204, "external": 204},
+    ),
+    ("PUT", "/v1/accounts/{handle}/enrolments"): (
+        f"/v1/accounts/{TEAM}/enrolments",
+        {"followers": ["mia"]},
+        {"admin": 202, **ADMIN_ONLY},
+    ),
+    ("POST", "/v1/posts"): (
+        "/v1/posts",
+        {"text": "hello", "visibility": "public"},
+        {**dict.fromkeys(WHO, 202), "none": 401},
+    ),
+    ("POST", "/v1/dms"): (
+        "/v1/dms",
+        {"to": "{peer}", "text": "hi"},
+        {**dict.fromkeys(WHO, 202), "none": 401},
+    ),
+    ("GET", "/v1/timelines/home"): ("/v1/timelines/home", None, MEMBERS_ONLY),
+    ("GET", "/v1/dms"): ("/v1/dms", None, MEMBERS_ONLY),
+    ("GET", "/healthz"): ("/healthz", None, dict.fromkeys(WHO, 200)),
+    ("GET", "/metrics"): ("/metrics", None, dict.fromkeys(WHO, 200)),
+    ("GET", "/openapi.json"): ("/openapi.json", None, dict.fromkeys(WHO, 200)),
+    # no worker has created its consumer groups here: not ready, whoever asks
+    ("GET", "/readyz"): ("/readyz", None, dict.fromkeys(WHO, 503)),
+}
+
+HANDLES = {"admin": "admin", "member": "mia", "external": "eve", "service": "svc", "none": ""}
+
+CASES = [
+    pytest.param(method, route, who, id=f"{method} {route} as {who}")
+    for (method, route) in MATRIX
+    for who in WHO
+]
+
+
+def fill(value: Any, who: str) -> Any:
+    peer = "mia" if who == "external" else "eve"
+    if isinstance(value, str):
+        return value.replace("{who}", who).replace("{peer}", peer)
+    if isinstance(value, dict):
+        return {k: fill(v, who) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, who) for v in value]
+    return value
+
+
+@pytest.mark.parametrize(("method", "route", "who"), CASES)
+async def test_authorisation(api: Api, cast: Cast, method: str, route: str, who: str) -> None:
+    path, body, expected = MATRIX[(method, route)]
+    if method == "DELETE" and "/posters/" in path:
+        await api.call("PUT", path, token=cast.admin)  # something to revoke
+    if method == "DELETE" and "/follows/" in path and who != "service":
+        await api.call("PUT", path, token=cast.by_name(who))  # something to unfollow
+    kwargs: dict[str, Any] = {} if body is None else {"json": fill(body, who)}
+    before = await api.snapshot()
+    response = await api.call(method, path, token=cast.by_name(who), **kwargs)
+    status = expected[who]
+    assert response.status_code == status, response.text
+    if 400 <= status < 500:
+        error = assert_error(response, status)
+        if status == 401:
+            assert error["code"] == "missing_token"
+        assert await api.snapshot() == before
+
+
+async def test_every_route_of_the_contract_is_in_the_matrix(api: Api) -> None:
+    document = (await api.call("GET", "/openapi.json")).json()
+    contract = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
+    covered = {key for key in MATRIX if key[1] != "/openapi.json"}
+    assert covered <= contract, covered - contract
+    sections = ("/v1/accounts", "/v1/me", "/v1/posts", "/v1/dms")
+    writes = {(m, p) for (m, p) in contract if m != "GET" and p.startswith(sections)}
+    assert writes <= set(MATRIX), writes - set(MATRIX)
+
+
+@pytest.mark.parametrize("who", ["admin", "member", "external", "service"])
+async def test_a_token_acts_as_its_own_account(api: Api, cast: Cast, who: str) -> None:
+    me = (await api.call("GET", "/v1/me", token=cast.by_name(who))).json()
+    assert me["handle"] == HANDLES[who]
+    published = await api.call(
+        "POST", "/v1/posts", token=cast.by_name(who), json={"text": "x", "visibility": "public"}
+    )
+    assert published.json()["author"] == HANDLES[who]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer",
+        "Bearer ",
+        "Token {token}",
+        "{token}",
+        "Bearer {token}x",
+        "Bearer x{token}",
+        "bearer mst_",
+    ],
+)
+async def test_malformed_or_altered_tokens_are_401(api: Api, cast: Cast, header: str) -> None:
+    response = await api.client.get(
+        "/v1/me", headers={"Authorization": header.format(token=cast.member)}
+    )
+    assert_error(response, 401)
+
+
+async def test_the_scheme_is_case_insensitive(api: Api, cast: Cast) -> None:
+    response = await api.client.get("/v1/me", headers={"Authorization": f"bearer {cast.member}"})
+    assert response.status_code == 200
