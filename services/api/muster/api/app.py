@@ -18,13 +18,24 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from muster import keys
-from muster.api import bodies, openapi, writes
+from muster.api import bodies, openapi, web, writes
 from muster.api.backpressure import LagMonitor
 from muster.api.limits import BodyLimit
 from muster.api.livehub import LiveHub
 from muster.api.metrics import Metrics
 from muster.api.reads import Reader
-from muster.api.routes import accounts, dms, follows, ops, posts, reads, stream
+from muster.api.routes import (
+    accounts,
+    audit,
+    deliveries,
+    directory,
+    dms,
+    follows,
+    ops,
+    posts,
+    reads,
+    stream,
+)
 from muster.api.state import ApiState
 from muster.api.tokens import TokenCache
 from muster.connection import async_client
@@ -80,7 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="Self-hosted crisis and incident communication on the follow model.",
         lifespan=lifespan,
     )
-    routers = (accounts, follows, posts, reads, dms, stream, ops)
+    routers = (accounts, directory, follows, posts, reads, deliveries, dms, stream, audit, ops, web)
     for module in routers:
         app.include_router(module.router)
     openapi.install(app)

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from muster.events import AnyEvent
 from muster.views import Message, Post
 
 Handle = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,30}$", description="`^[a-z0-9_]{1,30}$`")]
@@ -150,3 +151,48 @@ class ThreadOut(msgspec.Struct, kw_only=True):
 class ConversationOut(msgspec.Struct, kw_only=True):
     with_: str = msgspec.field(name="with")
     last: DmOut
+
+
+DeliveryState = Literal["pending", "sent", "failed"]
+
+
+class DeliveryCounts(msgspec.Struct, kw_only=True):
+    pending: int = 0
+    sent: int = 0
+    failed: int = 0
+
+
+class RecipientDelivery(msgspec.Struct, kw_only=True, omit_defaults=True):
+    handle: str
+    channel: Channel
+    status: DeliveryState
+    attempts: int
+    last_error: str | None = None
+
+
+class DeliveriesOut(msgspec.Struct, kw_only=True):
+    """Totals count every recipient; `recipients` is one page of them (`?limit`, `?after`)."""
+
+    totals: dict[str, DeliveryCounts]
+    recipients: list[RecipientDelivery]
+
+
+class AccountSummary(msgspec.Struct, kw_only=True):
+    """One row of the admin's account list (GET /v1/accounts)."""
+
+    id: str
+    handle: str
+    kind: Kind
+    role: Role | None
+    display_name: str
+
+
+class PostersOut(msgspec.Struct, kw_only=True):
+    """GET /v1/accounts/{team}/posters: who may post as `account`."""
+
+    account: str
+    posters: list[str]
+
+
+AuditEvent = AnyEvent
+"""An event as GET /v1/audit returns it: the stored event, secrets read "[redacted]"."""
