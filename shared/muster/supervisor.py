@@ -34,6 +34,7 @@ CHILDREN: tuple[tuple[str, ...], ...] = (
     ("worker", "timeline"),
     ("worker", "delivery"),
     ("worker", "audit"),
+    ("worker", "ops"),  # rq: replay and other operator jobs, timed jobs
 )
 """The `muster` subcommands `muster up` runs, one process each."""
 
