@@ -20,6 +20,7 @@ from starlette.responses import Response
 from muster import keys
 from muster.api import bodies, openapi, web, writes
 from muster.api.backpressure import LagMonitor
+from muster.api.hotpath import HotPath
 from muster.api.limits import BodyLimit
 from muster.api.livehub import LiveHub
 from muster.api.metrics import Metrics
@@ -129,6 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
             503, "unavailable", "the event log is unavailable; retry", retry_after=2
         )
 
+    app.add_middleware(HotPath)  # inside BodyLimit: its 413 comes first
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
 

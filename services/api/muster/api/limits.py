@@ -16,16 +16,16 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = 0
-                if declared > self.max_bytes:
-                    await self._refuse(scope, receive, send)
-                    return
-        # Read the body up front (it is small by construction) and hand it on intact.
+        declared = _content_length(scope["headers"])
+        if declared is not None:
+            if declared > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            # HTTP/1.1 framing: the server hands the app exactly Content-Length bytes (what
+            # follows is the next request), so this body cannot outgrow the limit: no copy.
+            await self.app(scope, receive, send)
+            return
+        # No (usable) Content-Length: chunked. Read the body up front, counting, and hand it on.
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -57,3 +57,11 @@ class BodyLimit:
         )
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The one declared Content-Length, or None if absent, repeated or not a number."""
+    found = [value for name, value in headers if name == b"content-length"]
+    if len(found) != 1 or not found[0].isdigit():
+        return None
+    return int(found[0])

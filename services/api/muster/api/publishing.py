@@ -1,4 +1,5 @@
-"""Posts and DMs: the ingest hot path. One script call checks and appends (scripts.APPEND_CHECKED).
+"""Posts and DMs: the ingest hot path. One script call checks and appends (scripts.APPEND_CHECKED);
+with nothing to check (no Idempotency-Key, posting as oneself) a plain XADD does the same.
 
 An Idempotency-Key belongs to its caller (API.md): the record lives in the caller's
 partition (keys.idempotency). When that is also the partition the event goes to — always
@@ -72,6 +73,14 @@ class _Append:
 
     async def _script(self, record: str | None) -> bytes:
         p = self.partition
+        if record is None and self.poster_of is None:
+            # Nothing for the script to check (no key, no poster): all it would do is this XADD,
+            # which is cheaper to send (benchmarks/ingest.py).
+            await self.state.redis.xadd(
+                keys.events(p), {events.STREAM_FIELD: events.encode(self.event)}
+            )
+            self.state.metrics.ingested.labels(events.event_type(self.event)).inc()
+            return self.response
         script_keys = [keys.events(p), keys.posters(p, self.poster_of or self.caller)]
         if record is not None:
             script_keys.append(record)

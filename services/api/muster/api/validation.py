@@ -5,10 +5,10 @@ Each raises errors.Invalid with a snake_case code and the offending field.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from urllib.parse import urlsplit
 
+from muster.addresses import is_private_host
 from muster.errors import Invalid
 from muster.keys import CHANNELS
 
@@ -16,7 +16,7 @@ _EMAIL = re.compile(
     r"^[^@\s<>,;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$"
 )
 _PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")  # E.164
-_LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # C0 controls but \t \n \r
 
 
 def text(value: str, *, limit: int, field: str = "text") -> str:
@@ -29,7 +29,7 @@ def text(value: str, *, limit: int, field: str = "text") -> str:
             code="text_too_long",
             field=field,
         )
-    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
+    if _CONTROL.search(value):
         raise Invalid(f"{field} contains control characters", code="invalid_text", field=field)
     return value
 
@@ -46,20 +46,6 @@ def phone(value: str | None) -> str | None:
             "phone must be in E.164 form, e.g. +15551234567", code="invalid_phone", field="phone"
         )
     return value
-
-
-def is_private_host(host: str) -> bool:
-    """Loopback, private, link-local, reserved or unspecified addresses, and local names."""
-    name = host.strip("[]").lower().rstrip(".")
-    if name in _LOCAL_NAMES or name.endswith(".localhost") or name.endswith(".local"):
-        return True
-    try:
-        address = ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return not address.is_global or address.is_multicast
 
 
 def webhook_url(value: str | None, *, allow_private: bool) -> str | None:

@@ -20,12 +20,13 @@ from muster.ids import id_time_ms
 
 router = APIRouter(tags=["posts"])
 
+IDEMPOTENCY_KEY_MAX = 255
 IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
         description="Same key, same caller, same body within 24 h: the first response, nothing new",
-        max_length=255,
+        max_length=IDEMPOTENCY_KEY_MAX,
     ),
 ]
 
