@@ -367,6 +367,8 @@ def _expected_default(value: object) -> str | None:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, tuple):  # csv settings, written as the variable takes them
+        return ",".join(str(v) for v in value) or None
     return str(value)
 
 

@@ -10,7 +10,6 @@ elsewhere: muster.worker, muster.dlq, muster.supervisor and, for the API, muster
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib
 import json
@@ -30,6 +29,8 @@ from muster.logs import configure_logging
 from muster.settings import Settings, load_settings
 
 WORKER_KINDS = ("timeline", "delivery", "audit")
+OPS_WORKER = "ops"
+"""`muster worker ops`: the rq worker for operator and timed jobs (muster.audit.ops)."""
 API_APP = "muster.api.app:app_from_env"
 """uvicorn factory import string: builds the app from the environment in each API process."""
 API_GRACE_S = 5
@@ -80,11 +81,15 @@ def run_api(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from muster.worker import serve
+    from muster.worker import run, serve
 
     require_redis(settings, f"worker {args.kind}")
+    if args.kind == OPS_WORKER:
+        from muster.audit import ops
+
+        return ops.run_worker(settings)
     module = importlib.import_module(f"muster.{args.kind}.worker")
-    asyncio.run(
+    run(
         serve(
             settings,
             group=module.GROUP,
@@ -259,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     api.set_defaults(run=run_api, process="api")
 
     worker = commands.add_parser("worker", help="one worker process of a kind")
-    worker.add_argument("kind", choices=WORKER_KINDS)
+    worker.add_argument("kind", choices=(*WORKER_KINDS, OPS_WORKER))
     worker.set_defaults(run=run_worker, process="worker")
 
     dlq = commands.add_parser("dlq", help="dead letters: list and re-drive")
@@ -287,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="PARTITION:ID as `muster dlq list` shows it (a bare ID with one partition)",
     )
     again.set_defaults(run=run_dlq_redrive, process="dlq")
+
+    from muster.audit.commands import add_commands  # it imports this module's helpers
+
+    add_commands(commands)
     return parser
 
 
@@ -314,4 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy's: commands defined elsewhere
+    # (muster.audit.commands) raise muster.cli's Failed and Usage, which main must catch.
+    from muster import cli
+
+    sys.exit(cli.main())

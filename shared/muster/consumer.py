@@ -54,6 +54,7 @@ class Message:
     entry_id: str
     event: AnyEvent
     attempt: int  # 1 on first delivery; grows with each reclaim
+    payload: bytes = b""  # the entry's event field exactly as stored (the audit archive keeps it)
 
 
 Handler = Callable[[Sequence[Message]], Awaitable[None]]
@@ -278,7 +279,7 @@ class ConsumerLoop:
             except EventDecodeError as exc:
                 await self._dead_letter(stream, entry_id, payload, f"undecodable: {exc}", attempt)
                 continue
-            messages.append(Message(stream, entry_id, event, attempt))
+            messages.append(Message(stream, entry_id, event, attempt, payload))
         if not messages:
             return
         try:

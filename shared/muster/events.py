@@ -131,7 +131,10 @@ class DeliveryRequested(Event, frozen=True, tag="DeliveryRequested"):
 
     Not an event-log event: the timeline worker writes these to keys.deliveries streams.
     `id` is `{message_id}.{recipient}.{channel}` — stable for that triple, so it is the
-    delivery's idempotency key and its Message-ID / webhook-id. `attempt` counts retries.
+    delivery's idempotency key and its Message-ID / webhook-id. `attempt` is how many sends
+    were made before this request was issued (a request is done once the status records more);
+    `schedule_from` is that count when the current retry schedule began (a redrive starts
+    a new schedule).
     """
 
     message_id: str
@@ -139,6 +142,7 @@ class DeliveryRequested(Event, frozen=True, tag="DeliveryRequested"):
     recipient: str
     channel: str
     attempt: int = 0
+    schedule_from: int = 0
 
 
 AnyEvent: TypeAlias = (

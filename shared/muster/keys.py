@@ -225,6 +225,26 @@ def audit_events(partition: int) -> str:
     return f"{_tag(partition)}:audit:events"
 
 
+def archive_head(partition: int) -> str:
+    """Hash: the partition's archive as far as Redis knows it — `n` (last record projected
+    into the audit index), `hash` (its chain hash), `entry` (highest event-log entry id
+    archived). Audit worker writes it under the archive lock; trimming reads `entry`.
+    Not a projection: replay never drops it."""
+    return f"{_tag(partition)}:archive:head"
+
+
+def archived(partition: int) -> str:
+    """Sorted set like `home`: ids of archived events the log could still hand the audit
+    group again (reclaim, re-drive), so they are not archived twice. Written with the
+    archive under its lock; the trimmer drops ids older than the log's first entry."""
+    return f"{_tag(partition)}:archive:ids"
+
+
+DEAD_GROUPS: Final = f"{PREFIX}:stats:deadgroups"
+"""Hash "stream|group" → JSON {lag, idle_s}: consumer groups that stopped reading while they
+lag, so trimming no longer waits for them. Audit worker's trimmer writes; /metrics reads."""
+
+
 # --- global keys (no partition) -------------------------------------------------------------
 def token(token_hash: str) -> str:
     """String: SHA-256 of a bearer token → handle. Claimed before the account is appended."""

@@ -41,6 +41,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_allow_private: bool = False
     data_dir: Path = Path("var")
     archive_dir: Path = Path("var/archive")
+    archive_segment_bytes: int = 64 * 1024 * 1024
     embedded_fsync: str = "always"
     log_format: str = "auto"
     log_level: str = "info"
@@ -55,6 +56,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     delivery_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     delivery_concurrency: int = 256
     webhook_timeout_s: int = 10
+    smtp_connections: int = 4
+    http_host_connections: int = 64
     failpoints: tuple[str, ...] = ()
     group_dead_after_s: int = 24 * 3600
     stream_retention_s: int = 7 * 24 * 3600
@@ -162,6 +165,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "webhook_allow_private": _bool,
     "data_dir": Path,
     "archive_dir": Path,
+    "archive_segment_bytes": _int(4096, 1 << 40),
     "embedded_fsync": _choice("always", "everysec"),
     "log_format": _choice("auto", "json", "console"),
     "log_level": _choice("debug", "info", "warning", "error"),
@@ -176,6 +180,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "delivery_retry_schedule": _seconds_list,
     "delivery_concurrency": _int(1, 100_000),
     "webhook_timeout_s": _int(1, 300),
+    "smtp_connections": _int(1, 256),
+    "http_host_connections": _int(1, 10_000),
     "failpoints": _names,
     "group_dead_after_s": _int(60, 1 << 40),
     "stream_retention_s": _int(0, 1 << 40),

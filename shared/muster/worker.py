@@ -8,19 +8,47 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
 import structlog
 
 from muster import keys
 from muster.connection import async_client
-from muster.consumer import ConsumerLoop, Handler, LoopConfig
+from muster.consumer import ConsumerLoop, Handler, LoopConfig, Message
 from muster.settings import Settings
 
 log = structlog.get_logger("muster.worker")
 
 HandlerFactory = Callable[[aioredis.Redis, Settings], Awaitable[Handler]]
+
+
+@runtime_checkable
+class Service(Protocol):
+    """A handler with work of its own beside the loops (timers, connection pools).
+
+    When make_handler returns one, `serve` runs `run_beside(stop)` next to the consumer
+    loops until stop, and `aclose()` once everything has stopped.
+    """
+
+    async def __call__(self, messages: Sequence[Message]) -> None: ...
+
+    async def run_beside(self, stop: asyncio.Event) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run a worker process's event loop until `main` returns: on uvloop when it is installed
+    (uvicorn[standard] brings it; the delivery worker sends markedly more per second on it,
+    see tests/benchmarks/delivery.py), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 def loop_config(settings: Settings) -> LoopConfig:
@@ -82,7 +110,14 @@ async def serve(
             streams_for=streams_for or event_log_streams(group),
         )
         log.info("worker started", group=group, partitions=settings.partitions)
-        await asyncio.gather(*(loop.run(stop) for loop in loops))
+        work = [loop.run(stop) for loop in loops]
+        if isinstance(handler, Service):
+            work.append(handler.run_beside(stop))
+        try:
+            await asyncio.gather(*work)
+        finally:
+            if isinstance(handler, Service):
+                await handler.aclose()
         log.info("worker stopped", group=group)
     finally:
         await redis.aclose()

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from muster import keys
 from muster.api.backpressure import monitored_streams, read_lags
+from muster.connection import text
 
 
 class Metrics:
@@ -52,6 +53,13 @@ class Metrics:
             "Entries waiting in the dead-letter streams",
             registry=self.registry,
         )
+        self.dead_groups = Gauge(
+            "muster_dead_groups",
+            "1 for each consumer group that lags with every consumer silent past "
+            "MUSTER_GROUP_DEAD_AFTER (trimming no longer waits for it)",
+            ["stream", "group"],
+            registry=self.registry,
+        )
 
     async def render(self, redis: aioredis.Redis, partitions: int) -> bytes:
         streams = monitored_streams(partitions) + [
@@ -69,4 +77,8 @@ class Metrics:
             channel, _, outcome = label.decode().partition(":")
             self.deliveries.labels(channel, outcome).set(int(count))
         self.dead_letters.set(sum(dead))
+        self.dead_groups.clear()
+        for name in await redis.hkeys(keys.DEAD_GROUPS):
+            dead_stream, _, dead_group = text(name).rpartition("|")
+            self.dead_groups.labels(dead_stream, dead_group).set(1)
         return generate_latest(self.registry)

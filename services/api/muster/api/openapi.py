@@ -8,6 +8,7 @@ the bearer security scheme, so schemathesis and generated clients see the whole 
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import msgspec
@@ -43,6 +44,8 @@ def _schema(tp: Any) -> dict[str, Any]:
     origin = getattr(tp, "__origin__", None)
     if origin is list:
         return {"type": "array", "items": _schema(tp.__args__[0])}
+    if isinstance(tp, types.UnionType):  # e.g. the tagged union of events (audit)
+        return {"anyOf": [_schema(arg) for arg in tp.__args__]}
     raise TypeError(f"cannot describe {tp!r}")
 
 
@@ -68,7 +71,8 @@ def responds(
     out: dict[int | str, dict[str, Any]] = {}
     ok: dict[str, Any] = {"description": description}
     if tp is not None:
-        ok["content"] = {media_type: {"schema": _schema(tp) if media_type.endswith("json") else tp}}
+        schema = tp if isinstance(tp, dict) else _schema(tp)  # a dict is a schema already
+        ok["content"] = {media_type: {"schema": schema}}
     out[status] = ok
     for code in sorted({*errors, 503}):
         out[code] = {

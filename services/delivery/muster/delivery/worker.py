@@ -1,20 +1,70 @@
-"""Delivery worker entry point: the handler run over the shared consumer loop.
+"""Delivery worker: sends the requests the timeline worker routed — email, SMS, webhooks.
 
-Delivery reads the per-channel delivery streams (keys.deliveries), not the event log.
+It reads keys.deliveries(p, c) for each off-app channel, plus its re-drive stream, on the
+shared consumer loop, and for each batch:
+
+1. reads every request's status (keys.delivery_status). A request is done once the status
+   says `sent`, or records more sends than the request had seen (`attempt`): handling an
+   entry again — after a crash, a reclaim, a batch retried one by one — sends nothing;
+2. reads the content (post or DM) and the recipient's current contact point;
+3. sends the rest concurrently: a global limit (MUSTER_DELIVERY_CONCURRENCY) and one per
+   destination (SMTP sessions, each webhook host, the SMS provider), over kept connections.
+   A send that cannot start within the wait budget (its destination is busy) is deferred —
+   put back in a second, untried — so a batch always ends long before MUSTER_CLAIM_IDLE_MS
+   and is never reclaimed, and sent twice, because one receiver is slow;
+4. records every outcome in one pipeline: `sent`; `pending` plus the request in the delayed
+   set for a transient failure (retries.py); `failed` for a permanent one or an exhausted
+   schedule, which is then raised as PermanentDeliveryError so the loop dead-letters it;
+5. returns, and the loop acknowledges the batch.
+
+So a (message, recipient, channel) is never dropped, and is sent twice only if the process
+dies between the provider's acceptance and step 4 — with the same Message-ID / webhook-id
+(guarantee 2 of ARCHITECTURE.md; failpoints.py marks those steps for the crash tests).
+A re-driven dead letter whose status is `failed` is re-issued as a fresh request (a new
+retry schedule), atomically with its status going back to `pending`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+import structlog
+from aiohttp.abc import AbstractResolver
 
-from muster import keys
+from muster import events, failpoints, keys
 from muster.consumer import Handler, Message
+from muster.delivery import content as contents
+from muster.delivery.email import EmailSender
+from muster.delivery.retries import Scheduler, next_delay_s, now_ms, retry_payload
+from muster.delivery.sms import SmsProvider, provider_for, sms_text
+from muster.delivery.status import Recorder, Status, clip, parse, status_field
+from muster.delivery.webhook import WebhookGone, WebhookSender
+from muster.errors import PermanentDeliveryError, PermanentError, TransientDeliveryError
+from muster.events import DeliveryRequested
 from muster.keys import GROUP_DELIVERY
 from muster.settings import Settings
 
 GROUP = GROUP_DELIVERY
+log = structlog.get_logger("muster.delivery")
+
+_KINDS = {"post", "dm"}
+
+# KEYS: status hash, deliveries stream   ARGV: field, expected status ('' = none), new
+# status, request, ttl  → 1 if re-issued. Only the status seen when the re-drive was read
+# is replaced, so a re-driven entry handled twice re-issues once.
+_REISSUE = """
+local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+if current ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('XADD', KEYS[2], '*', 'e', ARGV[4])
+return 1
+"""
 
 
 def streams_for(partition: int) -> list[str]:
@@ -23,8 +73,320 @@ def streams_for(partition: int) -> list[str]:
     ]
 
 
-async def make_handler(redis: aioredis.Redis, settings: Settings) -> Handler:
-    async def handle(messages: Sequence[Message]) -> None:
-        """Consumes and acknowledges; sending arrives with the Delivery issue."""
+@dataclass(slots=True)
+class _Job:
+    request: DeliveryRequested
+    q: int
+    status: Status | None
+    disabled: bool = False  # webhook answered 410 earlier
 
-    return handle
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    state: str  # "sent" | "retry" | "failed" | "deferred" (not tried: its destination was busy)
+    error: str = ""
+    gone: bool = False
+
+
+_SENT = _Outcome("sent")
+_DEFERRED = _Outcome("deferred")
+DEFER_S = 1.0
+
+
+class Delivery:
+    """The handler (`await delivery(messages)`), with the retry scheduler beside the loops."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        settings: Settings,
+        *,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.partitions = settings.partitions
+        self.schedule = settings.delivery_retry_schedule
+        self.webhooks = WebhookSender(settings, resolver=resolver)
+        self.email = EmailSender(settings) if settings.smtp_url and settings.mail_from else None
+        self.sms: SmsProvider = provider_for(settings)
+        self.scheduler = Scheduler(redis, partitions=settings.partitions)
+        self._redrive_streams = {keys.retry(p, GROUP) for p in range(settings.partitions)}
+        self._global = asyncio.Semaphore(settings.delivery_concurrency)
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        # How long a send may wait for its destination's slot: past it, it is deferred, so
+        # a batch (waits + one send's timeout) ends well before MUSTER_CLAIM_IDLE_MS and is
+        # never reclaimed, and sent twice, just because one receiver is slow.
+        self.wait_budget_s = max(
+            1.0, settings.claim_idle_ms / 1000 - settings.webhook_timeout_s - 2.0
+        )
+        self._sms_texts: contents.Rendered[str, str] = contents.Rendered()
+        self._reissue = redis.register_script(_REISSUE)
+
+    # --- Service -------------------------------------------------------------------------------
+    async def run_beside(self, stop: asyncio.Event) -> None:
+        await self.scheduler.run(stop)
+
+    async def aclose(self) -> None:
+        await self.webhooks.aclose()
+        await self.sms.aclose()
+        if self.email is not None:
+            await self.email.aclose()
+
+    # --- one batch ----------------------------------------------------------------------------
+    async def __call__(self, messages: Sequence[Message]) -> None:
+        jobs: list[_Job] = []
+        redriven: list[_Job] = []
+        for message in messages:
+            request = message.event
+            if (
+                not isinstance(request, DeliveryRequested)
+                or request.channel not in keys.OFFAPP_CHANNELS
+                or request.kind not in _KINDS
+            ):
+                # type and id only: an event that strayed here may carry a DM's text
+                raise PermanentError(
+                    f"not a delivery request: {type(request).__name__} {request.id}"
+                )
+            job = _Job(request, keys.partition_of(request.recipient, self.partitions), None)
+            (redriven if message.stream in self._redrive_streams else jobs).append(job)
+        await self._read_statuses(jobs + redriven)
+
+        permanent: list[str] = []
+        to_send: list[_Job] = []
+        for job in redriven:
+            if job.status is None or job.status.state == "failed":
+                await self._reissue_one(job)
+            else:
+                jobs.append(job)
+        for job in jobs:
+            status = job.status
+            if status is not None and (
+                status.state == "sent" or status.attempts > job.request.attempt
+            ):
+                if status.state == "failed":  # recorded, not yet dead-lettered: do it now
+                    permanent.append(f"{job.request.id}: {status.error}")
+                continue
+            to_send.append(job)
+
+        if to_send:
+            recorder = Recorder()
+            await self._deliver(to_send, recorder, permanent)
+            await recorder.flush(self.redis)
+            failpoints.hit("delivery.after_record", self.settings)
+        if permanent:
+            raise PermanentDeliveryError("; ".join(permanent)[:2000])
+
+    async def _read_statuses(self, jobs: list[_Job]) -> None:
+        if not jobs:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                r = job.request
+                pipe.hget(
+                    keys.delivery_status(job.q, r.message_id), status_field(r.recipient, r.channel)
+                )
+                if r.channel == "webhook":
+                    pipe.sismember(keys.webhooks_disabled(job.q), r.recipient)
+            replies: list[Any] = await pipe.execute()
+        at = 0
+        for job in jobs:
+            job.status = parse(replies[at])
+            at += 1
+            if job.request.channel == "webhook":
+                job.disabled = bool(replies[at])
+                at += 1
+
+    async def _reissue_one(self, job: _Job) -> None:
+        r, status = job.request, job.status
+        made = status.attempts if status is not None else 0
+        fresh = events.encode(
+            DeliveryRequested(
+                id=r.id,
+                actor=r.actor,
+                at=r.at,
+                message_id=r.message_id,
+                kind=r.kind,
+                recipient=r.recipient,
+                channel=r.channel,
+                attempt=made,
+                schedule_from=made,
+            )
+        )
+        pending = Status("pending", made, status.error if status is not None else "")
+        done = await self._reissue(
+            keys=[keys.delivery_status(job.q, r.message_id), keys.deliveries(job.q, r.channel)],
+            args=[
+                status_field(r.recipient, r.channel),
+                status.encode() if status is not None else "",
+                pending.encode(),
+                fresh,
+                keys.DELIVERY_STATUS_TTL_S,
+            ],
+        )
+        if int(done):
+            log.info("re-driven delivery re-issued", delivery=r.id, attempts=made)
+
+    # --- sending ------------------------------------------------------------------------------
+    async def _deliver(self, jobs: list[_Job], recorder: Recorder, permanent: list[str]) -> None:
+        found, people = await contents.load(self.redis, (j.request for j in jobs), self.partitions)
+        deadline = asyncio.get_running_loop().time() + self.wait_budget_s
+        sends: list[tuple[_Job, Awaitable[_Outcome]]] = []
+        for job in jobs:
+            r = job.request
+            content = found.get(r.message_id)
+            person = people.get(r.recipient)
+            refusal = self._refusal(job, content, person)
+            if refusal is not None:  # nothing was tried: no attempt counted, no dead letter
+                recorder.status(
+                    job.q,
+                    r.message_id,
+                    r.recipient,
+                    r.channel,
+                    Status("failed", r.attempt, refusal),
+                )
+                recorder.count(r.channel, "failed")
+                continue
+            if content is None or person is None:
+                sends.append((job, _missing()))
+                continue
+            sends.append((job, self._send(job, content, person, deadline)))
+        outcomes = await asyncio.gather(*(send for _, send in sends))
+        for (job, _), outcome in zip(sends, outcomes, strict=True):
+            self._record(job, outcome, recorder, permanent)
+
+    def _refusal(
+        self, job: _Job, content: contents.Content | None, person: contents.Recipient | None
+    ) -> str | None:
+        """Why this request cannot be sent at all (so is not tried), or None."""
+        r = job.request
+        if person is None or person.kind is None:
+            return f"no account {r.recipient}"
+        if content is not None and content.internal and not person.is_employee:
+            return "an internal post is not for this recipient"
+        if person.contact(r.channel) is None:
+            return f"no contact point for {r.channel}"
+        if r.channel == "email" and self.email is None:
+            return "email is off (MUSTER_SMTP_URL is not set)"
+        if job.disabled:
+            return "webhook disabled after it answered 410 Gone; set a new webhook_url"
+        return None
+
+    def _limit(self, name: str, size: int) -> asyncio.Semaphore:
+        limit = self._limits.get(name)
+        if limit is None:
+            limit = self._limits[name] = asyncio.Semaphore(size)
+        return limit
+
+    def _destination(self, channel: str, person: contents.Recipient) -> asyncio.Semaphore:
+        """Per-destination limit, taken before the global one so a slow destination waits
+        on its own slots and never holds the global ones others need."""
+        if channel == "email":
+            return self._limit("smtp", self.settings.smtp_connections)
+        if channel == "sms":
+            return self._limit("sms", self.settings.http_host_connections)
+        try:
+            host = urlsplit(person.webhook_url or "").netloc.lower()
+        except ValueError:
+            host = ""
+        return self._limit(f"webhook:{host}", self.settings.http_host_connections)
+
+    async def _slots(self, destination: asyncio.Semaphore, deadline: float) -> bool:
+        """Take the destination's slot, then a global one, before `deadline`; False if not."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                await destination.acquire()
+                try:
+                    await self._global.acquire()
+                except BaseException:
+                    destination.release()
+                    raise
+        except TimeoutError:
+            return False
+        return True
+
+    async def _send(
+        self, job: _Job, content: contents.Content, person: contents.Recipient, deadline: float
+    ) -> _Outcome:
+        r = job.request
+        send = self._sender(r, content, person)
+        destination = self._destination(r.channel, person)
+        if not await self._slots(destination, deadline):
+            return _DEFERRED
+        try:
+            failpoints.hit("delivery.before_send", self.settings)
+            try:
+                await send()
+            except WebhookGone as exc:
+                return _Outcome("failed", str(exc), gone=True)
+            except PermanentDeliveryError as exc:
+                return _Outcome("failed", str(exc))
+            except TransientDeliveryError as exc:
+                return _Outcome("retry", str(exc))
+            except Exception as exc:  # a library's surprise: retried, and logged in full
+                log.exception("unexpected delivery error", delivery=r.id, channel=r.channel)
+                return _Outcome("retry", f"{type(exc).__name__}: {exc}")
+        finally:
+            self._global.release()
+            destination.release()
+        failpoints.hit("delivery.after_send", self.settings)
+        return _SENT
+
+    def _sender(
+        self, r: DeliveryRequested, content: contents.Content, person: contents.Recipient
+    ) -> Callable[[], Awaitable[None]]:
+        if r.channel == "webhook":
+            return lambda: self.webhooks.send(r.id, content, person)
+        if r.channel == "email":
+            assert self.email is not None
+            email = self.email
+            return lambda: email.send(r.id, content, person)
+        text = self._sms_texts.get(content.id, lambda: sms_text(content, self.settings.public_url))
+        return lambda: self.sms.send(r.id, person.phone or "", text, private=content.private)
+
+    def _record(
+        self, job: _Job, outcome: _Outcome, recorder: Recorder, permanent: list[str]
+    ) -> None:
+        r = job.request
+        made = r.attempt + 1
+        error = clip(outcome.error)
+        if outcome.state == "sent":
+            recorder.status(job.q, r.message_id, r.recipient, r.channel, Status("sent", made))
+            recorder.count(r.channel, "sent")
+            return
+        if outcome.state == "deferred":  # not tried: the same request, again in a moment
+            recorder.retry(job.q, r.channel, events.encode(r), now_ms() + DEFER_S * 1000)
+            recorder.count(r.channel, "deferred")
+            return
+        if outcome.state == "retry":
+            delay = next_delay_s(r, self.schedule)
+            if delay is not None:
+                recorder.status(
+                    job.q, r.message_id, r.recipient, r.channel, Status("pending", made, error)
+                )
+                recorder.retry(job.q, r.channel, retry_payload(r), now_ms() + delay * 1000)
+                recorder.count(r.channel, "retried")
+                log.warning(
+                    "delivery will be retried",
+                    delivery=r.id,
+                    attempts=made,
+                    in_s=round(delay, 1),
+                    error=error,
+                )
+                return
+            error = clip(f"gave up after {made - r.schedule_from} attempts: {error}")
+        recorder.status(job.q, r.message_id, r.recipient, r.channel, Status("failed", made, error))
+        recorder.count(r.channel, "failed")
+        if outcome.gone:
+            recorder.disable_webhook(job.q, r.recipient)
+        permanent.append(f"{r.id}: {error}")
+        log.warning("delivery failed", delivery=r.id, attempts=made, error=error)
+
+
+async def _missing() -> _Outcome:
+    """The post or DM is not in the store (yet: a projection being rebuilt): try later."""
+    return _Outcome("retry", "content not found in the post store")
+
+
+async def make_handler(redis: aioredis.Redis, settings: Settings) -> Handler:
+    return Delivery(redis, settings)

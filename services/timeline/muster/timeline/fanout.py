@@ -10,27 +10,79 @@ fan-out interrupted anywhere is simply run again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import redis.asyncio as aioredis
 
 from muster import keys
+from muster.timeline.routing import ROUTED_FANOUT, PostRoute
 
 FANOUT_BATCH = 2000
 
-# KEYS: followers hash (one partition)   ARGV: cursor, batch, post id, home prefix, cap
-# → next cursor ("0" when done)
-_FANOUT = """
-local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
-local fields = page[2]
-local id, prefix, cap = ARGV[3], ARGV[4], tonumber(ARGV[5])
-for i = 1, #fields, 2 do
-  local home = prefix .. fields[i]
-  redis.call('ZADD', home, 0, id)
-  if redis.call('ZCARD', home) > cap then
-    redis.call('ZREMRANGEBYRANK', home, 0, -cap - 1)
+# One page of one post's fan-out, as a Lua function, so that the same code runs alone
+# (_FANOUT) and inside batch.py's script, which fans a whole run of posts out in one call.
+# routing.ROUTED_FANOUT repeats this home insert (plus delivery routing) for partitions where
+# someone is reachable off-app: change both together.
+FANOUT_PAGE = """
+local function fanout_page(source, cursor, batch, id, prefix, cap)
+  local page = redis.call('HSCAN', source, cursor, 'COUNT', batch)
+  local fields = page[2]
+  for i = 1, #fields, 2 do
+    local home = prefix .. fields[i]
+    redis.call('ZADD', home, 0, id)
+    if redis.call('ZCARD', home) > cap then
+      redis.call('ZREMRANGEBYRANK', home, 0, -cap - 1)
+    end
   end
+  return page[1]
 end
-return page[1]
 """
+
+# KEYS: followers hash (one partition)   ARGV: cursor, batch, post id, home prefix, cap
+# → next cursor ("0" when done).
+_FANOUT = (
+    FANOUT_PAGE
+    + """
+return fanout_page(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
+"""
+)
+
+
+class Walk:
+    """One fan-out script walking one follower hash, FANOUT_BATCH followers per call. Its
+    first call can ride on a pipeline with other writes (`start`); `finish` continues it
+    from the cursor that call returned until the hash is done."""
+
+    def __init__(
+        self,
+        script: Any,
+        keys_: list[str],
+        args: Callable[[str], list[Any]],
+        page: tuple[int, str, str] | None = None,
+    ) -> None:
+        self.script = script
+        self.keys = keys_
+        self.args = args
+        self.page = page
+        """(partition, followers hash, post id) of a plain walk (no routing): its first page
+        can run inside a batch.py buffer of that partition (`Writes.fanout`)."""
+
+    async def start(self, pipe: Any) -> None:
+        await self.script(keys=self.keys, args=self.args("0"), client=pipe)
+
+    async def finish(self, reply: Any) -> int:
+        """Continue after the first call's `reply`; the calls made."""
+        calls = 0
+        cursor = reply.decode() if isinstance(reply, bytes) else str(reply)
+        while cursor != "0":
+            reply = await self.script(keys=self.keys, args=self.args(cursor))
+            calls += 1
+            cursor = reply.decode() if isinstance(reply, bytes) else str(reply)
+        return calls
+
+    async def run(self) -> int:
+        return 1 + await self.finish(await self.script(keys=self.keys, args=self.args("0")))
 
 
 class Fanout:
@@ -39,25 +91,77 @@ class Fanout:
         self.partitions = partitions
         self.cap = cap
         self._script = redis.register_script(_FANOUT)
+        self._routed = redis.register_script(ROUTED_FANOUT)
 
-    async def to_followers(self, account: str, post_id: str, *, public: bool) -> int:
-        """Insert into the home of every follower of `account` (externals only when public)."""
-        calls = 0
+    def walks(
+        self,
+        account: str,
+        post_id: str,
+        *,
+        public: bool,
+        route: PostRoute | None = None,
+        homes: bool = True,
+    ) -> list[Walk]:
+        """The script walks that fan one post out: one per follower hash to scan (members,
+        and externals when public) in each partition (see `to_followers`)."""
+        found = []
         for q in range(self.partitions):
+            routed = route is not None and q in route.active
+            if not homes and not routed:
+                continue
             sources = [keys.followers(q, account)]
             if public:
                 sources.append(keys.external_followers(q, account))
             for source in sources:
-                cursor = "0"
-                while True:
-                    reply = await self._script(
-                        keys=[source],
-                        args=[cursor, FANOUT_BATCH, post_id, keys.home_prefix(q), self.cap],
+                if routed:
+                    assert route is not None
+                    found.append(
+                        Walk(
+                            self._routed, route.keys(q, source), self._routed_args(route, q, homes)
+                        )
                     )
-                    calls += 1
-                    cursor = reply.decode() if isinstance(reply, bytes) else str(reply)
-                    if cursor == "0":
-                        break
+                else:
+                    found.append(
+                        Walk(
+                            self._script,
+                            [source],
+                            self._plain_args(post_id, q),
+                            page=(q, source, post_id),
+                        )
+                    )
+        return found
+
+    def _plain_args(self, post_id: str, q: int) -> Callable[[str], list[Any]]:
+        def args(cursor: str) -> list[Any]:
+            return [cursor, FANOUT_BATCH, post_id, keys.home_prefix(q), self.cap]
+
+        return args
+
+    def _routed_args(self, route: PostRoute, q: int, homes: bool) -> Callable[[str], list[Any]]:
+        def args(cursor: str) -> list[Any]:
+            return route.args(cursor, FANOUT_BATCH, keys.home_prefix(q), self.cap, homes)
+
+        return args
+
+    async def to_followers(
+        self,
+        account: str,
+        post_id: str,
+        *,
+        public: bool,
+        route: PostRoute | None = None,
+        homes: bool = True,
+    ) -> int:
+        """Insert into the home of every follower of `account` (externals only when public).
+
+        With a `route`, the same pass also appends the post's delivery requests (routing.py)
+        in the partitions where anyone is reachable off-app; `homes=False` routes only (for
+        read-merged accounts, which have no fan-out). Partitions without reach, and posts
+        without a route, run the plain script: the no-delivery path stays as fast as it was.
+        """
+        calls = 0
+        for walk in self.walks(account, post_id, public=public, route=route, homes=homes):
+            calls += await walk.run()
         return calls
 
     async def to_home(self, handle: str, post_ids: list[str]) -> None:

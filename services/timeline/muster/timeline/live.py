@@ -7,6 +7,8 @@ event is handled twice; the stream is capped at MUSTER_LIVE_RETENTION entries.
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis.asyncio as aioredis
 
 from muster import keys
@@ -28,13 +30,17 @@ class Live:
         self.retention = retention
         self._script = redis.register_script(_ANNOUNCE_ONCE)
 
-    async def announce(self, event_id: str, fields: dict[str, str | bytes]) -> bool:
-        """Append `fields` to LIVE unless event_id was announced already."""
+    async def announce(
+        self, event_id: str, fields: dict[str, str | bytes], *, pipe: Any = None
+    ) -> bool:
+        """Append `fields` to LIVE unless event_id was announced already. On a `pipe`, the
+        call is only queued (and the answer is not known: False)."""
         flat: list[str | bytes] = []
         for name, value in fields.items():
             flat += [name, value]
         added = await self._script(
             keys=[keys.live_seen(event_id), keys.LIVE],
             args=[keys.LIVE_SEEN_TTL_S, self.retention, *flat],
+            client=pipe,
         )
-        return bool(added)
+        return pipe is None and bool(added)

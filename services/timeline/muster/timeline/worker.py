@@ -12,14 +12,17 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import NoScriptError
 
 from muster import graph, keys, views
 from muster.connection import text, texts
 from muster.consumer import Handler, Message
 from muster.events import (
+    AccountCreated,
     AccountFollowed,
     AccountUnfollowed,
     AnyEvent,
+    ContactPointsChanged,
     DirectMessageSent,
     FollowChannelsChanged,
     FollowerEnrolled,
@@ -27,10 +30,29 @@ from muster.events import (
 )
 from muster.ids import id_time_ms
 from muster.settings import Settings
-from muster.timeline.fanout import Fanout
+from muster.timeline.batch import WriteBatches, Writes
+from muster.timeline.fanout import Fanout, Walk
 from muster.timeline.live import Live
+from muster.timeline.routing import Router
 
 GROUP = keys.GROUP_TIMELINE
+GraphChange = (
+    AccountFollowed
+    | FollowerEnrolled
+    | FollowChannelsChanged
+    | AccountUnfollowed
+    | AccountCreated
+    | ContactPointsChanged
+)
+"""Events that change the follower graph or reachability (a `graph_changes` run)."""
+GraphEvent = (
+    AccountFollowed,
+    FollowerEnrolled,
+    FollowChannelsChanged,
+    AccountUnfollowed,
+    AccountCreated,
+    ContactPointsChanged,
+)
 log = structlog.get_logger("muster.timeline")
 
 
@@ -40,143 +62,339 @@ def _csv(channels: Sequence[str]) -> str:
 
 
 class Timeline:
-    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+    """The projection. `route=False` leaves off-app delivery out (replay, unless the operator
+    asks to redeliver); `announce=False` keeps history off the live stream (replay)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        settings: Settings,
+        *,
+        route: bool = True,
+        announce: bool = True,
+    ) -> None:
         self.redis = redis
         self.partitions = settings.partitions
         self.cap = settings.timeline_max
         self.threshold = settings.fanout_on_read_threshold
+        self.route = route
+        self.announce = announce
         self.fanout = Fanout(redis, partitions=self.partitions, cap=self.cap)
         self.live = Live(redis, retention=settings.live_retention)
+        self.router = Router(redis, partitions=self.partitions)
+        self.writes = WriteBatches(redis, cap=self.cap)
 
     async def handle(self, messages: Sequence[Message]) -> None:
-        for message in messages:
-            await self.apply(message.event)
+        await self.apply_batch([message.event for message in messages])
+
+    async def apply_batch(self, batch: Sequence[AnyEvent]) -> None:
+        """Apply events in order, exactly as one by one. Consecutive posts and DMs form a
+        run (`publish`), consecutive follow and account changes another (`graph_changes`):
+        each run costs a few round trips however long it is, because nothing in a run
+        reads what the run writes except what the run itself keeps track of."""
+        run: list[AnyEvent] = []
+        kind: str | None = None
+        for event in batch:
+            if isinstance(event, PostPublished | DirectMessageSent):
+                this = "publish"
+            elif isinstance(event, GraphEvent):
+                this = "graph"
+            else:
+                continue  # posters, tokens, enrolment rules: nothing to project here
+            if run and this != kind:
+                await self._run(kind, run)
+                run = []
+            kind = this
+            run.append(event)
+        if run:
+            await self._run(kind, run)
 
     async def apply(self, event: AnyEvent) -> None:
-        match event:
-            case PostPublished():
-                await self.post(event)
-            case DirectMessageSent():
-                await self.direct_message(event)
-            case AccountFollowed() | FollowerEnrolled():
-                await self.follow(event)
-            case FollowChannelsChanged():
-                await self.channels_changed(event)
-            case AccountUnfollowed():
-                await self.unfollow(event)
-            case _:
-                pass  # accounts, posters, contact points: nothing to project here
+        await self.apply_batch([event])
+
+    async def _run(self, kind: str | None, run: list[AnyEvent]) -> None:
+        for attempt in (1, 2):
+            try:
+                if kind == "publish":
+                    await self.publish(
+                        [e for e in run if isinstance(e, PostPublished | DirectMessageSent)]
+                    )
+                else:
+                    await self.graph_changes([e for e in run if isinstance(e, GraphEvent)])
+                return
+            except NoScriptError:  # Redis lost its scripts (restarted): load them, run again
+                if attempt == 2:
+                    raise
 
     # --- posts ----------------------------------------------------------------------------
     def _log_keys(self, account: str) -> tuple[str, str]:
         p = keys.partition_of(account, self.partitions)
         return keys.account_log(p, account), keys.public_log(p, account)
 
-    async def post(self, event: PostPublished) -> None:
-        data = views.encode(views.post_of(event))
-        public = event.visibility == "public"
-        account_log, public_log = self._log_keys(event.as_account)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(keys.post(keys.partition_of_id(event.id, self.partitions), event.id), data)
-            pipe.zadd(account_log, {event.id: 0})
-            if public:
-                pipe.zadd(public_log, {event.id: 0})
-            if event.in_reply_to is not None:
-                parent = event.in_reply_to
-                pipe.zadd(
-                    keys.replies(keys.partition_of_id(parent, self.partitions), parent),
-                    {event.id: 0},
+    async def publish(self, run: Sequence[PostPublished | DirectMessageSent]) -> None:
+        """Posts and DMs in order, in a few round trips: the store, logs, replies, homes,
+        DM conversations and the first page of each plain fan-out as one buffer of writes
+        per partition (batch.py); routed fan-outs and DM routing on the same pipeline; a
+        fan-out with more followers than one page is finished after. Live announcements go
+        last, so a client told of a post finds it in its home."""
+        posts = [e for e in run if isinstance(e, PostPublished)]
+        bigs, counts, active = await self._post_context(posts)
+        writes = self.writes.new()
+        marks: list[str] = []  # accounts found to need merging at read from now on
+        walks: list[Walk] = []
+        routed: list[Walk] = []  # walks that route deliveries: their own script
+        routed_dms: list[DirectMessageSent] = []
+        news: list[tuple[str, dict[str, str | bytes]]] = []
+        for event in run:
+            if isinstance(event, PostPublished):
+                data = self._post_writes(writes, event)
+                big = event.as_account in bigs
+                if not big and counts.get(event.as_account, 0) > self.threshold:
+                    bigs.add(event.as_account)
+                    marks.append(event.as_account)
+                    log.info("account merged at read from now on", account=event.as_account)
+                    big = True
+                public = event.visibility == "public"
+                route = await self.router.post_route(event, active) if self.route else None
+                found: list[Walk] = []
+                if not big:
+                    found = self.fanout.walks(
+                        event.as_account, event.id, public=public, route=route
+                    )
+                elif route is not None:  # no fan-out for read-merged accounts, but deliveries
+                    found = self.fanout.walks(
+                        event.as_account, event.id, public=public, route=route, homes=False
+                    )
+                for walk in found:
+                    if walk.page is not None:
+                        q, source, post_id = walk.page
+                        writes.fanout(q, len(walks), source, post_id)
+                    else:
+                        routed.append(walk)
+                    walks.append(walk)
+                if not self.announce:
+                    continue
+                news.append(
+                    (
+                        event.id,
+                        {
+                            "kind": "post",
+                            "id": event.id,
+                            "account": event.as_account,
+                            "author": event.author,
+                            "visibility": event.visibility,
+                            "data": data,
+                        },
+                    )
                 )
-            pipe.sismember(keys.BIG_ACCOUNTS, event.as_account)
-            *_, big = await pipe.execute()
-        await self.fanout.to_home(event.author, [event.id])
-        if (
-            not big
-            and await graph.follower_count(self.redis, event.as_account, self.partitions)
-            > self.threshold
-        ):
-            await self.redis.sadd(keys.BIG_ACCOUNTS, event.as_account)
-            log.info("account merged at read from now on", account=event.as_account)
-            big = True
-        if not big:
-            await self.fanout.to_followers(event.as_account, event.id, public=public)
-        await self.live.announce(
-            event.id,
-            {
-                "kind": "post",
-                "id": event.id,
-                "account": event.as_account,
-                "author": event.author,
-                "visibility": event.visibility,
-                "data": data,
-            },
-        )
+            else:
+                data = self._dm_writes(writes, event)
+                if self.route:
+                    routed_dms.append(event)
+                if not self.announce:
+                    continue
+                news.append(
+                    (
+                        event.id,
+                        {
+                            "kind": "dm",
+                            "id": event.id,
+                            "from": event.actor,
+                            "to": event.recipient,
+                            "data": data,
+                        },
+                    )
+                )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            calls = await writes.queue(pipe)
+            for account in marks:
+                pipe.sadd(keys.BIG_ACCOUNTS, account)
+            for walk in routed:
+                await walk.start(pipe)
+            for dm in routed_dms:
+                await self.router.queue_direct_message(pipe, dm)
+            replies = await self.writes.execute(pipe)
+        for index, cursor in writes.continued(replies[:calls]):
+            await walks[index].finish(cursor)
+        first = calls + len(marks)
+        for walk, reply in zip(routed, replies[first : first + len(routed)], strict=True):
+            await walk.finish(reply)
+        if self.announce and news:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for event_id, fields in news:
+                    await self.live.announce(event_id, fields, pipe=pipe)
+                await self.writes.execute(pipe)
+
+    async def _post_context(
+        self, posts: Sequence[PostPublished]
+    ) -> tuple[set[str], dict[str, int], set[int]]:
+        """Read-merged accounts among the posters, their follower counts, and the partitions
+        where anyone is reachable off-app — read once for the whole run (nothing in a run
+        changes them)."""
+        if not posts:
+            return set(), {}, set()
+        accounts = list(dict.fromkeys(e.as_account for e in posts))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.smismember(keys.BIG_ACCOUNTS, accounts)
+            for q in range(self.partitions):  # one call per partition: HLENs of its share
+                names = [n for a in accounts for n in graph.follower_hashes_in(q, a)]
+                await self.writes.hlens(pipe, q, names)
+            flags, *per_partition = await self.writes.execute(pipe)
+        bigs = {a for a, flag in zip(accounts, flags, strict=True) if flag}
+        per_account = len(graph.follower_hashes_in(0, accounts[0]))
+        counts = dict.fromkeys(accounts, 0)
+        for lengths in per_partition:
+            for i, a in enumerate(accounts):
+                counts[a] += sum(lengths[i * per_account : (i + 1) * per_account])
+        active = await self.router.active() if self.route else set()
+        return bigs, counts, active
+
+    def _post_writes(self, writes: Writes, event: PostPublished) -> bytes:
+        """The post's own writes: store, logs, reply index, the author's home. Its JSON."""
+        data = views.encode(views.post_of(event))
+        pp = keys.partition_of_id(event.id, self.partitions)
+        writes.set(pp, keys.post(pp, event.id), data)
+        pa = keys.partition_of(event.as_account, self.partitions)
+        account_log, public_log = self._log_keys(event.as_account)
+        writes.zadd(pa, account_log, event.id)
+        if event.visibility == "public":
+            writes.zadd(pa, public_log, event.id)
+        if event.in_reply_to is not None:
+            parent = event.in_reply_to
+            pr = keys.partition_of_id(parent, self.partitions)
+            writes.zadd(pr, keys.replies(pr, parent), event.id)
+        ph = keys.partition_of(event.author, self.partitions)
+        writes.home(ph, keys.home(ph, event.author), event.id)
+        return data
 
     # --- follows ----------------------------------------------------------------------------
     def _follower_hashes(self, follower: str, account: str) -> tuple[str, str]:
         q = keys.partition_of(follower, self.partitions)
         return keys.followers(q, account), keys.external_followers(q, account)
 
-    async def follow(self, event: AccountFollowed | FollowerEnrolled) -> None:
-        members, externals = self._follower_hashes(event.follower, event.account)
-        target = externals if event.external else members
-        channels = list(event.channels)
-        if isinstance(event, FollowerEnrolled):  # an enrolment adds to what the person chose
-            current = await self.redis.hget(target, event.follower)
-            if current is not None:
-                channels += text(current).split(",")
-        await self.redis.hset(target, event.follower, _csv(channels))
-        # Backfill after joining the graph: a post handled concurrently either saw this follower
-        # or is already in the log read below (projections converge in any order).
-        if not await self.redis.sismember(keys.BIG_ACCOUNTS, event.account):
-            account_log, public_log = self._log_keys(event.account)
-            source = public_log if event.external else account_log
-            recent = await self.redis.zrange(
-                source, "+", "-", desc=True, bylex=True, offset=0, num=self.cap
-            )
-            await self.fanout.to_home(event.follower, texts(recent))
-        await self.live.announce(
-            event.id, {"kind": "follow", "follower": event.follower, "account": event.account}
-        )
-
-    async def channels_changed(self, event: FollowChannelsChanged) -> None:
-        members, externals = self._follower_hashes(event.follower, event.account)
-        for target in (members, externals):
-            if await self.redis.hexists(target, event.follower):
-                await self.redis.hset(target, event.follower, _csv(event.channels))
-
-    async def unfollow(self, event: AccountUnfollowed) -> None:
-        members, externals = self._follower_hashes(event.follower, event.account)
-        account_log, _ = self._log_keys(event.account)
-        home = keys.home(keys.partition_of(event.follower, self.partitions), event.follower)
+    async def graph_changes(self, run: Sequence[GraphChange]) -> None:
+        """Follows, unfollows, channel changes and contact points, in order, in two round
+        trips: what they read — current follow records, which followed accounts are merged
+        at read, the newest posts of the accounts followed or left — is read for the whole
+        run first (posts do not happen in this run; its own follow records are tracked as it
+        goes), then all writes go as one buffer per partition (batch.py)."""
+        bigs, current, recent = await self._graph_context(run)
+        writes = self.writes.new()
+        news: list[tuple[str, dict[str, str | bytes]]] = []
+        for event in run:
+            if isinstance(event, AccountCreated | ContactPointsChanged):
+                self.router.contact_writes(writes, event)
+                continue
+            q = keys.partition_of(event.follower, self.partitions)
+            members, externals = self._follower_hashes(event.follower, event.account)
+            home = keys.home(q, event.follower)
+            if isinstance(event, AccountFollowed | FollowerEnrolled):
+                target = externals if event.external else members
+                channels = list(event.channels)
+                mine = current.get((target, event.follower))
+                if isinstance(event, FollowerEnrolled) and mine is not None:
+                    channels += mine.split(",")  # an enrolment adds to what the person chose
+                current[(target, event.follower)] = chosen = _csv(channels)
+                writes.hset(q, target, event.follower, chosen)
+                # Backfill after joining the graph: a post handled concurrently either saw this
+                # follower or is already in the log (projections converge in any order).
+                if event.account not in bigs:
+                    writes.homes(q, home, recent[self._backfill_source(event)])
+                news.append(
+                    (
+                        event.id,
+                        {"kind": "follow", "follower": event.follower, "account": event.account},
+                    )
+                )
+            elif isinstance(event, FollowChannelsChanged):
+                for target in (members, externals):
+                    if current.get((target, event.follower)) is not None:
+                        current[(target, event.follower)] = chosen = _csv(event.channels)
+                        writes.hset(q, target, event.follower, chosen)
+            else:
+                for target in (members, externals):
+                    current[(target, event.follower)] = None
+                    writes.hdel(q, target, event.follower)
+                writes.zrem(q, home, recent[self._log_keys(event.account)[0]])
+                news.append(
+                    (
+                        event.id,
+                        {"kind": "unfollow", "follower": event.follower, "account": event.account},
+                    )
+                )
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hdel(members, event.follower)
-            pipe.hdel(externals, event.follower)
-            pipe.zrange(account_log, "+", "-", desc=True, bylex=True, offset=0, num=self.cap)
-            *_, recent = await pipe.execute()
-        if recent:
-            await self.redis.zrem(home, *recent)
-        await self.live.announce(
-            event.id, {"kind": "unfollow", "follower": event.follower, "account": event.account}
-        )
+            await writes.queue(pipe)
+            await self.writes.execute(pipe)
+        if self.announce and news:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for event_id, fields in news:
+                    await self.live.announce(event_id, fields, pipe=pipe)
+                await self.writes.execute(pipe)
+
+    def _backfill_source(self, event: AccountFollowed | FollowerEnrolled) -> str:
+        """External followers get the account's public posts only."""
+        account_log, public_log = self._log_keys(event.account)
+        return public_log if event.external else account_log
+
+    async def _graph_context(
+        self, run: Sequence[GraphChange]
+    ) -> tuple[set[str], dict[tuple[str, str], str | None], dict[str, list[str]]]:
+        """For a graph run: followed accounts merged at read, current follow records that
+        matter, and the newest `cap` posts of each log a follow or unfollow needs."""
+        accounts: list[str] = []
+        fields: list[tuple[str, str]] = []
+        sources: list[str] = []
+        for event in run:
+            if isinstance(event, AccountCreated | ContactPointsChanged):
+                continue
+            members, externals = self._follower_hashes(event.follower, event.account)
+            if isinstance(event, AccountFollowed | FollowerEnrolled):
+                accounts.append(event.account)
+                fields.append((externals if event.external else members, event.follower))
+                sources.append(self._backfill_source(event))
+            elif isinstance(event, FollowChannelsChanged):
+                fields += [(members, event.follower), (externals, event.follower)]
+            else:
+                sources.append(self._log_keys(event.account)[0])
+        accounts = list(dict.fromkeys(accounts))
+        fields = list(dict.fromkeys(fields))
+        sources = list(dict.fromkeys(sources))
+        if not (accounts or fields or sources):
+            return set(), {}, {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if accounts:
+                pipe.smismember(keys.BIG_ACCOUNTS, accounts)
+            for name, field in fields:
+                pipe.hget(name, field)
+            for source in sources:
+                pipe.zrange(source, "+", "-", desc=True, bylex=True, offset=0, num=self.cap)
+            replies = await self.writes.execute(pipe)
+        flags = replies.pop(0) if accounts else []
+        bigs = {a for a, flag in zip(accounts, flags, strict=True) if flag}
+        current = {
+            pair: None if value is None else text(value)
+            for pair, value in zip(fields, replies[: len(fields)], strict=True)
+        }
+        recent = {
+            source: texts(ids) for source, ids in zip(sources, replies[len(fields) :], strict=True)
+        }
+        return bigs, current, recent
 
     # --- direct messages --------------------------------------------------------------------
-    async def direct_message(self, event: DirectMessageSent) -> None:
+    def _dm_writes(self, writes: Writes, event: DirectMessageSent) -> bytes:
+        """The DM's store and both halves of the conversation. Its JSON."""
         data = views.encode(views.message_of(event))
         sender, recipient = event.actor, event.recipient
         ps = keys.partition_of(sender, self.partitions)
         pr = keys.partition_of(recipient, self.partitions)
         at = id_time_ms(event.id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(keys.message(keys.partition_of_id(event.id, self.partitions), event.id), data)
-            pipe.zadd(keys.conversation(ps, sender, recipient), {event.id: 0})
-            pipe.zadd(keys.conversation(pr, recipient, sender), {event.id: 0})
-            pipe.zadd(keys.conversations(ps, sender), {recipient: at}, gt=True)
-            pipe.zadd(keys.conversations(pr, recipient), {sender: at}, gt=True)
-            await pipe.execute()
-        await self.live.announce(
-            event.id, {"kind": "dm", "id": event.id, "from": sender, "to": recipient, "data": data}
-        )
+        pm = keys.partition_of_id(event.id, self.partitions)
+        writes.set(pm, keys.message(pm, event.id), data)
+        writes.zadd(ps, keys.conversation(ps, sender, recipient), event.id)
+        writes.zadd(pr, keys.conversation(pr, recipient, sender), event.id)
+        writes.zadd_gt(ps, keys.conversations(ps, sender), recipient, at)
+        writes.zadd_gt(pr, keys.conversations(pr, recipient), sender, at)
+        return data
 
 
 async def make_handler(redis: aioredis.Redis, settings: Settings) -> Handler:

@@ -1,0 +1,218 @@
+"""Projection families: which Redis keys each one owns, how to drop them, and their checksum.
+
+A family is rebuilt by replay (replay.py): its keys are dropped (SCAN + UNLINK, partition by
+partition) and the log is applied again. Key patterns come from the key builders in keys.py
+called with "*" (handles and ids never contain one), so a pattern cannot drift from its key.
+
+| family      | keys                                                           | rebuilt by         |
+| ----------- | -------------------------------------------------------------- | ------------------ |
+| graph       | followers, xfollowers, reach, dmchannels, BIG_ACCOUNTS         | timeline worker    |
+| posts       | post store, account and public logs, replies                   | timeline worker    |
+| timelines   | home timelines                                                 | timeline worker    |
+| dms         | DM store, conversations, conversation lists                    | timeline worker    |
+| deliveries  | delivery status (only with --redeliver: it is not in the log)  | timeline routing   |
+| audit       | the audit index (not the archive)                              | audit projection   |
+| accounts    | the api's write-side state: accounts, tokens, posters, follows, | writeside.py       |
+|             | handles, members, enrolment rules                              |                    |
+
+Never a projection, never dropped or checksummed: the event-log streams and their groups,
+dead letters, delivery streams and retries, idempotency keys, the live stream (keys.LIVE),
+the archive's bookkeeping (keys.archive_head / archived), counters and rq's keys.
+
+`checksum` is a SHA-256 over the canonical content of every key of the chosen families:
+keys sorted; strings as they are; hashes as sorted field/value pairs; sets as sorted
+members; sorted sets as members sorted with their scores; lists in order. The same state
+gives the same digest, whatever order it was written in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from muster import keys
+
+PartitionPattern = Callable[[int], str]
+
+_ALL = "*"
+_SCAN_COUNT = 1000
+_READ_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    name: str
+    per_partition: tuple[PartitionPattern, ...]
+    global_patterns: tuple[str, ...] = ()
+
+    def patterns(self, partitions: int) -> list[str]:
+        found = [pattern(p) for p in range(partitions) for pattern in self.per_partition]
+        return found + list(self.global_patterns)
+
+
+FAMILIES: dict[str, Family] = {
+    family.name: family
+    for family in (
+        Family(
+            "graph",
+            (
+                lambda p: keys.followers(p, _ALL),
+                lambda p: keys.external_followers(p, _ALL),
+                lambda p: keys.reach(p, _ALL),
+                keys.dm_channels,
+            ),
+            (keys.BIG_ACCOUNTS,),
+        ),
+        Family(
+            "posts",
+            (
+                lambda p: keys.post(p, _ALL),
+                lambda p: keys.account_log(p, _ALL),
+                lambda p: keys.public_log(p, _ALL),
+                lambda p: keys.replies(p, _ALL),
+            ),
+        ),
+        Family("timelines", (lambda p: keys.home(p, _ALL),)),
+        Family(
+            "dms",
+            (
+                lambda p: keys.message(p, _ALL),
+                lambda p: keys.conversation(p, _ALL, _ALL),
+                lambda p: keys.conversations(p, _ALL),
+            ),
+        ),
+        Family("deliveries", (lambda p: keys.delivery_status(p, _ALL),)),
+        Family(
+            "audit",
+            (
+                keys.audit_index,
+                lambda p: keys.audit_by_account(p, _ALL),
+                lambda p: keys.audit_by_type(p, _ALL),
+                keys.audit_events,
+            ),
+        ),
+        Family(
+            "accounts",
+            (
+                lambda p: keys.account(p, _ALL),
+                lambda p: keys.posters(p, _ALL),
+                lambda p: keys.follows(p, _ALL),
+                keys.handles,
+                keys.members,
+            ),
+            (keys.token(_ALL), keys.ENROLMENT_RULES),
+        ),
+    )
+}
+
+TIMELINE_FAMILIES = ("graph", "posts", "timelines", "dms")
+"""Built together, in one pass, by the timeline worker's projection."""
+DEFAULT_REPLAY = (*TIMELINE_FAMILIES, "audit")
+"""What `muster replay` rebuilds unless told otherwise: everything the workers project."""
+ALL = tuple(FAMILIES)
+
+
+def parse_families(raw: str | Sequence[str] | None) -> tuple[str, ...]:
+    """`a,b` → ("a", "b") in FAMILIES order; ValueError names an unknown one."""
+    if raw is None:
+        return DEFAULT_REPLAY
+    names = [n.strip() for n in (raw.split(",") if isinstance(raw, str) else raw) if n.strip()]
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown:
+        raise ValueError(
+            f"unknown projection {', '.join(unknown)}; choose from {', '.join(FAMILIES)}"
+        )
+    if not names:
+        raise ValueError("no projection named")
+    return tuple(n for n in FAMILIES if n in names)
+
+
+async def keys_matching(redis: aioredis.Redis, pattern: str) -> list[bytes]:
+    if "*" not in pattern:
+        return [pattern.encode()] if await redis.exists(pattern) else []
+    return [key async for key in redis.scan_iter(match=pattern, count=_SCAN_COUNT)]
+
+
+async def drop(redis: aioredis.Redis, families: Iterable[str], partitions: int) -> int:
+    """UNLINK every key of `families`; how many were dropped."""
+    dropped = 0
+    for name in families:
+        for pattern in FAMILIES[name].patterns(partitions):
+            found = await keys_matching(redis, pattern)
+            for start in range(0, len(found), _READ_BATCH):
+                dropped += int(await redis.unlink(*found[start : start + _READ_BATCH]))
+    return dropped
+
+
+def _chunk(data: bytes) -> bytes:
+    return str(len(data)).encode() + b":" + data
+
+
+def _canonical(kind: str, value: Any) -> bytes:
+    if kind == "string":
+        return _chunk(value)
+    if kind == "hash":
+        return b"".join(_chunk(k) + _chunk(v) for k, v in sorted(value.items()))
+    if kind == "set":
+        return b"".join(_chunk(m) for m in sorted(value))
+    if kind == "zset":
+        return b"".join(_chunk(m) + _chunk(repr(s).encode()) for m, s in sorted(value))
+    if kind == "list":
+        return b"".join(_chunk(item) for item in value)
+    return _chunk(kind.encode())
+
+
+async def _contents(redis: aioredis.Redis, names: Sequence[bytes]) -> list[tuple[str, Any]]:
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.type(name)
+        kinds = [k.decode() for k in await pipe.execute()]
+    async with redis.pipeline(transaction=False) as pipe:
+        for name, kind in zip(names, kinds, strict=True):
+            if kind == "string":
+                pipe.get(name)
+            elif kind == "hash":
+                pipe.hgetall(name)
+            elif kind == "set":
+                pipe.smembers(name)
+            elif kind == "zset":
+                pipe.zrange(name, 0, -1, withscores=True)
+            elif kind == "list":
+                pipe.lrange(name, 0, -1)
+            else:
+                pipe.exists(name)
+        values = await pipe.execute()
+    return list(zip(kinds, values, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Checksum:
+    digest: str
+    families: dict[str, tuple[str, int]]  # name → (digest, keys)
+
+
+async def checksum(
+    redis: aioredis.Redis, partitions: int, families: Sequence[str] = ALL
+) -> Checksum:
+    total = hashlib.sha256()
+    per_family: dict[str, tuple[str, int]] = {}
+    for name in families:
+        digest = hashlib.sha256()
+        names: set[bytes] = set()
+        for pattern in FAMILIES[name].patterns(partitions):
+            names.update(await keys_matching(redis, pattern))
+        ordered = sorted(names)
+        for start in range(0, len(ordered), _READ_BATCH):
+            chunk = ordered[start : start + _READ_BATCH]
+            for key, (kind, value) in zip(chunk, await _contents(redis, chunk), strict=True):
+                if kind == "none":  # deleted between the scan and the read
+                    continue
+                digest.update(_chunk(key) + _chunk(kind.encode()) + _canonical(kind, value))
+        hexdigest = digest.hexdigest()
+        per_family[name] = (hexdigest, len(ordered))
+        total.update(name.encode() + b"=" + hexdigest.encode() + b"\n")
+    return Checksum(total.hexdigest(), per_family)

@@ -1,0 +1,301 @@
+"""Replay: rebuild projections from the event log or the archive; restore after a total loss.
+
+`replay()` drops the chosen projection families (projections.py), reads the history in order
+(history.py) and applies it in batches with the very code the workers run: the timeline
+worker's `Timeline.apply_batch` (with delivery routing off unless `redeliver`, and no live
+announcements), the audit projection (never the archive: it is the source, not a copy), and
+for the write side the projector in writeside.py. Given `since` (an event id), nothing is
+dropped and the events from there on are applied on top (every write is idempotent).
+
+Restore: from the archive, into a Redis whose event log is empty (a total loss), replay also
+puts every archived event back into its event-log stream under its original entry id, then
+points the workers' consumer groups at the end, so they carry on with what comes next instead
+of handling history again. While it runs, the groups point past any id, so a worker started
+early reads nothing. Then every account (old tokens work), follow, post, DM and timeline is
+back, the audit index is rebuilt, and the archive continues its chains.
+
+Email, SMS and webhooks are never sent again unless `redeliver` (routing then runs as on the
+live path, and only for what has no delivery status yet).
+
+It is run as an rq job (ops.py) or inline; `progress` is told how far it got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any, Literal
+
+import msgspec
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import ResponseError
+
+from muster import eventlog, keys
+from muster.audit import archive, history, projections, streamids
+from muster.audit.history import Item
+from muster.audit.projection import AuditIndex
+from muster.audit.streamids import StreamId
+from muster.audit.writeside import WriteSide
+from muster.connection import text
+from muster.settings import Settings
+from muster.timeline.worker import Timeline
+
+log = structlog.get_logger("muster.audit.replay")
+
+DEFAULT_BATCH = 2000
+READ_AHEAD = 2
+"""Batches of history read ahead of the one being applied."""
+_BLOCKED = "18446744073709551615-0"
+_encode = msgspec.msgpack.Encoder().encode  # a group here reads nothing until moved back
+Progress = Callable[[str, int, int, float], None]
+"""progress(phase, done, total, events per second)."""
+
+
+class ReplayError(Exception):
+    """The replay cannot run as asked; the message says why and what to do."""
+
+
+class ReplayRequest(msgspec.Struct, frozen=True, kw_only=True):
+    projections: tuple[str, ...] | None = None  # None: projections.DEFAULT_REPLAY
+    from_archive: bool = False
+    since: str | None = None  # an event id; None: everything, after dropping
+    redeliver: bool = False
+    batch: int = DEFAULT_BATCH
+
+
+class ReplayResult(msgspec.Struct, kw_only=True):
+    projections: list[str]
+    source: Literal["log", "archive"]
+    restored: bool
+    events: int
+    dropped_keys: int
+    seconds: float
+    events_per_second: float
+
+
+async def log_is_empty(redis: aioredis.Redis, partitions: int) -> bool:
+    async with redis.pipeline(transaction=False) as pipe:
+        for p in range(partitions):
+            pipe.xlen(keys.events(p))
+        lengths = await pipe.execute()
+    return not any(lengths)
+
+
+def _choose(request: ReplayRequest, restore: bool) -> tuple[str, ...]:
+    try:
+        chosen = projections.parse_families(request.projections)
+    except ValueError as exc:
+        raise ReplayError(str(exc)) from None
+    if restore:
+        chosen = tuple(f for f in projections.ALL if f != "deliveries" or request.redeliver)
+    if "deliveries" in chosen and not request.redeliver:
+        raise ReplayError(
+            "delivery status is not in the log: rebuilding it means routing every delivery "
+            "again; add --redeliver to do that (email, SMS and webhooks are sent again)"
+        )
+    return chosen
+
+
+async def _block_groups(redis: aioredis.Redis, partitions: int) -> None:
+    for p in range(partitions):
+        for group in keys.EVENT_LOG_GROUPS:
+            try:
+                await redis.xgroup_create(keys.events(p), group, id=_BLOCKED, mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+                await redis.xgroup_setid(keys.events(p), group, id=_BLOCKED)
+
+
+async def _release_groups(redis: aioredis.Redis, partitions: int) -> None:
+    for p in range(partitions):
+        info: Any = await redis.xinfo_stream(keys.events(p))
+        last = text(info["last-generated-id"])
+        for group in keys.EVENT_LOG_GROUPS:
+            await redis.xgroup_setid(keys.events(p), group, id=last)
+
+
+# KEYS: the partition's stream, its archived-ids set   ARGV: msgpack list of entry id, event
+# (text), event id, ... — XADD each under its id, and note the event as archived.
+_RESTORE = """
+local items = cmsgpack.unpack(ARGV[1])
+for i = 1, #items, 3 do
+  redis.call('XADD', KEYS[1], items[i], 'e', items[i + 1])
+  redis.call('ZADD', KEYS[2], 0, items[i + 2])
+end
+return #items / 3
+"""
+
+
+class _Restorer:
+    """Puts archived events back into their streams, in order, under their entry ids."""
+
+    def __init__(self, redis: aioredis.Redis, partitions: int) -> None:
+        self.partitions = partitions
+        self.last: dict[int, StreamId] = {}
+        self._script = redis.register_script(_RESTORE)
+
+    async def queue(self, pipe: Any, items: Iterable[Item]) -> None:
+        per_partition: dict[int, list[str]] = {}
+        for item in items:
+            p = eventlog.partition_for(item.event, self.partitions)
+            entry = item.entry
+            previous = self.last.get(p)
+            if previous is not None and entry <= previous:
+                entry = streamids.after(previous)  # a re-driven copy, or partitions changed
+            self.last[p] = entry
+            per_partition.setdefault(p, []).extend(
+                (streamids.format_id(entry), item.payload.decode(), item.event.id)
+            )
+        for p, args in per_partition.items():
+            await self._script(
+                keys=[keys.events(p), keys.archived(p)], args=[_encode(args)], client=pipe
+            )
+
+    async def record_archive(self, redis: aioredis.Redis, settings: Settings) -> None:
+        """Tell Redis how far each partition's archive goes (archiver.py reads it)."""
+        for p in archive.partitions_in(settings.archive_dir):
+            tail = archive.PartitionArchive(
+                settings.archive_dir, p, segment_bytes=settings.archive_segment_bytes
+            ).tail()
+            mapping: dict[Any, Any] = {"n": tail.n, "hash": tail.hash}
+            if p in self.last:
+                mapping["entry"] = streamids.format_id(self.last[p])
+            await redis.hset(keys.archive_head(p), mapping=mapping)
+
+
+async def _source(
+    redis: aioredis.Redis, settings: Settings, request: ReplayRequest, since: int | None
+) -> AsyncIterator[list[Item]]:
+    if request.from_archive:
+        source: Iterator[list[Item]] = history.from_archive(
+            settings.archive_dir, since=since, batch=request.batch
+        )
+        for batch in source:
+            yield batch
+            await asyncio.sleep(0)  # let the writes of the previous batch go on meanwhile
+    else:
+        async for batch in history.from_log(
+            redis, settings.partitions, since=since, batch=request.batch
+        ):
+            yield batch
+
+
+async def _batches(
+    redis: aioredis.Redis, settings: Settings, request: ReplayRequest, since: int | None
+) -> AsyncIterator[list[Item]]:
+    """The history, read and decoded ahead (READ_AHEAD batches) while Redis applies the
+    batch before: the reading costs this process, the applying costs Redis."""
+    queue: asyncio.Queue[list[Item] | None] = asyncio.Queue(maxsize=READ_AHEAD)
+
+    async def read() -> None:
+        async for batch in _source(redis, settings, request, since):
+            await queue.put(batch)
+        await queue.put(None)
+
+    reader = asyncio.create_task(read())
+    try:
+        while (batch := await queue.get()) is not None:
+            yield batch
+        await reader  # its error, if any
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+async def _total(redis: aioredis.Redis, settings: Settings, request: ReplayRequest) -> int:
+    if request.from_archive:
+        return archive.count_records(settings.archive_dir)
+    async with redis.pipeline(transaction=False) as pipe:
+        for p in range(settings.partitions):
+            pipe.xlen(keys.events(p))
+        return sum(await pipe.execute())
+
+
+def _since(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise ReplayError(f"since must be an event id (digits), got {raw!r}")
+    return int(raw)
+
+
+async def replay(
+    redis: aioredis.Redis,
+    settings: Settings,
+    request: ReplayRequest,
+    progress: Progress | None = None,
+) -> ReplayResult:
+    report: Progress = progress or (lambda phase, done, total, rate: None)
+    since = _since(request.since)
+    restore = False
+    if request.from_archive:
+        if not archive.partitions_in(settings.archive_dir):
+            raise ReplayError(f"no archive in {settings.archive_dir} (MUSTER_ARCHIVE_DIR)")
+        restore = await log_is_empty(redis, settings.partitions)
+        if restore and since is not None:
+            raise ReplayError(
+                "the event log is empty, so this is a restore, which replays the whole "
+                "archive: leave out --since"
+            )
+    chosen = _choose(request, restore)
+    log.info(
+        "replay starting", projections=chosen, from_archive=request.from_archive, restore=restore
+    )
+    dropped = 0
+    if since is None:
+        report("dropping", 0, 0, 0.0)
+        dropped = await projections.drop(redis, chosen, settings.partitions)
+    total = await _total(redis, settings, request)
+    timeline = None
+    if set(chosen) & {*projections.TIMELINE_FAMILIES, "deliveries"}:
+        timeline = Timeline(redis, settings, route=request.redeliver, announce=False)
+    index = AuditIndex(redis, partitions=settings.partitions) if "audit" in chosen else None
+    writeside = WriteSide(redis, partitions=settings.partitions) if "accounts" in chosen else None
+    restorer = _Restorer(redis, settings.partitions) if restore else None
+    if restore:
+        await _block_groups(redis, settings.partitions)
+    phase = "restoring" if restore else "replaying"
+    started = time.monotonic()
+    done = 0
+    report(phase, 0, total, 0.0)
+
+    async def log_and_index(batch: list[Item]) -> None:
+        async with redis.pipeline(transaction=False) as pipe:
+            if restorer is not None:
+                await restorer.queue(pipe, batch)
+            if index is not None:
+                await index.queue(pipe, ((item.event, item.payload) for item in batch))
+            if writeside is not None:
+                await writeside.apply_batch(pipe, [item.event for item in batch])
+            await pipe.execute()
+
+    async for batch in _batches(redis, settings, request, since):
+        # The two write disjoint keys, on two connections: one is built while the other runs.
+        work = [log_and_index(batch)]
+        if timeline is not None:
+            work.append(timeline.apply_batch([item.event for item in batch]))
+        await asyncio.gather(*work)
+        done += len(batch)
+        elapsed = time.monotonic() - started
+        report(phase, done, max(total, done), done / elapsed if elapsed > 0 else 0.0)
+    if restorer is not None:
+        await _release_groups(redis, settings.partitions)
+        await restorer.record_archive(redis, settings)
+    seconds = time.monotonic() - started
+    result = ReplayResult(
+        projections=list(chosen),
+        source="archive" if request.from_archive else "log",
+        restored=restore,
+        events=done,
+        dropped_keys=dropped,
+        seconds=round(seconds, 3),
+        events_per_second=round(done / seconds, 1) if seconds > 0 else 0.0,
+    )
+    report("done", done, max(total, done), result.events_per_second)
+    log.info("replay done", **msgspec.to_builtins(result))
+    return result

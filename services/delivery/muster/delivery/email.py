@@ -1,0 +1,259 @@
+"""Email over SMTP with aiosmtplib: a small pool of long-lived sessions, plain text + HTML.
+
+MUSTER_SMTP_URL says where and how: `smtp://[user:pass@]host[:port][?starttls=1|0]`
+(STARTTLS required with 1, never with 0, used when the server offers it otherwise) or
+`smtps://[user:pass@]host[:port]` (TLS from the first byte); AUTH when a user is given.
+MUSTER_SMTP_CONNECTIONS sessions are opened on demand and kept; one that fails is closed and
+replaced by a fresh one on the next send, and a kept one the server dropped meanwhile is
+reconnected once on the spot.
+
+Every message has the same `Message-ID` for a delivery — `<{delivery id}@{host of
+MUSTER_PUBLIC_URL}>` — on every retry and on a resend after a crash, so mail systems and
+people can tell a duplicate. The subject carries the severity and the author. Answers:
+5xx (and an address that cannot be sent to) are permanent, 4xx and lost connections
+transient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import html
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiosmtplib
+import structlog
+
+from muster.delivery.content import Content, Recipient, Rendered, link
+from muster.errors import PermanentDeliveryError, TransientDeliveryError
+from muster.settings import Settings
+from muster.views import Message, Post
+
+log = structlog.get_logger("muster.delivery.email")
+
+SUBJECT_SNIPPET = 60
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpTarget:
+    host: str
+    port: int
+    use_tls: bool
+    start_tls: bool | None
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpTarget:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        smtps = parts.scheme == "smtps"
+        starttls_raw = query.get("starttls", [""])[0].lower()
+        start_tls: bool | None = None
+        if starttls_raw in {"1", "true", "yes"}:
+            start_tls = True
+        elif starttls_raw in {"0", "false", "no"} or smtps:
+            start_tls = False
+        return cls(
+            host=parts.hostname or "localhost",
+            port=parts.port or (465 if smtps else (587 if start_tls else 25)),
+            use_tls=smtps,
+            start_tls=start_tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+
+def _date(created_at: str) -> str:
+    return format_datetime(datetime.fromisoformat(created_at.replace("Z", "+00:00")))
+
+
+def _post_parts(post: Post, url: str) -> tuple[str, str, str]:
+    snippet = " ".join(post.text.split())
+    if len(snippet) > SUBJECT_SNIPPET:
+        snippet = snippet[: SUBJECT_SNIPPET - 1].rstrip() + "…"
+    who = f"@{post.as_account}" + (
+        f" (by @{post.author})" if post.author != post.as_account else ""
+    )
+    subject = f"[{post.severity.upper()}] {who}: {snippet}"
+    plain = f"{post.severity.upper()} from {who}\n\n{post.text}\n\nOpen in Muster: {url}\n"
+    body = html.escape(post.text).replace("\n", "<br>\n")
+    rich = (
+        f"<p><strong>{post.severity.upper()}</strong> from {html.escape(who)}</p>\n"
+        f'<p>{body}</p>\n<p><a href="{html.escape(url)}">Open in Muster</a></p>\n'
+    )
+    return subject, plain, rich
+
+
+def _dm_parts(message: Message, url: str) -> tuple[str, str, str]:
+    subject = f"Direct message from @{message.from_}"
+    plain = f"@{message.from_} wrote to you:\n\n{message.text}\n\nReply in Muster: {url}\n"
+    body = html.escape(message.text).replace("\n", "<br>\n")
+    rich = (
+        f"<p>@{html.escape(message.from_)} wrote to you:</p>\n<p>{body}</p>\n"
+        f'<p><a href="{html.escape(url)}">Reply in Muster</a></p>\n'
+    )
+    return subject, plain, rich
+
+
+def render(content: Content, *, mail_from: str, public_url: str) -> bytes:
+    """Everything but the per-recipient headers (To, Message-ID), CRLF line ends."""
+    url = link(public_url, content)
+    if content.message is not None:
+        subject, plain, rich = _dm_parts(content.message, url)
+        created = content.message.created_at
+    else:
+        assert content.post is not None
+        subject, plain, rich = _post_parts(content.post, url)
+        created = content.post.created_at
+    mail = EmailMessage(policy=SMTP)
+    mail["From"] = mail_from
+    mail["Subject"] = subject
+    mail["Date"] = _date(created)
+    mail["Auto-Submitted"] = "auto-generated"
+    mail.set_content(plain)
+    mail.add_alternative(rich, subtype="html")
+    # A boundary made from the content, not at random: a resend is byte-for-byte the same.
+    mail.set_boundary("=_muster_" + hashlib.sha256(content.raw).hexdigest()[:32])
+    return mail.as_bytes()
+
+
+def message_id(delivery_id: str, public_url: str) -> str:
+    host = urlsplit(public_url).hostname or "muster.invalid"
+    return f"<{delivery_id}@{host}>"
+
+
+def _check_address(address: str) -> None:
+    if any(c in address for c in "\r\n<>,") or address.count("@") != 1:
+        raise PermanentDeliveryError(f"cannot send to {address!r}: not one plain address")
+
+
+class _Pool:
+    """MUSTER_SMTP_CONNECTIONS sessions; a slot holds None until it is (re)connected."""
+
+    def __init__(self, target: SmtpTarget, size: int, timeout: float, local_hostname: str) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+        self.idle: asyncio.LifoQueue[aiosmtplib.SMTP | None] = asyncio.LifoQueue()
+        for _ in range(size):
+            self.idle.put_nowait(None)
+        self.open: set[aiosmtplib.SMTP] = set()
+
+    async def connect(self) -> aiosmtplib.SMTP:
+        t = self.target
+        session = aiosmtplib.SMTP(
+            hostname=t.host,
+            port=t.port,
+            use_tls=t.use_tls,
+            start_tls=t.start_tls,
+            username=t.username,
+            password=t.password,
+            timeout=self.timeout,
+            local_hostname=self.local_hostname,
+        )
+        try:
+            await session.connect()
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            session.close()
+            raise TransientDeliveryError(f"SMTP login refused: {exc.code} {exc.message}") from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            session.close()
+            raise TransientDeliveryError(f"cannot connect to SMTP server: {exc}") from None
+        self.open.add(session)
+        return session
+
+    def discard(self, session: aiosmtplib.SMTP | None) -> None:
+        if session is not None:
+            self.open.discard(session)
+            session.close()
+
+    async def close(self) -> None:
+        for session in list(self.open):
+            try:
+                await asyncio.wait_for(session.quit(), timeout=2)
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                session.close()
+        self.open.clear()
+
+
+class EmailSender:
+    def __init__(self, settings: Settings) -> None:
+        if not settings.smtp_url or not settings.mail_from:
+            raise ValueError("email needs MUSTER_SMTP_URL and MUSTER_MAIL_FROM")
+        self.settings = settings
+        self.mail_from = settings.mail_from
+        self.target = SmtpTarget.from_url(settings.smtp_url)
+        local = urlsplit(settings.public_url).hostname or "localhost"
+        self.pool = _Pool(
+            self.target, settings.smtp_connections, float(settings.webhook_timeout_s), local
+        )
+        self._templates: Rendered[str, bytes] = Rendered()
+
+    def message(self, delivery_id: str, content: Content, to: str) -> bytes:
+        template = self._templates.get(
+            content.id,
+            lambda: render(content, mail_from=self.mail_from, public_url=self.settings.public_url),
+        )
+        msgid = message_id(delivery_id, self.settings.public_url)
+        return f"To: {to}\r\nMessage-ID: {msgid}\r\n".encode() + template
+
+    async def send(self, delivery_id: str, content: Content, recipient: Recipient) -> None:
+        to = recipient.email
+        if not to:
+            raise PermanentDeliveryError("no email address")
+        _check_address(to)
+        data = self.message(delivery_id, content, to)
+        options = [] if to.isascii() else ["SMTPUTF8"]
+        session = await self.pool.idle.get()
+        try:
+            # One bound for the whole exchange (connect, MAIL, RCPT, DATA), not per command,
+            # so one send never takes longer than MUSTER_WEBHOOK_TIMEOUT.
+            async with asyncio.timeout(self.settings.webhook_timeout_s):
+                reused = session is not None
+                if session is None:
+                    session = await self.pool.connect()
+                try:
+                    await session.sendmail(self.mail_from, [to], data, mail_options=options)
+                except aiosmtplib.SMTPServerDisconnected:
+                    if not reused:
+                        raise
+                    self.pool.discard(session)  # dropped while idle: one fresh try, now
+                    session = None
+                    session = await self.pool.connect()
+                    await session.sendmail(self.mail_from, [to], data, mail_options=options)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refusal = exc.recipients[0] if exc.recipients else None
+            code = refusal.code if refusal is not None else 550
+            text = refusal.message if refusal is not None else "recipient refused"
+            error = f"SMTP server refused {to}: {code} {text}"
+            raise (TransientDeliveryError if 400 <= code < 500 else PermanentDeliveryError)(
+                error
+            ) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code >= 500:
+                raise PermanentDeliveryError(f"SMTP {exc.code} {exc.message}") from None
+            self.pool.discard(session)
+            session = None
+            raise TransientDeliveryError(f"SMTP {exc.code} {exc.message}") from None
+        except aiosmtplib.SMTPNotSupported as exc:
+            raise PermanentDeliveryError(f"SMTP server cannot take this message: {exc}") from None
+        except ValueError as exc:
+            raise PermanentDeliveryError(f"cannot send to {to!r}: {exc}") from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            self.pool.discard(session)
+            session = None
+            raise TransientDeliveryError(f"SMTP failed: {type(exc).__name__}: {exc}") from None
+        except TransientDeliveryError:
+            session = None
+            raise
+        finally:
+            self.pool.idle.put_nowait(session)
+
+    async def aclose(self) -> None:
+        await self.pool.close()

@@ -1,0 +1,98 @@
+"""The delivery status projection: one field per (message, recipient, channel), every attempt.
+
+keys.delivery_status(q, message_id) holds "recipient:channel" → "state|attempts|last error"
+for recipients living in partition q; the timeline worker creates each field ("pending|0|")
+with the request, the delivery worker moves it on, and GET /v1/posts/{id}/deliveries reads it.
+States: `pending` (requested, or waiting for a retry), `sent` (the provider accepted it),
+`failed` (permanently, or retries exhausted). `attempts` counts sends actually tried.
+keys.DELIVERY_TOTALS counts outcomes per channel for /metrics ("channel:sent", ...).
+
+A batch's writes go to Redis in one pipeline (`Recorder`), after its sends and before its ack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from muster import keys
+
+State = Literal["pending", "sent", "failed"]
+STATES: tuple[State, ...] = ("pending", "sent", "failed")
+MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    state: State
+    attempts: int
+    error: str = ""
+
+    def encode(self) -> str:
+        return f"{self.state}|{self.attempts}|{self.error}"
+
+
+def parse(raw: bytes | str | None) -> Status | None:
+    """A stored status; None when there is none (or it is unreadable: treated as absent)."""
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    state, _, rest = text.partition("|")
+    attempts, _, error = rest.partition("|")
+    if state not in STATES or not attempts.isdigit():
+        return None
+    return Status(state, int(attempts), error)
+
+
+def status_field(recipient: str, channel: str) -> str:
+    return f"{recipient}:{channel}"
+
+
+def clip(error: str) -> str:
+    """One line, bounded: it is shown to people and kept for 90 days."""
+    return " ".join(error.split())[:MAX_ERROR_CHARS]
+
+
+@dataclass
+class Recorder:
+    """Collects a batch's status writes, retries and counters; `flush` sends them at once."""
+
+    statuses: dict[str, dict[str, str]] = field(default_factory=dict)
+    retries: dict[str, dict[bytes, float]] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)
+    disabled: dict[str, set[str]] = field(default_factory=dict)
+
+    def status(self, q: int, message_id: str, recipient: str, channel: str, status: Status) -> None:
+        key = keys.delivery_status(q, message_id)
+        self.statuses.setdefault(key, {})[status_field(recipient, channel)] = status.encode()
+
+    def count(self, channel: str, outcome: str) -> None:
+        label = f"{channel}:{outcome}"
+        self.totals[label] = self.totals.get(label, 0) + 1
+
+    def retry(self, q: int, channel: str, payload: bytes, due_ms: float) -> None:
+        self.retries.setdefault(keys.delivery_retries(q, channel), {})[payload] = due_ms
+
+    def disable_webhook(self, q: int, recipient: str) -> None:
+        self.disabled.setdefault(keys.webhooks_disabled(q), set()).add(recipient)
+
+    def __bool__(self) -> bool:
+        return bool(self.statuses or self.retries or self.totals or self.disabled)
+
+    async def flush(self, redis: Any) -> None:
+        """One round trip. Retries are added before the ack that drops their entry, so a
+        crash in between leaves the entry to be handled again, which sees the status and
+        does not send (or schedule) twice."""
+        if not self:
+            return
+        async with redis.pipeline(transaction=False) as pipe:
+            for key, fields in self.statuses.items():
+                pipe.hset(key, mapping=fields)
+                pipe.expire(key, keys.DELIVERY_STATUS_TTL_S)
+            for key, members in self.retries.items():
+                pipe.zadd(key, members)
+            for key, handles in self.disabled.items():
+                pipe.sadd(key, *handles)
+            for label, n in self.totals.items():
+                pipe.hincrby(keys.DELIVERY_TOTALS, label, n)
+            await pipe.execute()

@@ -1,0 +1,225 @@
+"""Routing: which off-app deliveries a post or a DM asks for, written as delivery requests.
+
+For every post, one request per (recipient, off-app channel) goes to keys.deliveries(q, c) of
+the recipient's partition q: a follower gets channel c when they chose it for that follow (or
+the post is critical: then every channel they have a contact point for) and they have a
+contact point for it (keys.reach, kept here from account events) and, for webhooks, theirs has
+not answered 410 Gone (keys.webhooks_disabled). The author never gets their own post.
+Internal posts reach member followers only: the fan-out never scans external followers for
+them. A DM reaches its recipient on the channels they chose for DMs (keys.dm_channels).
+
+Each request's status field (keys.delivery_status: "recipient:channel") is created with
+HSETNX in the same script call that appends the request, so a fan-out run again after a crash
+appends nothing twice and never resets a status the delivery worker has since moved on.
+The request JSON is built in Lua by concatenation: handles are [a-z0-9_] and ids are digits,
+so nothing needs escaping (tests check it decodes to the same DeliveryRequested).
+
+It never sends anything; the delivery workers do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from muster import events, keys
+from muster.events import AccountCreated, ContactPointsChanged, DirectMessageSent, PostPublished
+
+# Contact-point field of an account event → the off-app channel it opens.
+CONTACT_CHANNELS = (("email", "email"), ("phone", "sms"), ("webhook_url", "webhook"))
+
+# The per-recipient part shared by the fan-out and DM scripts. Expects in scope: `f` (the
+# recipient), `chosen` (channels csv), `critical` (bool), `K` (first KEYS index of: reach
+# email, sms, webhook, webhooks disabled, status, deliveries email, sms, webhook), `head` and
+# `mid` (request JSON pieces); counts appended requests in `added`.
+_ROUTE_ONE = """
+    for c = 1, 3 do
+      local ch = CHANNELS[c]
+      if (critical or string.find(chosen, ch, 1, true))
+          and redis.call('SISMEMBER', KEYS[K + c - 1], f) == 1
+          and (c ~= 3 or redis.call('SISMEMBER', KEYS[K + 3], f) == 0)
+          and redis.call('HSETNX', KEYS[K + 4], f .. ':' .. ch, 'pending|0|') == 1 then
+        redis.call('XADD', KEYS[K + 4 + c], '*', 'e',
+          head .. f .. '.' .. ch .. mid .. f .. '","channel":"' .. ch .. '"}')
+        added = added + 1
+      end
+    end
+"""
+
+_PRELUDE = """
+local CHANNELS = {'email', 'sms', 'webhook'}
+local added = 0
+"""
+
+# KEYS: followers hash (one partition q), then the 8 routing keys of q (see _ROUTE_ONE)
+# ARGV: cursor, batch, post id, home prefix, cap, homes (1|0), author, critical (1|0),
+#       head, mid, status ttl
+# → next cursor ("0" when done). Same home insert as fanout._FANOUT, plus routing.
+ROUTED_FANOUT = (
+    _PRELUDE
+    + """
+local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local fields = page[2]
+local id, prefix, cap = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local homes, author, critical = ARGV[6] == '1', ARGV[7], ARGV[8] == '1'
+local head, mid = ARGV[9], ARGV[10]
+local K = 2
+for i = 1, #fields, 2 do
+  local f, chosen = fields[i], fields[i + 1]
+  if homes then
+    local home = prefix .. f
+    redis.call('ZADD', home, 0, id)
+    if redis.call('ZCARD', home) > cap then
+      redis.call('ZREMRANGEBYRANK', home, 0, -cap - 1)
+    end
+  end
+  if f ~= author and (critical or chosen ~= 'app') then
+"""
+    + _ROUTE_ONE
+    + """
+  end
+end
+if added > 0 then redis.call('EXPIRE', KEYS[K + 4], ARGV[11]) end
+return page[1]
+"""
+)
+
+# KEYS: dm channels hash, then the 8 routing keys of the recipient's partition
+# ARGV: recipient, head, mid, status ttl  → requests appended
+_ROUTE_DM = (
+    _PRELUDE
+    + """
+local f, head, mid = ARGV[1], ARGV[2], ARGV[3]
+local chosen = redis.call('HGET', KEYS[1], f) or 'app,email'
+local critical = false
+local K = 2
+"""
+    + _ROUTE_ONE
+    + """
+if added > 0 then redis.call('EXPIRE', KEYS[K + 4], ARGV[4]) end
+return added
+"""
+)
+
+
+def routing_keys(q: int, message_id: str) -> list[str]:
+    """The 8 keys of partition q a routing script reads and writes (in _ROUTE_ONE's order)."""
+    return [
+        *(keys.reach(q, c) for c in keys.OFFAPP_CHANNELS),
+        keys.webhooks_disabled(q),
+        keys.delivery_status(q, message_id),
+        *(keys.deliveries(q, c) for c in keys.OFFAPP_CHANNELS),
+    ]
+
+
+def request_pieces(message_id: str, kind: str, actor: str, at: str) -> tuple[str, str]:
+    """`head` and `mid` such that head + f + "." + c + mid + f + '","channel":"' + c + '"}'
+    is the JSON of DeliveryRequested(id=f"{message_id}.{f}.{c}", recipient=f, channel=c)."""
+    head = f'{{"type":"DeliveryRequested","id":"{message_id}.'
+    mid = (
+        f'","actor":"{actor}","at":"{at}","message_id":"{message_id}","kind":"{kind}","recipient":"'
+    )
+    return head, mid
+
+
+def request_json(
+    message_id: str, kind: str, actor: str, at: str, recipient: str, channel: str
+) -> str:
+    """What the scripts append, built the same way in Python (for tests and tools)."""
+    head, mid = request_pieces(message_id, kind, actor, at)
+    return f'{head}{recipient}.{channel}{mid}{recipient}","channel":"{channel}"}}'
+
+
+def event_time(event: events.Event) -> str:
+    """The event's `at` as msgspec writes it, so a request decodes to the same instant."""
+    return events.encode(event).split(b'"at":"', 1)[1].split(b'"', 1)[0].decode()
+
+
+class PostRoute:
+    """One post's routing, handed to Fanout.to_followers (which runs ROUTED_FANOUT where
+    `active` says some follower partition has a contact point at all)."""
+
+    def __init__(self, event: PostPublished, active: set[int]) -> None:
+        self.post_id = event.id
+        self.author = event.author
+        self.critical = event.severity == "critical"
+        self.active = active
+        self.head, self.mid = request_pieces(event.id, "post", event.as_account, event_time(event))
+
+    def keys(self, q: int, source: str) -> list[str]:
+        return [source, *routing_keys(q, self.post_id)]
+
+    def args(self, cursor: str, batch: int, home_prefix: str, cap: int, homes: bool) -> list[str]:
+        return [
+            cursor,
+            str(batch),
+            self.post_id,
+            home_prefix,
+            str(cap),
+            "1" if homes else "0",
+            self.author,
+            "1" if self.critical else "0",
+            self.head,
+            self.mid,
+            str(keys.DELIVERY_STATUS_TTL_S),
+        ]
+
+
+class Router:
+    """Keeps the reach sets and DM channels, and routes DMs; builds each post's PostRoute."""
+
+    def __init__(self, redis: aioredis.Redis, *, partitions: int) -> None:
+        self.redis = redis
+        self.partitions = partitions
+        self._route_dm = redis.register_script(_ROUTE_DM)
+
+    def contact_writes(self, writes: Any, event: AccountCreated | ContactPointsChanged) -> None:
+        """Full contact state of one account → its reach sets and DM channels (idempotent),
+        added to a batch.Writes buffer (the timeline worker applies it with its run)."""
+        p = keys.partition_of(event.handle, self.partitions)
+        for field, channel in CONTACT_CHANNELS:
+            if getattr(event, field):
+                writes.sadd(p, keys.reach(p, channel), event.handle)
+            else:
+                writes.srem(p, keys.reach(p, channel), event.handle)
+        writes.hset(p, keys.dm_channels(p), event.handle, ",".join(event.dm_channels))
+
+    async def active(self) -> set[int]:
+        """The partitions where anyone is reachable off-app (routing runs only there)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for q in range(self.partitions):
+                for channel in keys.OFFAPP_CHANNELS:
+                    pipe.scard(keys.reach(q, channel))
+            sizes: Sequence[int] = await pipe.execute()
+        n = len(keys.OFFAPP_CHANNELS)
+        return {q for q in range(self.partitions) if any(sizes[q * n : (q + 1) * n])}
+
+    async def post_route(
+        self, event: PostPublished, active: set[int] | None = None
+    ) -> PostRoute | None:
+        """None when no partition has anyone reachable off-app: the plain fan-out runs.
+        `active`: what `active()` answered, when the caller already asked (a batch)."""
+        if active is None:
+            active = await self.active()
+        return PostRoute(event, active) if active else None
+
+    def _dm_call(self, event: DirectMessageSent) -> tuple[list[str], list[Any]]:
+        recipient = event.recipient
+        p = keys.partition_of(recipient, self.partitions)
+        head, mid = request_pieces(event.id, "dm", event.actor, event_time(event))
+        return (
+            [keys.dm_channels(p), *routing_keys(p, event.id)],
+            [recipient, head, mid, keys.DELIVERY_STATUS_TTL_S],
+        )
+
+    async def direct_message(self, event: DirectMessageSent) -> int:
+        """Requests for the recipient's DM channels; how many were appended (0 on a re-run)."""
+        keys_, args = self._dm_call(event)
+        return int(await self._route_dm(keys=keys_, args=args))
+
+    async def queue_direct_message(self, pipe: Any, event: DirectMessageSent) -> None:
+        """The same, queued on a pipeline with other writes."""
+        keys_, args = self._dm_call(event)
+        await self._route_dm(keys=keys_, args=args, client=pipe)

@@ -1,0 +1,75 @@
+"""A history with a little of everything, made through the HTTP API, for the replay tests.
+
+Accounts of every kind (contact points, a webhook, an external), teams with posters (one
+revoked), an `all_members` mandatory enrolment and a member created after it, follows with
+channels, a channel change, an unfollow and a re-follow, internal, public and critical posts,
+replies, DMs, a profile change that clears a contact point. With the test's low
+MUSTER_FANOUT_ON_READ_THRESHOLD, `ops` is merged at read time once it has enough followers.
+Workers are settled after graph changes, so live processing sees them in log order.
+"""
+
+from __future__ import annotations
+
+from audit.conftest import ADMIN_TOKEN, System
+
+THRESHOLD = 4
+"""MUSTER_FANOUT_ON_READ_THRESHOLD for these tests: `ops` (5+ followers) goes big."""
+
+
+async def make_history(s: System) -> dict[str, str]:
+    """Run the scenario; the tokens of the people and the service, by handle."""
+    t: dict[str, str] = {}
+    t["pat"] = await s.person("pat", email="pat@example.com", phone="+15551234567")
+    t["mia"] = await s.person("mia", email="mia@example.com")
+    t["tom"] = await s.person("tom")
+    t["eve"] = await s.person("eve", "external", webhook_url="https://hooks.example.com/eve")
+    service = await s.ok(
+        "POST", "/v1/accounts", 201, token=ADMIN_TOKEN, json={"handle": "svc", "kind": "service"}
+    )
+    t["svc"] = service["token"]
+    await s.team("ops", "pat", "tom")
+    await s.team("infra", "pat")
+    await s.ok(
+        "PUT",
+        "/v1/accounts/ops/enrolments",
+        202,
+        token=ADMIN_TOKEN,
+        json={"followers": "all_members", "channels": ["app", "email"], "mandatory": True},
+    )
+    await s.follow(t["eve"], "ops")
+    await s.follow(t["tom"], "infra", channels=["app", "sms"])
+    await s.follow(t["mia"], "pat")
+    await s.settle()
+    first = await s.post(t["pat"], "db failover at 14:00", as_="ops")
+    await s.post(t["tom"], "ack, on it", as_="ops", in_reply_to=first["id"])
+    await s.post(t["pat"], "status page degraded", as_="ops", visibility="public")
+    await s.post(t["pat"], "all hands", as_="ops", severity="critical")
+    await s.post(t["svc"], "deploy 42 finished")
+    await s.post(t["pat"], "infra maintenance tonight", as_="infra")
+    await s.post(t["pat"], "personal note")
+    await s.follow(t["mia"], "infra")
+    await s.settle()
+    await s.post(t["pat"], "infra: done", as_="infra", visibility="public")
+    await s.ok("DELETE", "/v1/me/follows/infra", 204, token=t["mia"])
+    await s.settle()
+    await s.post(t["pat"], "infra: after mia left", as_="infra")
+    await s.follow(t["tom"], "infra", channels=["app", "email"])  # a channel change
+    await s.follow(t["mia"], "infra")
+    await s.settle()
+    await s.dm(t["pat"], "mia", "can you call?")
+    await s.dm(t["mia"], "pat", "in 5")
+    await s.dm(t["svc"], "tom", "your deploy is done")
+    await s.ok(
+        "PATCH",
+        "/v1/me",
+        token=t["mia"],
+        json={"display_name": "Mia M", "email": None, "dm_channels": ["app"]},
+    )
+    await s.ok("DELETE", "/v1/accounts/ops/posters/tom", 204, token=ADMIN_TOKEN)
+    t["nina"] = await s.person("nina")  # after the rule: enrolled in ops on creation
+    await s.settle()
+    for i in range(5):
+        await s.post(t["pat"], f"update {i}", as_="ops")
+    await s.post(t["nina"], "hello all", visibility="public")
+    await s.settle()
+    return t

@@ -1,0 +1,301 @@
+"""Replay: a rebuild equals the original, nothing is sent again, live traffic is not lost.
+
+The state is made through the HTTP API by the real timeline and audit workers (scenario.py),
+its checksum taken (`projections.checksum`, what `muster projections checksum` prints), then
+projections are dropped and rebuilt with `replay()` — the function the rq job runs — from the
+event log and from the archive, with 1 and 3 partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+from audit.conftest import OpenSystem, archived
+from audit.scenario import THRESHOLD, make_history
+from muster import events, keys
+from muster.audit import projections
+from muster.audit.replay import ReplayError, ReplayRequest, replay
+from muster.audit.verify import verify
+from muster.connection import text
+from muster.settings import Settings
+from muster.timeline.worker import Timeline
+
+pytestmark = pytest.mark.anyio
+
+EVERYTHING = tuple(f for f in projections.ALL if f != "deliveries")
+
+
+@pytest.fixture
+def replay_settings(audit_settings: Settings) -> Settings:
+    return msgspec.structs.replace(audit_settings, fanout_on_read_threshold=THRESHOLD)
+
+
+async def digest(redis: aioredis.Redis, settings: Settings) -> dict[str, tuple[str, int]]:
+    return (await projections.checksum(redis, settings.partitions)).families
+
+
+async def delivery_backlog(redis: aioredis.Redis, partitions: int) -> int:
+    total = 0
+    for p in range(partitions):
+        for channel in keys.OFFAPP_CHANNELS:
+            total += int(await redis.xlen(keys.deliveries(p, channel)))
+    return total
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+@pytest.mark.parametrize("source", ["log", "archive"])
+async def test_a_rebuild_equals_the_original(
+    replay_settings: Settings, open_system: OpenSystem, partitions: int, source: str
+) -> None:
+    settings = msgspec.structs.replace(replay_settings, partitions=partitions)
+    async with open_system(settings) as s:
+        await make_history(s)
+        before = await digest(s.redis, settings)
+        assert before["timelines"][1] > 0
+        assert before["audit"][1] > 0
+        assert before["deliveries"][1] > 0  # routed live (the delivery workers are not running)
+        backlog = await delivery_backlog(s.redis, partitions)
+        assert await s.redis.scard(keys.BIG_ACCOUNTS) == 1  # ops, merged at read
+        request = ReplayRequest(projections=EVERYTHING, from_archive=source == "archive", batch=7)
+        result = await replay(s.redis, settings, request)
+        assert result.events == len(await s.log_events())
+        assert result.dropped_keys > 0
+        after = await digest(s.redis, settings)
+        assert after == before
+        assert await delivery_backlog(s.redis, partitions) == backlog  # nothing sent again
+        await s.settle()  # the live workers were never disturbed
+
+
+async def test_the_default_rebuild_drops_only_what_it_rebuilds(
+    replay_settings: Settings, open_system: OpenSystem
+) -> None:
+    async with open_system(replay_settings) as s:
+        await make_history(s)
+        before = await digest(s.redis, replay_settings)
+        account = keys.account(0, "pat")
+        await s.redis.hset(account, "marker", "kept")  # the write side is not in the default
+        home = keys.home(0, "mia")
+        await s.redis.zadd(home, {"1": 0})  # junk in a projection is rebuilt away
+        result = await replay(s.redis, replay_settings, ReplayRequest())
+        assert result.projections == list(projections.DEFAULT_REPLAY)
+        assert await s.redis.hget(account, "marker") == b"kept"
+        assert await s.redis.zscore(home, "1") is None
+        await s.redis.hdel(account, "marker")
+        assert await digest(s.redis, replay_settings) == before
+
+
+async def test_the_write_side_rebuilt_from_the_log_is_what_the_api_wrote(
+    replay_settings: Settings, open_system: OpenSystem
+) -> None:
+    async with open_system(replay_settings) as s:
+        await make_history(s)
+    # The bootstrap token changes: a restarted api resets admin's token (AccountTokenReset).
+    new_admin = "adm-N3wT0k3nQ8v3Lk2xR7pN4tZ9wB6cY1mH"
+    changed = msgspec.structs.replace(replay_settings, admin_token=new_admin)
+    async with open_system(changed) as s:
+        assert (await s.call("GET", "/v1/me", token=new_admin)).status_code == 200
+        kinds = {type(e).__name__ for _, e in await s.log_events()}
+        assert {"AccountTokenReset", "ContactPointsChanged", "PosterRevoked"} <= kinds
+        assert {"FollowerEnrolled", "MembersEnrolled", "FollowChannelsChanged"} <= kinds
+        before = await projections.checksum(s.redis, 1, ("accounts",))
+        assert before.families["accounts"][1] > 20
+        result = await replay(s.redis, changed, ReplayRequest(projections=("accounts",)))
+        assert result.dropped_keys == before.families["accounts"][1]
+        assert await projections.checksum(s.redis, 1, ("accounts",)) == before
+        assert (await s.call("GET", "/v1/me", token=new_admin)).status_code == 200
+        assert (await s.call("GET", "/v1/me", token=replay_settings.admin_token)).status_code == 401
+
+
+async def test_redeliver_routes_deliveries_again_and_only_then(
+    replay_settings: Settings, open_system: OpenSystem
+) -> None:
+    async with open_system(replay_settings) as s:
+        await make_history(s)
+        with pytest.raises(ReplayError, match="--redeliver"):
+            await replay(s.redis, replay_settings, ReplayRequest(projections=("deliveries",)))
+        backlog = await delivery_backlog(s.redis, 1)
+        statuses = (await digest(s.redis, replay_settings))["deliveries"]
+        assert backlog > 0
+        # With statuses still there, redelivering sends nothing twice...
+        await replay(
+            s.redis,
+            replay_settings,
+            ReplayRequest(since="0", projections=("posts",), redeliver=True),
+        )
+        assert await delivery_backlog(s.redis, 1) == backlog
+        # ...and with them dropped, every delivery is requested once more.
+        result = await replay(
+            s.redis, replay_settings, ReplayRequest(projections=("deliveries",), redeliver=True)
+        )
+        assert result.dropped_keys == statuses[1]
+        assert await delivery_backlog(s.redis, 1) == 2 * backlog
+        assert (await digest(s.redis, replay_settings))["deliveries"][1] == statuses[1]
+
+
+async def test_since_catches_up_after_an_outage_without_dropping(
+    replay_settings: Settings, open_system: OpenSystem
+) -> None:
+    async with open_system(replay_settings) as s:
+        tokens = await make_history(s)
+        whole = await digest(s.redis, replay_settings)
+    async with open_system(replay_settings, workers=("audit",)) as s:  # the timeline worker is down
+        missed = [await s.post(tokens["pat"], f"while down {i}", as_="infra") for i in range(4)]
+        await s.dm(tokens["mia"], "pat", "are you there?")
+        assert await s.redis.zscore(keys.home(0, "mia"), missed[0]["id"]) is None
+        result = await replay(
+            s.redis,
+            replay_settings,
+            ReplayRequest(since=missed[0]["id"], projections=("timelines",)),
+        )
+        assert result.events == 5
+        assert result.dropped_keys == 0
+        assert await s.redis.zscore(keys.home(0, "mia"), missed[-1]["id"]) == 0
+        caught_up = await digest(s.redis, replay_settings)
+    assert caught_up["accounts"] == whole["accounts"]
+    # The timeline worker, back, handles what it missed: projections stay as caught up (it
+    # also routes the deliveries it never routed, which replay without --redeliver did not).
+    async with open_system(replay_settings) as s:
+        await s.settle()
+        back = await digest(s.redis, replay_settings)
+        assert without_deliveries(back) == without_deliveries(caught_up)
+        assert back["deliveries"][1] > caught_up["deliveries"][1]
+        await replay(s.redis, replay_settings, ReplayRequest())  # and a full rebuild agrees
+        assert await digest(s.redis, replay_settings) == back
+
+
+def without_deliveries(families: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
+    return {name: value for name, value in families.items() if name != "deliveries"}
+
+
+async def test_replay_while_posts_keep_arriving_loses_and_duplicates_nothing(
+    replay_settings: Settings, open_system: OpenSystem
+) -> None:
+    settings = msgspec.structs.replace(
+        replay_settings,
+        fanout_on_read_threshold=10_000,
+        timeline_max=10_000,  # nothing trimmed
+    )
+    async with open_system(settings) as s:
+        pat = await s.person("pat")
+        readers = {h: await s.person(h) for h in ("ann", "bob", "cy")}
+        await s.team("ops", "pat")
+        for token in readers.values():
+            await s.follow(token, "ops")
+        await s.settle()
+        for i in range(300):  # a history that takes the replay a while
+            await s.post(pat, f"before {i}", as_="ops")
+        await s.settle()
+        posted: list[str] = [
+            e.id for _, e in await s.log_events() if isinstance(e, events.PostPublished)
+        ]
+        during: list[str] = []
+        replaying = asyncio.Event()
+        finished = asyncio.Event()
+
+        async def keep_posting() -> None:
+            await replaying.wait()
+            i = 0
+            while (not finished.is_set() or i < 20) and i < 1000:
+                during.append((await s.post(pat, f"during {i}", as_="ops"))["id"])
+                i += 1
+                await asyncio.sleep(0)
+
+        def progress(phase: str, done: int, total: int, rate: float) -> None:
+            replaying.set()  # from the drop on: posts arrive while keys go and come back
+
+        poster = asyncio.create_task(keep_posting())
+        try:
+            await replay(s.redis, settings, ReplayRequest(batch=10), progress)
+            accepted_during_replay = len(during)
+        finally:
+            finished.set()
+            await asyncio.wait_for(poster, timeout=30)
+        assert accepted_during_replay >= 10, "too few posts arrived while the replay ran"
+        await s.settle()
+        everything = posted + during
+        for handle, token in readers.items():
+            home = await s.ok("GET", "/v1/timelines/home?limit=100", token=token)
+            page = [p["id"] for p in home]
+            assert len(page) == len(set(page))
+            stored = [text(i) for i in await s.redis.zrange(keys.home(0, handle), 0, -1)]
+            assert sorted(stored, key=int) == sorted(everything, key=int), handle
+        log = [text(i) for i in await s.redis.zrange(keys.account_log(0, "ops"), 0, -1)]
+        assert sorted(log, key=int) == sorted(everything, key=int)
+        indexed = await s.redis.zrange(keys.audit_by_type(0, "PostPublished"), 0, -1)
+        assert sorted(text(i) for i in indexed) == sorted(everything)
+        records = archived(settings.archive_dir)
+        ids = [events.decode(bytes(r.event)).id for r in records]
+        assert len(ids) == len(set(ids)) == len(await s.log_events())
+        assert all(report.intact for report in verify(settings.archive_dir))
+        # And what the live workers left is exactly what a quiet rebuild makes.
+        live = await digest(s.redis, settings)
+        await replay(s.redis, settings, ReplayRequest())
+        assert await digest(s.redis, settings) == live
+
+
+async def test_bad_requests_are_refused_before_anything_is_dropped(
+    replay_settings: Settings, open_system: OpenSystem
+) -> None:
+    async with open_system(replay_settings) as s:
+        await make_history(s)
+        before = await digest(s.redis, replay_settings)
+        for request, message in [
+            (ReplayRequest(projections=("nonsense",)), "unknown projection"),
+            (ReplayRequest(projections=("deliveries",)), "--redeliver"),
+            (ReplayRequest(since="yesterday"), "event id"),
+        ]:
+            with pytest.raises(ReplayError, match=message):
+                await replay(s.redis, replay_settings, request)
+        empty = msgspec.structs.replace(
+            replay_settings, archive_dir=replay_settings.archive_dir / "none"
+        )
+        with pytest.raises(ReplayError, match="no archive"):
+            await replay(s.redis, empty, ReplayRequest(from_archive=True))
+        assert await digest(s.redis, replay_settings) == before
+
+
+def _ids_in(entries: Any) -> list[str]:
+    return [text(i) for i, _ in entries]
+
+
+async def test_progress_is_reported(replay_settings: Settings, open_system: OpenSystem) -> None:
+    seen: list[tuple[str, int, int]] = []
+    async with open_system(replay_settings) as s:
+        await make_history(s)
+        total = len(await s.log_events())
+        await replay(
+            s.redis,
+            replay_settings,
+            ReplayRequest(batch=5),
+            lambda phase, done, all_, rate: seen.append((phase, done, all_)),
+        )
+    phases = [phase for phase, _, _ in seen]
+    assert phases[0] == "dropping"
+    assert phases[-1] == "done"
+    done = [d for phase, d, _ in seen if phase == "replaying"]
+    assert done == sorted(done)
+    assert done[-1] == total
+    assert len(done) > 3
+    assert seen[-1] == ("done", total, total)
+
+
+async def test_scripts_lost_by_the_server_are_loaded_again(
+    replay_settings: Settings, open_system: OpenSystem
+) -> None:
+    async with open_system(replay_settings) as s:
+        await make_history(s)
+        expected = await digest(s.redis, replay_settings)
+    async with open_system(replay_settings, workers=()) as s:
+        await projections.drop(s.redis, projections.TIMELINE_FAMILIES, 1)
+        logged = [e for _, e in await s.log_events()]
+        timeline = Timeline(s.redis, replay_settings, route=False, announce=False)
+        half = len(logged) // 2
+        await timeline.apply_batch(logged[:half])
+        await s.redis.script_flush()  # as after a restart: every script is gone
+        await timeline.apply_batch(logged[half:])
+        assert await digest(s.redis, replay_settings) == expected
