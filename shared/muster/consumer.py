@@ -41,6 +41,7 @@ from muster import events, keys
 from muster.connection import text
 from muster.errors import EventDecodeError, PermanentError
 from muster.events import AnyEvent
+from muster.tasks import cancel_and_wait
 
 log = structlog.get_logger("muster.consumer")
 
@@ -120,9 +121,7 @@ class ConsumerLoop:
         try:
             await asyncio.gather(*tasks)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*(cancel_and_wait(t) for t in tasks), return_exceptions=True)
 
     async def ensure_group(self, stream: str) -> None:
         """Create the group at the stream's start (so nothing appended earlier is missed)."""

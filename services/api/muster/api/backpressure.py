@@ -8,7 +8,6 @@ non-critical writes get 429 with Retry-After; critical posts are always accepted
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -16,6 +15,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from muster import keys
+from muster.tasks import cancel_and_wait
 
 log = structlog.get_logger("muster.api.backpressure")
 
@@ -92,14 +92,5 @@ class LagMonitor:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        """Cancel the loop and wait for it to end, cancelling again if a cancel is lost: on
-        Python 3.11, asyncio.wait_for (which redis-py sends commands through) swallows a cancel
-        that lands as its inner call completes, and the loop would then run on forever."""
         task, self._task = self._task, None
-        if task is None:
-            return
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=0.02)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)

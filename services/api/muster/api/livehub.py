@@ -8,7 +8,6 @@ is closed rather than buffered without bound; its client resumes with Last-Event
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +17,7 @@ from redis.exceptions import RedisError
 
 from muster import keys
 from muster.connection import text
+from muster.tasks import cancel_and_wait
 
 log = structlog.get_logger("muster.api.live")
 
@@ -50,17 +50,8 @@ class LiveHub:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        """Cancel the loop and wait for it to end, cancelling again if a cancel is lost: on
-        Python 3.11, asyncio.wait_for (which redis-py sends commands through) swallows a cancel
-        that lands as its inner call completes, and the loop would then run on forever."""
         task, self._task = self._task, None
-        if task is None:
-            return
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=0.02)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     def subscribe(self) -> Subscription:
         subscription = Subscription()
