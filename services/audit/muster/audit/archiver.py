@@ -22,7 +22,6 @@ import structlog
 from muster import eventlog, events, keys
 from muster.audit import streamids
 from muster.audit.archive import Entry, PartitionArchive, Tail
-from muster.connection import text
 from muster.consumer import Message
 from muster.settings import Settings
 
@@ -123,7 +122,3 @@ class Archiver:
 
 def _event_id(payload: bytes) -> str:
     return events.decode(payload).id
-
-
-def head_fields(raw: dict[Any, Any]) -> dict[str, str]:
-    return {text(k): text(v) for k, v in raw.items()}

@@ -81,10 +81,7 @@ async def _stream_chunks(
             if payload is not None:
                 chunk.append((streamids.parse(raw_id), payload))
         yield chunk
-        if len(page) < READ_CHUNK:
-            # Ask once more: entries appended while we worked are part of the replay too.
-            start = "(" + text(page[-1][0])
-            continue
+        # Read on until a read finds nothing: entries appended meanwhile are replayed too.
         start = "(" + text(page[-1][0])
 
 

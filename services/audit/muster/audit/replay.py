@@ -279,7 +279,9 @@ async def replay(
         work = [log_and_index(batch)]
         if timeline is not None:
             work.append(timeline.apply_batch([item.event for item in batch]))
-        await asyncio.gather(*work)
+        for outcome in await asyncio.gather(*work, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
         done += len(batch)
         elapsed = time.monotonic() - started
         report(phase, done, max(total, done), done / elapsed if elapsed > 0 else 0.0)

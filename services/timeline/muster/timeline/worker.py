@@ -3,7 +3,10 @@ logs, reply index, home timelines (fan-out on write) and DM conversations, and a
 posts and DMs to the live hub. Every write is keyed by id, so handling an event twice leaves
 the same state, and a worker killed at any instant is simply replaced.
 
-It never sends anything outside Redis: off-app delivery belongs to the delivery workers.
+A batch is applied in runs (`apply_batch`) of a few round trips each, not one per event;
+replay (muster.audit.replay) rebuilds projections with this same code, routing and live
+announcements off. It never sends anything outside Redis: off-app delivery belongs to the
+delivery workers.
 """
 
 from __future__ import annotations
