@@ -120,6 +120,12 @@ def followers(partition: int, handle: str) -> str:
     return f"{_tag(partition)}:followers:{handle}"
 
 
+def follow_versions(partition: int, handle: str) -> str:
+    """Hash: follower → id of the last follow change applied for (follower, `handle`), so a
+    reclaimed older change never undoes a newer one (an unfollow outrunning its follow)."""
+    return f"{_tag(partition)}:fver:{handle}"
+
+
 def external_followers(partition: int, handle: str) -> str:
     """Hash like `followers`, for external people: they receive public posts only."""
     return f"{_tag(partition)}:xfollowers:{handle}"

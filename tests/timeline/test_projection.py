@@ -225,3 +225,26 @@ async def test_backfill_and_fanout_respect_the_timeline_cap(
     assert await home(aredis, "mia") == [e.id for e in reversed([*ops, *more])][:cap]
     # the account's own log is not capped
     assert await aredis.zcard(keys.account_log(p_of("ops"), "ops")) == len(ops) + len(more)
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["one batch", "two batches"])
+async def test_an_older_follow_change_never_undoes_a_newer_one(
+    timeline: Timeline, aredis: aioredis.Redis, together: bool
+) -> None:
+    """A follow whose worker died is reclaimed after the person's later unfollow was applied:
+    the stale follow must not put them back among the followers."""
+    follow = followed("ann", "ops")
+    unfollow = unfollowed("ann", "ops")
+    await timeline.apply(post("ops", "before"))
+    if together:
+        await timeline.apply_batch([unfollow, follow])
+    else:
+        await timeline.apply(unfollow)
+        await timeline.apply(follow)
+    assert await aredis.hget(keys.followers(p_of("ann"), "ops"), "ann") is None
+    assert await home(aredis, "ann") == []
+    await timeline.apply(follow)  # and handled again later: still nothing
+    assert await aredis.hget(keys.followers(p_of("ann"), "ops"), "ann") is None
+    refollow = followed("ann", "ops")  # a new follow after all that counts
+    await timeline.apply(refollow)
+    assert await aredis.hget(keys.followers(p_of("ann"), "ops"), "ann") is not None

@@ -6,7 +6,7 @@ called with "*" (handles and ids never contain one), so a pattern cannot drift f
 
 | family      | keys                                                           | rebuilt by         |
 | ----------- | -------------------------------------------------------------- | ------------------ |
-| graph       | followers, xfollowers, reach, dmchannels, BIG_ACCOUNTS         | timeline worker    |
+| graph       | followers, xfollowers, fver, reach, dmchannels, BIG_ACCOUNTS   | timeline worker    |
 | posts       | post store, account and public logs, replies                   | timeline worker    |
 | timelines   | home timelines                                                 | timeline worker    |
 | dms         | DM store, conversations, conversation lists                    | timeline worker    |
@@ -62,6 +62,7 @@ FAMILIES: dict[str, Family] = {
             (
                 lambda p: keys.followers(p, _ALL),
                 lambda p: keys.external_followers(p, _ALL),
+                lambda p: keys.follow_versions(p, _ALL),
                 lambda p: keys.reach(p, _ALL),
                 keys.dm_channels,
             ),

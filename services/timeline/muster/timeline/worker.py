@@ -281,7 +281,7 @@ class Timeline:
         at read, the newest posts of the accounts followed or left — is read for the whole
         run first (posts do not happen in this run; its own follow records are tracked as it
         goes), then all writes go as one buffer per partition (batch.py)."""
-        bigs, current, recent = await self._graph_context(run)
+        bigs, current, recent, versions = await self._graph_context(run)
         writes = self.writes.new()
         news: list[tuple[str, dict[str, str | bytes]]] = []
         for event in run:
@@ -289,6 +289,15 @@ class Timeline:
                 self.router.contact_writes(writes, event)
                 continue
             q = keys.partition_of(event.follower, self.partitions)
+            pair = (event.follower, event.account)
+            applied = versions.get(pair)
+            if applied is not None and int(event.id) < int(applied):
+                # A reclaimed older change (a follow whose worker died) arriving after a
+                # newer one: applying it would undo what the person did since.
+                log.info("older follow change skipped", event_id=event.id, applied=applied)
+                continue
+            versions[pair] = event.id
+            writes.hset(q, keys.follow_versions(q, event.account), event.follower, event.id)
             members, externals = self._follower_hashes(event.follower, event.account)
             home = keys.home(q, event.follower)
             if isinstance(event, AccountFollowed | FollowerEnrolled):
@@ -341,15 +350,23 @@ class Timeline:
 
     async def _graph_context(
         self, run: Sequence[GraphChange]
-    ) -> tuple[set[str], dict[tuple[str, str], str | None], dict[str, list[str]]]:
+    ) -> tuple[
+        set[str],
+        dict[tuple[str, str], str | None],
+        dict[str, list[str]],
+        dict[tuple[str, str], str],
+    ]:
         """For a graph run: followed accounts merged at read, current follow records that
-        matter, and the newest `cap` posts of each log a follow or unfollow needs."""
+        matter, the newest `cap` posts of each log a follow or unfollow needs, and the last
+        follow change applied for each (follower, account) in the run."""
         accounts: list[str] = []
         fields: list[tuple[str, str]] = []
         sources: list[str] = []
+        pairs: list[tuple[str, str]] = []
         for event in run:
             if isinstance(event, AccountCreated | ContactPointsChanged):
                 continue
+            pairs.append((event.follower, event.account))
             members, externals = self._follower_hashes(event.follower, event.account)
             if isinstance(event, AccountFollowed | FollowerEnrolled):
                 accounts.append(event.account)
@@ -362,9 +379,13 @@ class Timeline:
         accounts = list(dict.fromkeys(accounts))
         fields = list(dict.fromkeys(fields))
         sources = list(dict.fromkeys(sources))
+        pairs = list(dict.fromkeys(pairs))
         if not (accounts or fields or sources):
-            return set(), {}, {}
+            return set(), {}, {}, {}
         async with self.redis.pipeline(transaction=False) as pipe:
+            for follower, account in pairs:
+                q = keys.partition_of(follower, self.partitions)
+                pipe.hget(keys.follow_versions(q, account), follower)
             if accounts:
                 pipe.smismember(keys.BIG_ACCOUNTS, accounts)
             for name, field in fields:
@@ -372,6 +393,12 @@ class Timeline:
             for source in sources:
                 pipe.zrange(source, "+", "-", desc=True, bylex=True, offset=0, num=self.cap)
             replies = await self.writes.execute(pipe)
+        applied = {
+            pair: text(value)
+            for pair, value in zip(pairs, replies[: len(pairs)], strict=True)
+            if value is not None
+        }
+        replies = replies[len(pairs) :]
         flags = replies.pop(0) if accounts else []
         bigs = {a for a, flag in zip(accounts, flags, strict=True) if flag}
         current = {
@@ -381,7 +408,7 @@ class Timeline:
         recent = {
             source: texts(ids) for source, ids in zip(sources, replies[len(fields) :], strict=True)
         }
-        return bigs, current, recent
+        return bigs, current, recent, applied
 
     # --- direct messages --------------------------------------------------------------------
     def _dm_writes(self, writes: Writes, event: DirectMessageSent) -> bytes:
