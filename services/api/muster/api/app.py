@@ -91,6 +91,9 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         description="Self-hosted crisis and incident communication on the follow model.",
         lifespan=lifespan,
+        # Muster's observability is /metrics and structlog; FastAPI's native OpenTelemetry
+        # hook otherwise checks for configured providers on every request (~3 µs per post).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     routers = (accounts, directory, follows, posts, reads, deliveries, dms, stream, audit, ops, web)
     for module in routers:
