@@ -14,7 +14,6 @@ Helpers the tests import: `assert_error` (API.md's one error shape) and `ADMIN_T
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 import time
@@ -35,6 +34,8 @@ import redis as sync_redis
 import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI
+from harness import HttpStack, app_running, asgi_client
+from harness import bearer as bearer  # the tests import it from here
 from redis_server import free_port
 
 from muster import events, keys
@@ -46,13 +47,6 @@ from muster.settings import Settings
 
 ADMIN_TOKEN = "adm-Q8v3Lk2xR7pN4tZ9wB6cY1mH5jD0sFgE"  # 35 characters, MUSTER_ADMIN_TOKEN-worthy
 """The bootstrap token of `admin` in `api_settings`."""
-
-_UNSET: Any = object()
-LIFESPAN_TIMEOUT_S = 15.0
-
-
-def bearer(token: str | None) -> dict[str, str]:
-    return {} if token is None else {"Authorization": f"Bearer {token}"}
 
 
 def assert_error(
@@ -78,34 +72,17 @@ def assert_error(
 
 
 @dataclass
-class Api:
+class Api(HttpStack):
     """The app under test, an HTTP client on it and a Redis client on its database."""
 
+    admin_token = ADMIN_TOKEN
+
     app: FastAPI
-    client: httpx.AsyncClient
-    redis: aioredis.Redis
-    settings: Settings
 
     @property
     def state(self) -> ApiState:
         current: ApiState = self.app.state.muster
         return current
-
-    async def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        token: str | None = None,
-        json: Any = _UNSET,
-        content: Any = None,
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        all_headers = {**bearer(token), **(headers or {})}
-        if json is not _UNSET:
-            content = msgspec.json.encode(json)
-            all_headers.setdefault("Content-Type", "application/json")
-        return await self.client.request(method, path, content=content, headers=all_headers)
 
     async def create(
         self, handle: str, kind: str = "person", *, token: str = ADMIN_TOKEN, **fields: Any
@@ -201,18 +178,8 @@ def snapshot_sync(redis: sync_redis.Redis) -> dict[bytes, Any]:
 @asynccontextmanager
 async def running(settings: Settings, redis: aioredis.Redis) -> AsyncIterator[Api]:
     """Build the app, enter its lifespan (admin bootstrap, lag monitor), yield it, shut it down."""
-    app = create_app(settings)
-    lifespan = app.router.lifespan_context(app)
-    async with asyncio.timeout(LIFESPAN_TIMEOUT_S):
-        await lifespan.__aenter__()
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield Api(app=app, client=client, redis=redis, settings=settings)
-    finally:
-        # A shutdown that hangs fails the test in seconds rather than at pytest's timeout.
-        async with asyncio.timeout(LIFESPAN_TIMEOUT_S):
-            await lifespan.__aexit__(None, None, None)
+    async with app_running(settings) as app, asgi_client(app) as client:
+        yield Api(app=app, client=client, redis=redis, settings=settings)
 
 
 OpenApi = Callable[[Settings], AbstractAsyncContextManager[Api]]

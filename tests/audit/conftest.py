@@ -22,30 +22,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+from harness import HttpStack, app_running, asgi_client, event_log_worker
 from redis.exceptions import ResponseError
 
 from muster import events, keys
-from muster.api.app import create_app
 from muster.audit import archive, streamids
 from muster.audit import worker as audit
-from muster.connection import async_client, text
+from muster.connection import text
 from muster.events import AnyEvent
 from muster.settings import Settings
 from muster.timeline import worker as timeline
-from muster.worker import build_loops, event_log_streams
 
 ADMIN_TOKEN = "adm-Aud1tQ8v3Lk2xR7pN4tZ9wB6cY1mH5jD"
 SETTLE_S = 20.0
-_UNSET: Any = object()
 _WORKERS = {"timeline": timeline, "audit": audit}
-
-
-def bearer(token: str | None) -> dict[str, str]:
-    return {} if token is None else {"Authorization": f"Bearer {token}"}
 
 
 # --- waiting ------------------------------------------------------------------------------------
@@ -87,104 +80,21 @@ async def settle(
 @asynccontextmanager
 async def running_workers(settings: Settings, kinds: Sequence[str]) -> AsyncIterator[None]:
     """The real handlers on the real consumer loops; stopped (bounded) at exit."""
-    redis = async_client(settings)
-    stop = asyncio.Event()
-    tasks: list[asyncio.Future[Any]] = []
-    try:
+    async with contextlib.AsyncExitStack() as running:
         for kind in kinds:
             module = _WORKERS[kind]
-            handler: Any = await module.make_handler(redis, settings)
-            loops = build_loops(
-                redis,
-                settings,
-                group=module.GROUP,
-                handler=handler,
-                streams_for=event_log_streams(module.GROUP),
+            await running.enter_async_context(
+                event_log_worker(settings, module.GROUP, module.make_handler)
             )
-            tasks += [asyncio.ensure_future(loop.run(stop)) for loop in loops]
         yield
-    finally:
-        stop.set()
-        if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=10.0)
-            for task in pending:
-                task.cancel()
-            for task in done:
-                task.result()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            assert not pending, "a worker did not stop within 10 s"
-        await redis.aclose()
 
 
 # --- the system -----------------------------------------------------------------------------------
 @dataclass
-class System:
-    client: httpx.AsyncClient
-    redis: aioredis.Redis
-    settings: Settings
+class System(HttpStack):
+    admin_token = ADMIN_TOKEN
+
     groups: tuple[str, ...]
-
-    async def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        token: str | None = None,
-        json: Any = _UNSET,
-        params: dict[str, Any] | None = None,
-    ) -> httpx.Response:
-        headers = bearer(token)
-        content = None
-        if json is not _UNSET:
-            content = msgspec.json.encode(json)
-            headers["Content-Type"] = "application/json"
-        return await self.client.request(
-            method, path, content=content, headers=headers, params=params
-        )
-
-    async def ok(
-        self, method: str, path: str, status: int = 200, *, token: str | None = None, **kw: Any
-    ) -> Any:
-        response = await self.call(method, path, token=token, **kw)
-        assert response.status_code == status, (method, path, response.text)
-        return response.json() if response.content else None
-
-    async def person(self, handle: str, role: str = "member", **fields: Any) -> str:
-        body = await self.ok(
-            "POST",
-            "/v1/accounts",
-            201,
-            token=ADMIN_TOKEN,
-            json={"handle": handle, "kind": "person", "role": role, **fields},
-        )
-        token: str = body["token"]
-        return token
-
-    async def team(self, handle: str, *posters: str) -> None:
-        await self.ok(
-            "POST", "/v1/accounts", 201, token=ADMIN_TOKEN, json={"handle": handle, "kind": "team"}
-        )
-        for poster in posters:
-            await self.ok("PUT", f"/v1/accounts/{handle}/posters/{poster}", 204, token=ADMIN_TOKEN)
-
-    async def follow(self, token: str, handle: str, **body: Any) -> None:
-        await self.ok("PUT", f"/v1/me/follows/{handle}", token=token, json=body)
-
-    async def post(self, token: str, text: str, **fields: Any) -> dict[str, Any]:
-        if "as_" in fields:
-            fields["as"] = fields.pop("as_")
-        body: dict[str, Any] = await self.ok(
-            "POST", "/v1/posts", 202, token=token, json={"text": text, **fields}
-        )
-        return body
-
-    async def dm(self, token: str, to: str, text: str) -> dict[str, Any]:
-        body: dict[str, Any] = await self.ok(
-            "POST", "/v1/dms", 202, token=token, json={"to": to, "text": text}
-        )
-        return body
 
     async def home(self, token: str, limit: int = 100) -> list[str]:
         return [
@@ -227,13 +137,14 @@ async def system_on(
     redis: aioredis.Redis, settings: Settings, workers: Sequence[str] = ("timeline", "audit")
 ) -> AsyncIterator[System]:
     """The app and `workers` on `settings`; `redis` is the client the System checks with."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), running_workers(settings, workers):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            system = System(client, redis, settings, tuple(_WORKERS[w].GROUP for w in workers))
-            await system.settle()
-            yield system
+    async with (
+        app_running(settings) as app,
+        running_workers(settings, workers),
+        asgi_client(app) as client,
+    ):
+        system = System(client, redis, settings, tuple(_WORKERS[w].GROUP for w in workers))
+        await system.settle()
+        yield system
 
 
 @pytest.fixture

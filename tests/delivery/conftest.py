@@ -25,28 +25,25 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import msgspec
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.abc import AbstractResolver
+from harness import HttpStack, app_running, asgi_client, event_log_worker, running_loops
 from redis.exceptions import ResponseError
 
 from delivery.peers import HttpReceiver, SmtpSink, TwilioFake
 from muster import keys
-from muster.api.app import create_app
 from muster.connection import async_client, text
-from muster.consumer import ConsumerLoop
 from muster.delivery import worker as delivery
 from muster.settings import Settings
 from muster.timeline import worker as timeline
-from muster.worker import build_loops, event_log_streams
+from muster.worker import build_loops
 
 ADMIN_TOKEN = "adm-D3l1v3ryQ8v3Lk2xR7pN4tZ9wB6cY1mH"
 """The bootstrap token of `admin` in `delivery_settings`."""
 PUBLIC_URL = "http://muster.test"
 WAIT_S = 20.0
-_UNSET: Any = object()
 
 
 # --- waiting on the workers -------------------------------------------------------------------
@@ -118,41 +115,8 @@ async def until(check: Callable[[], Any], what: str, within: float = WAIT_S) -> 
 
 
 # --- running workers in this event loop ---------------------------------------------------------
-@asynccontextmanager
-async def running_loops(loops: list[ConsumerLoop], *extra: Any) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.ensure_future(
-        asyncio.gather(*(loop.run(stop) for loop in loops), *(run(stop) for run in extra))
-    )
-    try:
-        yield
-    finally:
-        stop.set()
-        try:
-            await asyncio.wait_for(task, timeout=10.0)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            raise AssertionError("a worker did not stop within 10 s") from None
-
-
-@asynccontextmanager
-async def timeline_worker(settings: Settings) -> AsyncIterator[None]:
-    redis = async_client(settings)
-    try:
-        handler = await timeline.make_handler(redis, settings)
-        loops = build_loops(
-            redis,
-            settings,
-            group=timeline.GROUP,
-            handler=handler,
-            streams_for=event_log_streams(timeline.GROUP),
-        )
-        async with running_loops(loops):
-            yield
-    finally:
-        await redis.aclose()
+def timeline_worker(settings: Settings) -> AbstractAsyncContextManager[None]:
+    return event_log_worker(settings, timeline.GROUP, timeline.make_handler)
 
 
 @asynccontextmanager
@@ -178,32 +142,9 @@ async def delivery_worker(
 
 
 # --- the stack ----------------------------------------------------------------------------------
-def bearer(token: str | None) -> dict[str, str]:
-    return {} if token is None else {"Authorization": f"Bearer {token}"}
-
-
 @dataclass
-class Stack:
-    client: httpx.AsyncClient
-    redis: aioredis.Redis
-    settings: Settings
-
-    async def call(
-        self, method: str, path: str, *, token: str | None = None, json: Any = _UNSET
-    ) -> httpx.Response:
-        headers = bearer(token)
-        content = None
-        if json is not _UNSET:
-            content = msgspec.json.encode(json)
-            headers["Content-Type"] = "application/json"
-        return await self.client.request(method, path, content=content, headers=headers)
-
-    async def ok(
-        self, method: str, path: str, status: int = 200, *, token: str | None = None, **kw: Any
-    ) -> Any:
-        response = await self.call(method, path, token=token, **kw)
-        assert response.status_code == status, (method, path, response.text)
-        return response.json() if response.content else None
+class Stack(HttpStack):
+    admin_token = ADMIN_TOKEN
 
     async def account(self, handle: str, kind: str = "person", **fields: Any) -> dict[str, Any]:
         """POST /v1/accounts as admin (role member for people unless given)."""
@@ -218,24 +159,9 @@ class Stack:
         )
         return body
 
-    async def follow(self, token: str, handle: str, *channels: str) -> None:
-        await self.ok(
-            "PUT", f"/v1/me/follows/{handle}", token=token, json={"channels": list(channels)}
-        )
-
-    async def post(self, token: str, text: str, **fields: Any) -> dict[str, Any]:
-        if "as_" in fields:
-            fields["as"] = fields.pop("as_")
-        body: dict[str, Any] = await self.ok(
-            "POST", "/v1/posts", 202, token=token, json={"text": text, **fields}
-        )
-        return body
-
-    async def dm(self, token: str, to: str, text: str) -> dict[str, Any]:
-        body: dict[str, Any] = await self.ok(
-            "POST", "/v1/dms", 202, token=token, json={"to": to, "text": text}
-        )
-        return body
+    async def follow(self, token: str, handle: str, *channels: str, **body: Any) -> None:
+        """PUT /v1/me/follows/{handle} with `channels` (an empty list when none are named)."""
+        await super().follow(token, handle, channels=list(channels), **body)
 
     async def deliveries(self, post_id: str, token: str = ADMIN_TOKEN, **query: Any) -> Any:
         params = "&".join(f"{k}={v}" for k, v in query.items())
@@ -336,18 +262,14 @@ def open_stack(aredis: aioredis.Redis) -> OpenStack:
         worker_settings: Settings | None = None,
     ) -> AsyncIterator[Stack]:
         """`worker_settings`: the delivery worker's own (e.g. private targets refused)."""
-        app = create_app(settings)
         async with contextlib.AsyncExitStack() as running:
-            await running.enter_async_context(app.router.lifespan_context(app))
+            app = await running.enter_async_context(app_running(settings))
             await running.enter_async_context(timeline_worker(settings))
             if delivery:
                 await running.enter_async_context(
                     delivery_worker(worker_settings or settings, resolver=resolver)
                 )
-            transport = httpx.ASGITransport(app=app)
-            client = await running.enter_async_context(
-                httpx.AsyncClient(transport=transport, base_url="http://test")
-            )
+            client = await running.enter_async_context(asgi_client(app))
             stack = Stack(client=client, redis=aredis, settings=settings)
             await stack.routed()
             yield stack

@@ -16,7 +16,6 @@ Redis to check what the worker did.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,21 +28,21 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 import uvicorn
+from harness import HttpStack, app_running, asgi_client, event_log_worker
+from harness import bearer as bearer  # the tests import it from here
 from redis.exceptions import ResponseError
 from redis_server import free_port
 
 from muster import keys
 from muster.api.app import create_app
-from muster.connection import async_client, text, texts
+from muster.connection import text, texts
 from muster.settings import Settings
 from muster.timeline.worker import GROUP, make_handler
-from muster.worker import build_loops, event_log_streams
 
 ADMIN_TOKEN = "adm-T7q2Wm9xK4vB8nZ3cR6yL1pH5jD0sFgE"
 """The bootstrap token of `admin` in `timeline_settings`."""
 
 SETTLE_TIMEOUT_S = 15.0
-_UNSET: Any = object()
 
 
 # --- the worker ---------------------------------------------------------------------------------
@@ -94,110 +93,23 @@ async def settle(redis: aioredis.Redis, partitions: int, within: float = SETTLE_
         await asyncio.sleep(0.01)
 
 
-@asynccontextmanager
-async def timeline_worker(settings: Settings) -> AsyncIterator[None]:
+def timeline_worker(settings: Settings) -> AbstractAsyncContextManager[None]:
     """The real handler on the real consumer loops, in this event loop; stopped (bounded) at exit."""
-    redis = async_client(settings)
-    stop = asyncio.Event()
-    try:
-        handler = await make_handler(redis, settings)
-        loops = build_loops(
-            redis, settings, group=GROUP, handler=handler, streams_for=event_log_streams(GROUP)
-        )
-        task = asyncio.ensure_future(asyncio.gather(*(loop.run(stop) for loop in loops)))
-        try:
-            yield
-        finally:
-            stop.set()
-            try:
-                await asyncio.wait_for(task, timeout=10.0)
-            except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                raise AssertionError("the timeline worker did not stop within 10 s") from None
-    finally:
-        await redis.aclose()
+    return event_log_worker(settings, GROUP, make_handler, name="the timeline worker")
 
 
 # --- the api ------------------------------------------------------------------------------------
-def bearer(token: str | None) -> dict[str, str]:
-    return {} if token is None else {"Authorization": f"Bearer {token}"}
-
-
 @dataclass
-class Stack:
+class Stack(HttpStack):
     """The api (an HTTP client on it), the worker behind it, and Redis to check on both."""
 
-    client: httpx.AsyncClient
-    redis: aioredis.Redis
-    settings: Settings
-
-    async def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        token: str | None = None,
-        json: Any = _UNSET,
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        all_headers = {**bearer(token), **(headers or {})}
-        content = None
-        if json is not _UNSET:
-            content = msgspec.json.encode(json)
-            all_headers["Content-Type"] = "application/json"
-        return await self.client.request(method, path, content=content, headers=all_headers)
-
-    async def ok(
-        self, method: str, path: str, status: int = 200, *, token: str | None = None, **kw: Any
-    ) -> Any:
-        """The call, asserted to answer `status`; its JSON body (None when empty)."""
-        response = await self.call(method, path, token=token, **kw)
-        assert response.status_code == status, (method, path, response.text)
-        return response.json() if response.content else None
+    admin_token = ADMIN_TOKEN
 
     async def status(self, path: str, token: str | None = None) -> int:
         return (await self.call("GET", path, token=token)).status_code
 
-    # --- writes, as clients make them --------------------------------------------------------
-    async def person(self, handle: str, role: str = "member") -> str:
-        body = await self.ok(
-            "POST",
-            "/v1/accounts",
-            201,
-            token=ADMIN_TOKEN,
-            json={"handle": handle, "kind": "person", "role": role},
-        )
-        token: str = body["token"]
-        return token
-
-    async def team(self, handle: str, *posters: str) -> None:
-        await self.ok(
-            "POST", "/v1/accounts", 201, token=ADMIN_TOKEN, json={"handle": handle, "kind": "team"}
-        )
-        for poster in posters:
-            await self.ok("PUT", f"/v1/accounts/{handle}/posters/{poster}", 204, token=ADMIN_TOKEN)
-
-    async def follow(self, token: str, handle: str) -> None:
-        await self.ok("PUT", f"/v1/me/follows/{handle}", token=token, json={})
-
     async def unfollow(self, token: str, handle: str) -> None:
         await self.ok("DELETE", f"/v1/me/follows/{handle}", 204, token=token)
-
-    async def post(self, token: str, text: str, **fields: Any) -> dict[str, Any]:
-        if "as_" in fields:
-            fields["as"] = fields.pop("as_")
-        body: dict[str, Any] = await self.ok(
-            "POST", "/v1/posts", 202, token=token, json={"text": text, **fields}
-        )
-        return body
-
-    async def dm(self, token: str, to: str, text: str) -> dict[str, Any]:
-        body: dict[str, Any] = await self.ok(
-            "POST", "/v1/dms", 202, token=token, json={"to": to, "text": text}
-        )
-        return body
 
     # --- reads ---------------------------------------------------------------------------------
     async def ids(self, path: str, token: str | None = None) -> list[str]:
@@ -234,13 +146,14 @@ def timeline_settings(settings: Settings) -> Settings:
 def open_stack(aredis: aioredis.Redis) -> OpenStack:
     @asynccontextmanager
     async def open_(settings: Settings) -> AsyncIterator[Stack]:
-        app = create_app(settings)
-        async with app.router.lifespan_context(app), timeline_worker(settings):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                stack = Stack(client=client, redis=aredis, settings=settings)
-                await stack.settle()  # groups exist, the admin's creation is projected
-                yield stack
+        async with (
+            app_running(settings) as app,
+            timeline_worker(settings),
+            asgi_client(app) as client,
+        ):
+            stack = Stack(client=client, redis=aredis, settings=settings)
+            await stack.settle()  # groups exist, the admin's creation is projected
+            yield stack
 
     return open_
 
