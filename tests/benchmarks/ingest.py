@@ -40,30 +40,35 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # tests/: the suite's redis_server helper
+sys.path.insert(0, str(HERE.parent))  # tests/: redis_server and benchmarks._servers
 
+from benchmarks._servers import (  # noqa: E402
+    ADMIN_TOKEN,
+    STOP_TIMEOUT_S,
+    call,
+    clean_env,
+    cpu_ticks,
+    percentile,
+    spawn,
+    wait_for_port,
+)
 from redis_server import RedisServer, free_port, start_redis_server  # noqa: E402
 
 from muster import keys  # noqa: E402
 
 STREAM = keys.events(0)  # MUSTER_PARTITIONS=1: every post lands here, as the bare XADD does
-ADMIN_TOKEN = "bench-admin-" + "x7Qp2LmZ9rT4vK8sN3wY6bH1jC5dF0gA"  # ≥ 32 chars, no placeholder
 POST_TEXT = "Benchmark: water main break on 5th street, avoid the area until further notice."
-START_TIMEOUT_S = 20.0
 GOAL = 0.6  # the issue's target: api posts/s ≥ 0.6 x the bare endpoint's
-STOP_TIMEOUT_S = 10.0
 
 
 # --- the load generator (runs in its own process: `ingest.py --generate`, config on stdin) ----
@@ -113,13 +118,6 @@ class _Connection(asyncio.Protocol):
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         return await self.waiter
-
-
-def _cpu_ticks(pid: int) -> int:
-    """utime + stime of a process (all its threads), in clock ticks, from /proc."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])
 
 
 @dataclass
@@ -178,10 +176,10 @@ async def _generate(config: dict[str, Any]) -> dict[str, Any]:
         asyncio.create_task(_client(conn, request, (begin, end), tally)) for conn in connections
     ]
     await asyncio.sleep(max(0.0, (begin - time.perf_counter_ns()) / 1e9))
-    ticks_before = {name: _cpu_ticks(pid) for name, pid in watched.items()}
+    ticks_before = {name: cpu_ticks(pid) for name, pid in watched.items()}
     wall_before = time.perf_counter_ns()
     await asyncio.sleep(max(0.0, (end - time.perf_counter_ns()) / 1e9))
-    ticks_after = {name: _cpu_ticks(pid) for name, pid in watched.items()}
+    ticks_after = {name: cpu_ticks(pid) for name, pid in watched.items()}
     wall = (time.perf_counter_ns() - wall_before) / 1e9
     await asyncio.wait_for(asyncio.gather(*clients), timeout=30)
     for conn in connections:
@@ -196,18 +194,12 @@ async def _generate(config: dict[str, Any]) -> dict[str, Any]:
         "statuses": {str(k): v for k, v in sorted(tally.statuses.items())},
         "sample_error": tally.sample_error,
         "failures": tally.failures[:5],
-        "p50_ms": _percentile(latencies, 50) / 1e6,
-        "p99_ms": _percentile(latencies, 99) / 1e6,
+        "p50_ms": percentile(latencies, 50) / 1e6,
+        "p99_ms": percentile(latencies, 99) / 1e6,
         "cpu": {name: (ticks_after[name] - ticks_before[name]) / hz / wall for name in watched},
         "cpu_s": {name: (ticks_after[name] - ticks_before[name]) / hz for name in watched},
         "latencies_us": [ns // 1000 for ns in latencies],
     }
-
-
-def _percentile(ordered: list[int], pct: float) -> float:
-    if not ordered:
-        return 0.0
-    return float(ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))])
 
 
 def generator_main() -> None:
@@ -251,35 +243,6 @@ def _pin(pid: int, cpus: set[int] | None) -> None:
         os.sched_setaffinity(pid, cpus)
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    """uvicorn binds only after lifespan start-up finished, so a connect means ready."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode}:\n{_tail(log)}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.05)
-    raise SystemExit(f"server did not listen on {port} within {START_TIMEOUT_S}s:\n{_tail(log)}")
-
-
-def _tail(log: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
-
-
 def _start(
     stack: contextlib.ExitStack,
     command: list[str],
@@ -288,32 +251,10 @@ def _start(
     log: Path,
     placement: Placement,
 ) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-        )
-    stack.callback(_stop, process)
+    process = spawn(stack, command, env, log)
     _pin(process.pid, placement.server)
-    _wait_for_port(port, process, log)
+    wait_for_port(port, process, log)
     return process
-
-
-def _clean_env(**muster: str) -> dict[str, str]:
-    """This environment without any MUSTER_ variable of the caller's, plus ours."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MUSTER_")}
-    env.update({f"MUSTER_{k.upper()}": v for k, v in muster.items()})
-    return env
-
-
-def _call(port: int, method: str, path: str, token: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        data=json.dumps(body).encode(),
-        method=method,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
 
 
 @dataclass
@@ -328,7 +269,7 @@ def start_bare(
     stack: contextlib.ExitStack, redis: RedisServer, work: Path, placement: Placement
 ) -> Target:
     port = free_port()
-    env = _clean_env(redis_url=redis.url)
+    env = clean_env(redis_url=redis.url)
     command = [sys.executable, str(HERE / "bare_asgi.py"), str(port)]
     process = _start(stack, command, env, port, work / "bare.log", placement)
     return Target("bare ASGI", port, "unused", process.pid)
@@ -338,7 +279,7 @@ def start_floor(
     stack: contextlib.ExitStack, redis: RedisServer, work: Path, placement: Placement
 ) -> Target:
     port = free_port()
-    env = _clean_env(redis_url=redis.url)
+    env = clean_env(redis_url=redis.url)
     command = [sys.executable, str(HERE / "fastapi_floor.py"), str(port)]
     process = _start(stack, command, env, port, work / "floor.log", placement)
     return Target("FastAPI floor", port, "unused", process.pid)
@@ -349,7 +290,7 @@ def start_api(
 ) -> Target:
     """`muster api` itself, with `admin` from MUSTER_ADMIN_TOKEN; posts as person `bench`."""
     port = free_port()
-    env = _clean_env(
+    env = clean_env(
         redis_url=redis.url,
         admin_token=ADMIN_TOKEN,
         api_host="127.0.0.1",
@@ -360,9 +301,7 @@ def start_api(
     )
     command = [sys.executable, "-m", "muster.cli", "api"]
     process = _start(stack, command, env, port, work / "api.log", placement)
-    created = _call(
-        port, "POST", "/v1/accounts", ADMIN_TOKEN, {"handle": "bench", "kind": "person"}
-    )
+    created = call(port, "POST", "/v1/accounts", ADMIN_TOKEN, {"handle": "bench", "kind": "person"})
     return Target("muster api", port, created["token"], process.pid)
 
 
@@ -467,8 +406,8 @@ class Summary:
         cpu_s = sum(r["cpu_s"]["server"] for r in runs)
         return cls(
             posts_per_s=posts / (seconds * len(runs)),
-            p50_ms=_percentile(latencies, 50) / 1e3,
-            p99_ms=_percentile(latencies, 99) / 1e3,
+            p50_ms=percentile(latencies, 50) / 1e3,
+            p99_ms=percentile(latencies, 99) / 1e3,
             server_us_per_post=cpu_s / posts * 1e6 if posts else 0.0,
         )
 
