@@ -276,5 +276,8 @@ def live_seen(event_id: str) -> str:
 
 LIVE_SEEN_TTL_S: Final = 24 * 3600
 """How long live_seen markers last: longer than any entry stays unacknowledged."""
+REPLICATION_MARK: Final = f"{PREFIX}:replmark"
+"""Counter the api increments before WAIT: replication offsets are global, so once this write
+reached the replicas every earlier write of any connection did (MUSTER_WRITE_REPLICAS)."""
 DELIVERY_TOTALS: Final = f"{PREFIX}:stats:deliveries"
 """Hash `channel:outcome` → count, for /metrics; delivery workers increment."""

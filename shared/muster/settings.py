@@ -60,6 +60,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     http_host_connections: int = 64
     failpoints: tuple[str, ...] = ()
     group_dead_after_s: int = 24 * 3600
+    write_replicas: int = 0
+    write_wait_ms: int = 1000
     stream_retention_s: int = 7 * 24 * 3600
 
     @property
@@ -184,6 +186,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "http_host_connections": _int(1, 10_000),
     "failpoints": _names,
     "group_dead_after_s": _int(60, 1 << 40),
+    "write_replicas": _int(0, 16),
+    "write_wait_ms": _int(1, 60_000),
     "stream_retention_s": _int(0, 1 << 40),
 }
 

@@ -25,6 +25,7 @@ from muster.api.limits import BodyLimit
 from muster.api.livehub import LiveHub
 from muster.api.metrics import Metrics
 from muster.api.reads import Reader
+from muster.api.replication import Replicated
 from muster.api.routes import (
     accounts,
     audit,
@@ -134,6 +135,10 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     app.add_middleware(HotPath)  # inside BodyLimit: its 413 comes first
+    if settings.write_replicas:  # outside HotPath, so the ingest routes wait for replicas too
+        app.add_middleware(
+            Replicated, replicas=settings.write_replicas, wait_ms=settings.write_wait_ms
+        )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
 
