@@ -188,6 +188,8 @@ class EmbeddedRedis:
             "--appendfsync", self.settings.embedded_fsync,
             "--save", "",  # the AOF is the durable copy; no extra fork for RDB snapshots
             "--maxmemory-policy", "noeviction",
+            # Home timelines (800 entries) stay listpacks: ~13 B an entry, not ~120 (keys.home).
+            "--zset-max-listpack-entries", "1024",
             "--daemonize", "no",
             "--logfile", str(self.log_file),
             "--loglevel", "notice",

@@ -132,9 +132,20 @@ def external_followers(partition: int, handle: str) -> str:
 
 
 def home(partition: int, handle: str) -> str:
-    """Sorted set (all scores 0, ordered by id as text): a person's home timeline, capped at
-    MUSTER_TIMELINE_MAX; fan-out inserts and trims it in one step."""
+    """Sorted set (all scores 0, ordered as text): a person's home timeline, capped at
+    MUSTER_TIMELINE_MAX, newest first — its members are home_member(post id), so a new post
+    goes in at the head and trimming drops ranks cap.. (a listpack insert then stops at the
+    first entry instead of walking the whole list). Fan-out inserts and trims in one step."""
     return f"{home_prefix(partition)}{handle}"
+
+
+_HOME_BASE: Final = 10**18 - 1
+
+
+def home_member(post_id: str) -> str:
+    """A post id as stored in a home timeline: 10^18-1-id, 18 digits, so text order is
+    newest first. Its own inverse: home_member(home_member(x)) == x for 18-digit ids."""
+    return f"{_HOME_BASE - int(post_id):018d}"
 
 
 def home_prefix(partition: int) -> str:

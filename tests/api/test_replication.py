@@ -5,6 +5,7 @@ Runs a primary and a replica redis-server of the suite's own; the api talks to t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -41,7 +42,7 @@ async def test_writes_wait_for_replicas_and_refuse_without_them(
     replica = redis_factory()
     replicate(replica, primary)
     settings = msgspec.structs.replace(
-        make_settings(primary), admin_token=ADMIN_TOKEN, write_replicas=1, write_wait_ms=300
+        make_settings(primary), admin_token=ADMIN_TOKEN, write_replicas=1, write_wait_ms=1000
     )
     redis = aioredis.Redis.from_url(primary.url)
     try:
@@ -63,9 +64,13 @@ async def test_writes_wait_for_replicas_and_refuse_without_them(
             # The primary has it (it cannot be taken back): the same key replays it later.
             replica.start()
             replicate(replica, primary)
-            again = await api.call(
-                "POST", "/v1/posts", token=token, json={"text": "alone"}, headers=headers
-            )
+            for _ in range(20):  # as a client does on 503: retry after a moment (bounded)
+                again = await api.call(
+                    "POST", "/v1/posts", token=token, json={"text": "alone"}, headers=headers
+                )
+                if again.status_code != 503:
+                    break
+                await asyncio.sleep(0.25)
             assert again.status_code == 202
             entries: Any = await redis.xrange(keys.events(0))
             assert sum(b'"alone"' in fields[b"e"] for _, fields in entries) == 1

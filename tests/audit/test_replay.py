@@ -146,7 +146,8 @@ async def test_since_catches_up_after_an_outage_without_dropping(
     async with open_system(replay_settings, workers=("audit",)) as s:  # the timeline worker is down
         missed = [await s.post(tokens["pat"], f"while down {i}", as_="infra") for i in range(4)]
         await s.dm(tokens["mia"], "pat", "are you there?")
-        assert await s.redis.zscore(keys.home(0, "mia"), missed[0]["id"]) is None
+        mia = keys.home(0, "mia")
+        assert await s.redis.zscore(mia, keys.home_member(missed[0]["id"])) is None
         result = await replay(
             s.redis,
             replay_settings,
@@ -154,7 +155,7 @@ async def test_since_catches_up_after_an_outage_without_dropping(
         )
         assert result.events == 5
         assert result.dropped_keys == 0
-        assert await s.redis.zscore(keys.home(0, "mia"), missed[-1]["id"]) == 0
+        assert await s.redis.zscore(mia, keys.home_member(missed[-1]["id"])) == 0
         caught_up = await digest(s.redis, replay_settings)
     assert caught_up["accounts"] == whole["accounts"]
     # The timeline worker, back, handles what it missed: projections stay as caught up (it
@@ -222,7 +223,8 @@ async def test_replay_while_posts_keep_arriving_loses_and_duplicates_nothing(
             home = await s.ok("GET", "/v1/timelines/home?limit=100", token=token)
             page = [p["id"] for p in home]
             assert len(page) == len(set(page))
-            stored = [text(i) for i in await s.redis.zrange(keys.home(0, handle), 0, -1)]
+            home_key = keys.home(0, handle)
+            stored = [keys.home_member(text(i)) for i in await s.redis.zrange(home_key, 0, -1)]
             assert sorted(stored, key=int) == sorted(everything, key=int), handle
         log = [text(i) for i in await s.redis.zrange(keys.account_log(0, "ops"), 0, -1)]
         assert sorted(log, key=int) == sorted(everything, key=int)

@@ -24,9 +24,8 @@ Not a test (pytest does not collect it): a command that prints figures. In one r
    (b), about 0.25 s per 100k-follower post), and Redis bytes per timeline entry (MEMORY USAGE
    of full homes / 800, and the growth of used_memory / entries; goal ≤ 100 B).
 Both baselines' times include reading the follower pages, as ours does; the time of those
-reads alone is printed too ("pages only"). With --what-if (default) it also times, on full
-listpack homes, a layout Muster does NOT use: members stored as 10^18-1-id, so the newest
-post sorts first and a listpack insert stops at the head; a figure for a design decision.
+reads alone is printed too ("pages only"). Every method inserts what Muster stores in a
+home, keys.home_member(post id) (newest first), and trims ranks cap.. — the same inserts.
 Wall times suffer when other processes compete for the CPUs (the load average is printed);
 redis-server's CPU time per post is the steadier figure. Exit status 1 if a post is missing
 from a home.
@@ -68,34 +67,16 @@ GOAL_BYTES = 100  # per timeline entry
 DEFAULT_LISTPACK = 128  # Redis 7's zset-max-listpack-entries default
 BIG_LISTPACK = 1024  # ≥ MUSTER_TIMELINE_MAX: a full home stays a listpack
 
-# (b): KEYS none (standalone Redis)   ARGV: post id, home prefix, cap, handles...
+# (b): KEYS none (standalone Redis)   ARGV: home member, home prefix, cap, handles...
 _LUA_BATCH = """
 local id, prefix, cap = ARGV[1], ARGV[2], tonumber(ARGV[3])
 for i = 4, #ARGV do
   local home = prefix .. ARGV[i]
   redis.call('ZADD', home, 0, id)
-  redis.call('ZREMRANGEBYRANK', home, 0, -cap - 1)
+  redis.call('ZREMRANGEBYRANK', home, cap, -1)
 end
 return #ARGV - 3
 """
-
-# What-if, not Muster's layout: homes holding NEWEST_FIRST - id (zero-padded), so the newest
-# post sorts first and a listpack insert stops at the head instead of walking the whole home.
-# KEYS: followers hash   ARGV: cursor, batch, inverted id, home prefix, cap → next cursor
-_NEWEST_FIRST = """
-local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
-local fields = page[2]
-local id, prefix, cap = ARGV[3], ARGV[4], tonumber(ARGV[5])
-for i = 1, #fields, 2 do
-  local home = prefix .. fields[i]
-  redis.call('ZADD', home, 0, id)
-  if redis.call('ZCARD', home) > cap then
-    redis.call('ZREMRANGEBYRANK', home, cap, -1)
-  end
-end
-return page[1]
-"""
-NEWEST_FIRST = 10**18 - 1
 
 # ARGV: payload (DUMP of a full home), home prefix, handles...
 _PREFILL = """
@@ -118,11 +99,6 @@ for i = 1, #fields, 2 do
 end
 return {page[1], homes, found, over}
 """
-
-
-def _invert(post_id: str) -> str:
-    """The what-if member for an id: newer ids give smaller members, same width."""
-    return f"{NEWEST_FIRST - int(post_id):018d}"
 
 
 def machine_busy_s() -> float:
@@ -169,7 +145,6 @@ class Bench:
         self.lua = self.redis.register_script(_LUA_BATCH)
         self.prefill_script = self.redis.register_script(_PREFILL)
         self.verify_script = self.redis.register_script(_VERIFY)
-        self.newest_first_script = self.redis.register_script(_NEWEST_FIRST)
         self.ids = IdGenerator(node=1)
         self.prefix = keys.home_prefix(0)
         self.handles = [f"person_{i:06d}" for i in range(args.followers)]
@@ -180,7 +155,6 @@ class Bench:
             "(b) lua": self.server_side,
             "pages only": self.pages_only,
         }
-        self.what_if: dict[str, Method] = {"newest-first": self.newest_first}
 
     @property
     def redis_pid(self) -> int:
@@ -204,12 +178,12 @@ class Bench:
         for start in range(0, count, BATCH):
             await self.redis.unlink(*(self.prefix + h for h in self.handles[start : start + BATCH]))
 
-    async def prefill(self, count: int, *, inverted: bool = False) -> float:
+    async def prefill(self, count: int) -> float:
         """Give the first `count` homes CAP entries older than any post here; seconds taken."""
         began = time.perf_counter()
         oldest = lowest_id_at(int(time.time() * 1000) - 86_400_000)
         entries = [oldest + i for i in range(CAP)]
-        members = [_invert(str(i)) for i in entries] if inverted else [str(i) for i in entries]
+        members = [keys.home_member(str(i)) for i in entries]
         template = "bench:template"
         await self.redis.unlink(template)
         await self.redis.zadd(template, dict.fromkeys(members, 0))
@@ -244,39 +218,25 @@ class Bench:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for handle in handles:
                     home = self.prefix + handle
-                    pipe.zadd(home, {post_id: 0})
-                    pipe.zremrangebyrank(home, 0, -CAP - 1)
+                    pipe.zadd(home, {keys.home_member(post_id): 0})
+                    pipe.zremrangebyrank(home, CAP, -1)
                 await pipe.execute()
 
     async def server_side(self, account: str, post_id: str) -> None:
         async for handles in self._pages(account):
-            await self.lua(args=[post_id, self.prefix, CAP, *handles])
-
-    async def newest_first(self, account: str, post_id: str) -> None:
-        """The what-if layout, driven like ours (HSCAN pages server-side)."""
-        cursor: Any = "0"
-        while True:
-            cursor = await self.newest_first_script(
-                keys=[keys.followers(0, account)],
-                args=[cursor, FANOUT_BATCH, _invert(post_id), self.prefix, CAP],
-            )
-            if int(cursor) == 0:
-                return
+            await self.lua(args=[keys.home_member(post_id), self.prefix, CAP, *handles])
 
     async def pages_only(self, account: str, post_id: str) -> None:
         async for _ in self._pages(account):
             pass
 
-    async def verify(
-        self, account: str, post_id: str, count: int, label: str, *, inverted: bool = False
-    ) -> None:
-        if inverted:
-            post_id = _invert(post_id)
+    async def verify(self, account: str, post_id: str, count: int, label: str) -> None:
+        member = keys.home_member(post_id)
         cursor: Any = "0"
         homes = found = over = 0
         while True:
             cursor, h, f, o = await self.verify_script(
-                keys=[keys.followers(0, account)], args=[cursor, post_id, self.prefix, CAP]
+                keys=[keys.followers(0, account)], args=[cursor, member, self.prefix, CAP]
             )
             homes, found, over = homes + h, found + f, over + o
             if int(cursor) == 0:
@@ -288,12 +248,9 @@ class Bench:
             )
 
     # --- measuring --------------------------------------------------------------------------
-    async def measure(
-        self, case: Case, account: str, *, empty: bool, methods: dict[str, Method] | None = None
-    ) -> None:
-        what_if = methods is not None
+    async def measure(self, case: Case, account: str, *, empty: bool) -> None:
         for _ in range(self.args.repeats):
-            for name, method in (methods or self.methods).items():
+            for name, method in self.methods.items():
                 if empty and name != "pages only":
                     await self.clear_homes(case.followers)
                 post_id = self.ids.next()
@@ -308,9 +265,7 @@ class Bench:
                 )
                 case.runs.setdefault(name, []).append(run)
                 if name != "pages only":
-                    await self.verify(
-                        account, post_id, case.followers, f"{case.title} {name}", inverted=what_if
-                    )
+                    await self.verify(account, post_id, case.followers, f"{case.title} {name}")
 
     async def bytes_per_entry(self, count: int) -> float:
         """MEMORY USAGE (all nested values counted) of full homes, per entry."""
@@ -372,16 +327,6 @@ async def run(args: argparse.Namespace, server: RedisServer) -> tuple[list[Case]
             await bench.measure(full, account, empty=False)
             cases.append(full)
             await bench.clear_homes(n)
-            if listpack >= CAP and args.what_if:
-                took = await bench.prefill(full_n, inverted=True)
-                print(f"  ({label}: prefilled {full_n:,} newest-first homes in {took:.1f} s)")
-                what_if = Case(
-                    f"{label}, full homes, WHAT-IF newest-first members (not Muster's layout)",
-                    full_n,
-                )
-                await bench.measure(what_if, account, empty=False, methods=bench.what_if)
-                cases.append(what_if)
-                await bench.clear_homes(n)
         others = machine_busy_s() - busy - (_cpu_s(bench.redis_pid) + time.process_time() - own)
         print(
             f"  (other processes on this machine kept {others / (time.perf_counter() - began):.0%}"
@@ -460,12 +405,6 @@ def main() -> int:
         type=int,
         default=10_000,
         help="followers in the full-home case at the default listpack limit (10,000)",
-    )
-    parser.add_argument(
-        "--what-if",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also time a newest-first home layout on full listpack homes (default: on)",
     )
     args = parser.parse_args()
     if args.followers < 1 or args.repeats < 1 or args.skiplist_followers < 1:

@@ -231,4 +231,5 @@ async def test_a_read_merged_account_is_still_routed(
         assert [r for r in got["email"] if r[0] == post["id"]] == [
             (post["id"], "ann"), (post["id"], "mia"), (post["id"], "tom"),
         ]  # fmt: skip
-        assert post["id"].encode() not in await s.redis.zrange(keys.home(0, "mia"), 0, -1)
+        member = keys.home_member(post["id"]).encode()
+        assert member not in await s.redis.zrange(keys.home(0, "mia"), 0, -1)

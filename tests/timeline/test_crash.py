@@ -149,7 +149,7 @@ async def homes_with(redis: aioredis.Redis, handles: list[str], post_id: str) ->
     """For each handle: 1 if its home holds post_id, else 0."""
     async with redis.pipeline(transaction=False) as pipe:
         for handle in handles:
-            pipe.zscore(home_key(handle), post_id)
+            pipe.zscore(home_key(handle), keys.home_member(post_id))
         scores = await pipe.execute()
     return [0 if s is None else 1 for s in scores]
 
@@ -279,7 +279,7 @@ async def test_sigkill_mid_fanout_then_every_follower_has_the_post_once(
 
     assert await homes_with(aredis, handles, post.id) == [1] * FOLLOWERS
     assert await home_sizes(aredis, handles) == [1] * FOLLOWERS  # exactly once, nothing else
-    assert await aredis.zrange(home_key("pat"), 0, -1) == [post.id.encode()]
+    assert await aredis.zrange(home_key("pat"), 0, -1) == [keys.home_member(post.id).encode()]
     log = keys.account_log(keys.partition_of("ops", PARTITIONS), "ops")
     assert await aredis.zrange(log, 0, -1) == [post.id.encode()]
     assert await live_posts(aredis) == [post.id]  # announced once

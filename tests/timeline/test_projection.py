@@ -79,7 +79,7 @@ def p_of(handle: str) -> int:
 
 async def home(redis: aioredis.Redis, handle: str) -> list[str]:
     """A home timeline, newest first, as stored."""
-    return list(reversed(await zmembers(redis, keys.home(p_of(handle), handle))))
+    return [keys.home_member(m) for m in await zmembers(redis, keys.home(p_of(handle), handle))]
 
 
 async def live_entries(redis: aioredis.Redis) -> list[dict[str, str]]:

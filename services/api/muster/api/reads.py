@@ -62,6 +62,7 @@ class Reader:
     def __init__(self, redis: aioredis.Redis, partitions: int) -> None:
         self.redis = redis
         self.partitions = partitions
+        self._home_prefixes = tuple(keys.home_prefix(p) for p in range(partitions))
 
     # --- records ---------------------------------------------------------------------------
     async def posts(self, ids: Iterable[str]) -> list[Post]:
@@ -91,12 +92,25 @@ class Reader:
         return [views.decode_message(r) for r in raw if r is not None]
 
     async def _newest(self, sources: list[str], start: str, limit: int) -> list[str]:
-        """Up to `limit` newest ids below `start` across sorted sets, merged, newest first."""
+        """Up to `limit` newest ids below `start` across sorted sets, merged, newest first.
+
+        Home timelines hold keys.home_member(id) (newest first, so read forward); logs hold
+        ids (oldest first, so read backward)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for source in sources:
-                pipe.zrange(source, start, "-", desc=True, bylex=True, offset=0, num=limit)
+                if source.startswith(self._home_prefixes):
+                    first = "-" if start == "+" else f"({keys.home_member(start[1:])}"
+                    pipe.zrange(source, first, "+", bylex=True, offset=0, num=limit)
+                else:
+                    pipe.zrange(source, start, "-", desc=True, bylex=True, offset=0, num=limit)
             pages: list[Any] = await pipe.execute()
-        merged = heapq.merge(*(texts(p) for p in pages), reverse=True)
+        ordered = [
+            [keys.home_member(m) for m in texts(page)]
+            if source.startswith(self._home_prefixes)
+            else texts(page)
+            for source, page in zip(sources, pages, strict=True)
+        ]
+        merged = heapq.merge(*ordered, reverse=True)
         out: list[str] = []
         for post_id in merged:
             if not out or out[-1] != post_id:

@@ -30,7 +30,7 @@ from muster.timeline.fanout import FANOUT_BATCH, FANOUT_PAGE
 # KEYS: one key of the partition (routes the call to its slot)
 # ARGV: cap, fan-out page size, msgpack list of writes, each an op and its operands:
 #   S key value | Z key member (score 0) | G key member score (ZADD GT) |
-#   H key member (ZADD score 0, then keep the newest `cap`) |
+#   H key member (ZADD score 0, then keep the first `cap`: homes hold newest first) |
 #   M key count members... (H for many at once) | X key count members... (ZREM) |
 #   HS key field value (HSET) | HD key field (HDEL) | SA key member | SR key member |
 #   F walk source post-id home-prefix (the first page of a fan-out)
@@ -57,7 +57,7 @@ while i <= n do
     local home = ops[i + 1]
     redis.call('ZADD', home, 0, ops[i + 2])
     if redis.call('ZCARD', home) > cap then
-      redis.call('ZREMRANGEBYRANK', home, 0, -cap - 1)
+      redis.call('ZREMRANGEBYRANK', home, cap, -1)
     end
     i = i + 3
   elseif op == 'M' then
@@ -70,7 +70,7 @@ while i <= n do
       end
       redis.call('ZADD', home, unpack(args))
     end
-    redis.call('ZREMRANGEBYRANK', home, 0, -cap - 1)
+    redis.call('ZREMRANGEBYRANK', home, cap, -1)
     i = i + 3 + count
   elseif op == 'X' then
     local key, count = ops[i + 1], ops[i + 2]
@@ -143,14 +143,18 @@ class Writes:
     def zadd_gt(self, p: int, key: str, member: str, score: int) -> None:
         self._of(p).extend(("G", key, member, str(score)))
 
-    def home(self, p: int, key: str, member: str) -> None:
-        """Insert into a home timeline and keep its newest `cap` entries."""
-        self._of(p).extend(("H", key, member))
+    def home(self, p: int, key: str, post_id: str) -> None:
+        """Insert a post into a home timeline and keep its newest `cap` entries."""
+        self._of(p).extend(("H", key, keys.home_member(post_id)))
 
-    def homes(self, p: int, key: str, members: Sequence[str]) -> None:
-        """Insert many into a home timeline (a follow's backfill) and keep the newest `cap`."""
-        if members:
-            self._of(p).extend(("M", key, len(members), *members))
+    def homes(self, p: int, key: str, post_ids: Sequence[str]) -> None:
+        """Insert posts into a home timeline (a follow's backfill); keep the newest `cap`."""
+        if post_ids:
+            self._of(p).extend(("M", key, len(post_ids), *map(keys.home_member, post_ids)))
+
+    def unhome(self, p: int, key: str, post_ids: Sequence[str]) -> None:
+        """Take posts out of a home timeline (an unfollow)."""
+        self.zrem(p, key, [keys.home_member(i) for i in post_ids])
 
     def zrem(self, p: int, key: str, members: Sequence[str]) -> None:
         if members:
@@ -170,7 +174,7 @@ class Writes:
 
     def fanout(self, p: int, walk: int, source: str, post_id: str) -> None:
         """The first page of a plain fan-out of `post_id` to the followers in `source`."""
-        self._of(p).extend(("F", walk, source, post_id, keys.home_prefix(p)))
+        self._of(p).extend(("F", walk, source, keys.home_member(post_id), keys.home_prefix(p)))
 
     def __bool__(self) -> bool:
         return bool(self._ops)

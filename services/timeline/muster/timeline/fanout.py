@@ -32,14 +32,14 @@ local function fanout_page(source, cursor, batch, id, prefix, cap)
     local home = prefix .. fields[i]
     redis.call('ZADD', home, 0, id)
     if redis.call('ZCARD', home) > cap then
-      redis.call('ZREMRANGEBYRANK', home, 0, -cap - 1)
+      redis.call('ZREMRANGEBYRANK', home, cap, -1)
     end
   end
   return page[1]
 end
 """
 
-# KEYS: followers hash (one partition)   ARGV: cursor, batch, post id, home prefix, cap
+# KEYS: followers hash (one partition)   ARGV: cursor, batch, home member, home prefix, cap
 # → next cursor ("0" when done).
 _FANOUT = (
     FANOUT_PAGE
@@ -133,7 +133,7 @@ class Fanout:
 
     def _plain_args(self, post_id: str, q: int) -> Callable[[str], list[Any]]:
         def args(cursor: str) -> list[Any]:
-            return [cursor, FANOUT_BATCH, post_id, keys.home_prefix(q), self.cap]
+            return [cursor, FANOUT_BATCH, keys.home_member(post_id), keys.home_prefix(q), self.cap]
 
         return args
 
@@ -170,6 +170,6 @@ class Fanout:
             return
         home = keys.home(keys.partition_of(handle, self.partitions), handle)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(home, dict.fromkeys(post_ids, 0))
-            pipe.zremrangebyrank(home, 0, -self.cap - 1)
+            pipe.zadd(home, dict.fromkeys(map(keys.home_member, post_ids), 0))
+            pipe.zremrangebyrank(home, self.cap, -1)
             await pipe.execute()

@@ -54,7 +54,7 @@ local added = 0
 """
 
 # KEYS: followers hash (one partition q), then the 8 routing keys of q (see _ROUTE_ONE)
-# ARGV: cursor, batch, post id, home prefix, cap, homes (1|0), author, critical (1|0),
+# ARGV: cursor, batch, home member, home prefix, cap, homes (1|0), author, critical (1|0),
 #       head, mid, status ttl
 # → next cursor ("0" when done). Same home insert as fanout._FANOUT, plus routing.
 ROUTED_FANOUT = (
@@ -72,7 +72,7 @@ for i = 1, #fields, 2 do
     local home = prefix .. f
     redis.call('ZADD', home, 0, id)
     if redis.call('ZCARD', home) > cap then
-      redis.call('ZREMRANGEBYRANK', home, 0, -cap - 1)
+      redis.call('ZREMRANGEBYRANK', home, cap, -1)
     end
   end
   if f ~= author and (critical or chosen ~= 'app') then
@@ -155,7 +155,7 @@ class PostRoute:
         return [
             cursor,
             str(batch),
-            self.post_id,
+            keys.home_member(self.post_id),
             home_prefix,
             str(cap),
             "1" if homes else "0",

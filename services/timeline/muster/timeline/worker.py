@@ -327,7 +327,7 @@ class Timeline:
                 for target in (members, externals):
                     current[(target, event.follower)] = None
                     writes.hdel(q, target, event.follower)
-                writes.zrem(q, home, recent[self._log_keys(event.account)[0]])
+                writes.unhome(q, home, recent[self._log_keys(event.account)[0]])
                 news.append(
                     (
                         event.id,
