@@ -4,7 +4,9 @@
                                       [--partitions K] [--batch B] [--archive-dir DIR] [--check]
 
 Not a test (pytest does not collect it): a command that prints figures. In one run it
-1. starts its own redis-server on a free loopback port in a temp dir (no AOF, no RDB);
+1. starts its own redis-server on a free loopback port in a temp dir (no AOF, no RDB), with
+   zset-max-listpack-entries as `muster up` and deploy/redis.conf set it (--listpack, 1024:
+   homes stay compact listpacks; 128 is Redis's default);
 2. writes N events (default 1,000,000) to the event log, as the api would: P people (10,000)
    and T teams (200) are created, each person follows 3 teams and 2 people (~150 followers a
    team), then the rest is posts (a share S, 2 %, as teams; 20 % public, 10 % replies), DMs
@@ -227,8 +229,9 @@ async def run(args: argparse.Namespace) -> int:
         )
         redis = async_client(settings)
         try:
+            await redis.config_set("zset-max-listpack-entries", args.listpack)
             print(
-                f"redis-server {server.url}, archive in {archive_root}, python {sys.version.split()[0]}, {os.cpu_count()} cores"
+                f"redis-server {server.url} (zset-max-listpack-entries {args.listpack}), archive in {archive_root}, python {sys.version.split()[0]}, {os.cpu_count()} cores"
             )
             started = time.perf_counter()
             history = make_events(
@@ -363,6 +366,9 @@ def main() -> int:
         help="share of follows/unfollows after the start (each backfills up to 800 posts)",
     )
     parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument(
+        "--listpack", type=int, default=1024, help="zset-max-listpack-entries (muster up: 1024)"
+    )
     parser.add_argument("--batch", type=int, default=2_000, help="replay batch (events)")
     parser.add_argument("--archive-dir", help="where the archive goes (default: a temp dir)")
     parser.add_argument("--check", action="store_true", help="compare checksums (slow)")
