@@ -3,6 +3,7 @@ belongs to (eventlog.partition_for), and checks that span partitions still hold.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import msgspec
@@ -10,6 +11,7 @@ import pytest
 
 from api.conftest import Api, OpenApi, assert_error
 from muster import events, keys
+from muster.api import publishing
 from muster.eventlog import partition_for
 from muster.settings import Settings
 
@@ -162,3 +164,58 @@ async def test_a_refused_append_releases_its_claim(api: Api) -> None:
         "POST", "/v1/posts", token=token, json={"text": "x", "as": team}, headers=headers
     )
     assert accepted.status_code == 202
+
+
+async def test_a_retry_after_the_process_died_between_append_and_record_appends_nothing(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event is in the log, the caller's record still says "in progress": the retry
+    finds the receipt written with the event and answers as the first request would have."""
+    person, team, token = await _person_and_foreign_team(api)
+    headers = {"Idempotency-Key": "died"}
+    body = {"text": "x", "as": team}
+
+    async def die(self: publishing._Append, record: str, response: bytes) -> None:
+        raise RuntimeError("the api process died here")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(publishing._Append, "_record", die)
+        try:
+            died = await api.call("POST", "/v1/posts", token=token, json=body, headers=headers)
+        except RuntimeError:
+            pass
+        else:
+            assert died.status_code == 500
+    logged = await api.log_length()
+    before = await api.snapshot()
+    again = await api.call("POST", "/v1/posts", token=token, json=body, headers=headers)
+    assert again.status_code == 202
+    assert await api.log_length() == logged
+    (post,) = [
+        e
+        for p in range(PARTITIONS)
+        for e in await api.events_in(p)
+        if isinstance(e, events.PostPublished) and e.as_account == team
+    ]
+    assert again.json()["id"] == post.id
+    after = await api.snapshot()
+    # Only the caller's record changed: "in progress" became the answer.
+    record = keys.idempotency(keys.partition_of(person, PARTITIONS), person, "died").encode()
+    assert {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)} == {record}
+    other = await api.call(
+        "POST", "/v1/posts", token=token, json={"text": "other", "as": team}, headers=headers
+    )
+    assert_error(other, 409, "idempotency_key_reused")
+
+
+async def test_racing_requests_with_one_key_across_partitions_append_once(api: Api) -> None:
+    _, team, token = await _person_and_foreign_team(api)
+    headers = {"Idempotency-Key": "race"}
+    body = {"text": "x", "as": team}
+    logged = await api.log_length()
+    answers = await asyncio.gather(
+        *(api.call("POST", "/v1/posts", token=token, json=body, headers=headers) for _ in range(8))
+    )
+    assert {a.status_code for a in answers} == {202}
+    assert len({a.content for a in answers}) == 1
+    assert await api.log_length() == logged + 1

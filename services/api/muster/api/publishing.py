@@ -4,15 +4,21 @@ with nothing to check (no Idempotency-Key, posting as oneself) a plain XADD does
 An Idempotency-Key belongs to its caller (API.md): the record lives in the caller's
 partition (keys.idempotency). When that is also the partition the event goes to — always
 with one partition, and for every DM — the record is checked and written by the same
-script that appends, atomically. Otherwise it cannot share the script's slot, so the key is
-claimed first (a short-lived "in progress" marker), the event appended, then the response
-recorded; a failed append releases the claim. The one window left — the process dying
-between append and record — lets a retry after CLAIM_MS append again; README, Limits.
+script that appends, atomically. Otherwise it cannot share the script's slot, so:
+
+1. the key is claimed in the caller's partition (a short-lived "in progress" marker holding
+   the body's fingerprint): a key already answered replays that answer, a key in use with
+   another body is 409 — whatever account either body posts as;
+2. the script appends, checked against a *receipt* of the same key in the event's partition
+   and writing it atomically with the event: a retry of a request that died after its
+   append, or one racing it, gets the first answer and appends nothing;
+3. the answer is recorded in the caller's partition; a refused append releases the claim.
 """
 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -69,7 +75,8 @@ class _Append:
         record = keys.idempotency(self.caller_partition, self.caller, idempotency_key)
         if self.caller_partition == self.partition:
             return await self._script(record)
-        return await self._claimed(record)
+        receipt = keys.idempotency(self.partition, self.caller, idempotency_key)
+        return await self._claimed(record, receipt)
 
     async def _script(self, record: str | None) -> bytes:
         p = self.partition
@@ -107,36 +114,33 @@ class _Append:
             raise _reused()
         raise Forbidden(f"you may not post as {self.poster_of}", code="not_a_poster", field="as")
 
-    async def _claimed(self, record: str) -> bytes:
+    async def _claimed(self, record: str, receipt: str) -> bytes:
         redis = self.state.redis
         claim = _PENDING + self.fingerprint.encode()
-        if not await redis.set(record, claim, nx=True, px=CLAIM_MS):
-            previous = await redis.get(record)
-            if previous is None:  # expired in between: claim again, once
-                if not await redis.set(record, claim, nx=True, px=CLAIM_MS):
-                    raise Conflict(
-                        "this Idempotency-Key is in use", code="idempotency_key_in_progress"
-                    )
-            else:
-                return self._answer_for(bytes(previous))  # type: ignore[arg-type]
+        mine = bool(await redis.set(record, claim, nx=True, px=CLAIM_MS))
+        if not mine:
+            previous: Any = await redis.get(record)  # bytes: our clients never decode
+            if previous is not None and not previous.startswith(_PENDING):
+                return self._answer_for(previous)
+            if previous is not None and previous[1:].decode() != self.fingerprint:
+                raise _reused()
+            # In progress with this very body (a retry racing the first request, or after it
+            # died), or the claim just expired: the receipt makes the append happen once.
         try:
-            response = await self._script(None)
+            response = await self._script(receipt)
         except BaseException:
-            await _release(redis, record, claim)
+            if mine:
+                await _release(redis, record, claim)
             raise
-        await redis.set(
-            record, self.fingerprint.encode() + b"\n" + response, ex=keys.IDEMPOTENCY_TTL_S
-        )
+        await self._record(record, response)
         return response
 
+    async def _record(self, record: str, response: bytes) -> None:
+        await self.state.redis.set(
+            record, self.fingerprint.encode() + b"\n" + response, ex=keys.IDEMPOTENCY_TTL_S
+        )
+
     def _answer_for(self, previous: bytes) -> bytes:
-        if previous.startswith(_PENDING):
-            if previous[1:].decode() == self.fingerprint:
-                raise Conflict(
-                    "a request with this Idempotency-Key is still in progress; retry shortly",
-                    code="idempotency_key_in_progress",
-                )
-            raise _reused()
         fingerprint, _, response = previous.partition(b"\n")
         if fingerprint.decode() != self.fingerprint:
             self.state.metrics.refused.labels("idempotency_conflict").inc()
