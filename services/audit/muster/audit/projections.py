@@ -1,8 +1,9 @@
 """Projection families: which Redis keys each one owns, how to drop them, and their checksum.
 
-A family is rebuilt by replay (replay.py): its keys are dropped (SCAN + UNLINK, partition by
-partition) and the log is applied again. Key patterns come from the key builders in keys.py
-called with "*" (handles and ids never contain one), so a pattern cannot drift from its key.
+A family is rebuilt by replay (replay.py): its keys are dropped (one SCAN pass, then UNLINK)
+and the log is applied again. Key patterns come from the key builders in keys.py called with
+"*" (handles and ids never contain one), so a pattern cannot drift from its key; no key
+matches two families' patterns (tests/audit/test_projections.py).
 
 | family      | keys                                                           | rebuilt by         |
 | ----------- | -------------------------------------------------------------- | ------------------ |
@@ -156,7 +157,7 @@ async def family_keys(
             for name, matcher in matchers.items():
                 if matcher.fullmatch(key):
                     found[name].append(key)
-                    break
+                    break  # families are disjoint
         if not int(cursor):
             return found
 
