@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -248,3 +249,35 @@ async def test_an_older_follow_change_never_undoes_a_newer_one(
     refollow = followed("ann", "ops")  # a new follow after all that counts
     await timeline.apply(refollow)
     assert await aredis.hget(keys.followers(p_of("ann"), "ops"), "ann") is not None
+
+
+@pytest.mark.parametrize("change", ["follow", "unfollow"])
+async def test_a_post_handled_at_the_same_moment_as_a_follow_change_is_never_lost(
+    aredis: aioredis.Redis, projection_settings: Settings, change: str
+) -> None:
+    """Two workers (two partitions, or two consumers of one) handle a post and a follow
+    change of its account at the same moment, with every interleaving of their round trips
+    the delays below produce: a follow must end with the post in the home, an unfollow
+    without it — as if they had been handled one after the other, in either order."""
+    first, second = Timeline(aredis, projection_settings), Timeline(aredis, projection_settings)
+    wrong = []
+    for i in range(48):
+        follower = f"racer{i}"  # both partitions, against the account's
+        if change == "unfollow":
+            await first.apply(followed(follower, "infra"))
+        the_post = post("infra", f"update {i}")
+        the_change = (
+            followed(follower, "infra") if change == "follow" else unfollowed(follower, "infra")
+        )
+        delay = (i % 8) * 0.0002
+
+        async def later(event: events.AnyEvent, worker: Timeline, seconds: float) -> None:
+            await asyncio.sleep(seconds)
+            await worker.apply(event)
+
+        await asyncio.gather(
+            later(the_post, first, 0.0), later(the_change, second, delay if i % 2 else 0.0)
+        )
+        if (the_post.id in await home(aredis, follower)) != (change == "follow"):
+            wrong.append(follower)
+    assert wrong == []

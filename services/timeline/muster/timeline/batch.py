@@ -114,18 +114,25 @@ _encode = msgspec.msgpack.Encoder().encode
 
 class Writes:
     """A buffer of writes, grouped by partition; `queue` puts one script call per partition
-    on a pipeline, in the order the writes were added; `continued` reads back which fan-outs
-    have more pages."""
+    on a pipeline, in the order the writes were added, and the fan-outs after every other
+    write; `continued` reads back which fan-outs have more pages.
+
+    Fan-outs go last so that a post is in its account's log before any fan-out reads the
+    followers: a follow handled at the same moment elsewhere writes its follow record, then
+    reads that log (worker.graph_changes), so the post reaches the new follower one way or
+    the other. A pipeline runs in order on one connection."""
 
     def __init__(self, script: Any, cap: int) -> None:
         self._script = script
         self._cap = cap
         self._ops: dict[int, list[Any]] = {}
+        self._fanouts: dict[int, list[Any]] = {}
 
-    def _of(self, p: int) -> list[Any]:
-        ops = self._ops.get(p)
+    def _of(self, p: int, buffers: dict[int, list[Any]] | None = None) -> list[Any]:
+        buffers = self._ops if buffers is None else buffers
+        ops = buffers.get(p)
         if ops is None:
-            ops = self._ops[p] = []
+            ops = buffers[p] = []
         return ops
 
     def set(self, p: int, key: str, value: bytes | str) -> None:
@@ -170,20 +177,25 @@ class Writes:
 
     def fanout(self, p: int, walk: int, source: str, post_id: str) -> None:
         """The first page of a plain fan-out of `post_id` to the followers in `source`."""
-        self._of(p).extend(("F", walk, source, keys.home_member(post_id), keys.home_prefix(p)))
+        self._of(p, self._fanouts).extend(
+            ("F", walk, source, keys.home_member(post_id), keys.home_prefix(p))
+        )
 
     def __bool__(self) -> bool:
-        return bool(self._ops)
+        return bool(self._ops or self._fanouts)
 
     async def queue(self, pipe: Any) -> int:
         """Queue the calls; how many (their replies come first, in order, for `continued`)."""
         calls = 0
-        for p, ops in self._ops.items():
-            await self._script(
-                keys=[keys.events(p)], args=[self._cap, FANOUT_BATCH, _encode(ops)], client=pipe
-            )
-            calls += 1
-        self._ops = {}
+        for buffers in (self._ops, self._fanouts):
+            for p, ops in buffers.items():
+                await self._script(
+                    keys=[keys.events(p)],
+                    args=[self._cap, FANOUT_BATCH, _encode(ops)],
+                    client=pipe,
+                )
+                calls += 1
+        self._ops, self._fanouts = {}, {}
         return calls
 
     @staticmethod

@@ -276,13 +276,19 @@ class Timeline:
         return keys.followers(q, account), keys.external_followers(q, account)
 
     async def graph_changes(self, run: Sequence[GraphChange]) -> None:
-        """Follows, unfollows, channel changes and contact points, in order, in two round
-        trips: what they read — current follow records, which followed accounts are merged
-        at read, the newest posts of the accounts followed or left — is read for the whole
-        run first (posts do not happen in this run; its own follow records are tracked as it
-        goes), then all writes go as one buffer per partition (batch.py)."""
-        bigs, current, recent, versions = await self._graph_context(run)
+        """Follows, unfollows, channel changes and contact points, in order, in four round
+        trips: the current follow records and which followed accounts are merged at read are
+        read for the whole run (its own records are tracked as it goes); the follow records
+        are written; only then are the newest posts of the accounts followed or left read,
+        and the homes filled or emptied from them.
+
+        That order is what keeps a post handled at the same moment by another worker (another
+        partition, or another consumer) from being lost or left behind: a post's log entry is
+        written before its fan-out reads the followers (batch.py), so it either sees the new
+        follow record, or is already in the log this run reads after writing the record."""
+        bigs, current, versions = await self._graph_context(run)
         writes = self.writes.new()
+        home_changes: list[tuple[int, str, str, bool]] = []  # (q, home, log, True: fill)
         news: list[tuple[str, dict[str, str | bytes]]] = []
         for event in run:
             if isinstance(event, AccountCreated | ContactPointsChanged):
@@ -308,10 +314,8 @@ class Timeline:
                     channels += mine.split(",")  # an enrolment adds to what the person chose
                 current[(target, event.follower)] = chosen = _csv(channels)
                 writes.hset(q, target, event.follower, chosen)
-                # Backfill after joining the graph: a post handled concurrently either saw this
-                # follower or is already in the log (projections converge in any order).
-                if event.account not in bigs:
-                    writes.homes(q, home, recent[self._backfill_source(event)])
+                if event.account not in bigs:  # merged at read: nothing to copy
+                    home_changes.append((q, home, self._backfill_source(event), True))
                 news.append(
                     (
                         event.id,
@@ -327,7 +331,7 @@ class Timeline:
                 for target in (members, externals):
                     current[(target, event.follower)] = None
                     writes.hdel(q, target, event.follower)
-                writes.unhome(q, home, recent[self._log_keys(event.account)[0]])
+                home_changes.append((q, home, self._log_keys(event.account)[0], False))
                 news.append(
                     (
                         event.id,
@@ -337,11 +341,30 @@ class Timeline:
         async with self.redis.pipeline(transaction=False) as pipe:
             await writes.queue(pipe)
             await self.writes.execute(pipe)
+        if home_changes:
+            recent = await self._recent(list(dict.fromkeys(log for _, _, log, _ in home_changes)))
+            homes = self.writes.new()
+            for q, home, source, fill in home_changes:
+                if fill:
+                    homes.homes(q, home, recent[source])
+                else:
+                    homes.unhome(q, home, recent[source])
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await homes.queue(pipe)
+                await self.writes.execute(pipe)
         if self.announce and news:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for event_id, fields in news:
                     await self.live.announce(event_id, fields, pipe=pipe)
                 await self.writes.execute(pipe)
+
+    async def _recent(self, sources: list[str]) -> dict[str, list[str]]:
+        """The newest `cap` post ids of each account log, newest first."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for source in sources:
+                pipe.zrange(source, "+", "-", desc=True, bylex=True, offset=0, num=self.cap)
+            replies = await pipe.execute()
+        return {source: texts(ids) for source, ids in zip(sources, replies, strict=True)}
 
     def _backfill_source(self, event: AccountFollowed | FollowerEnrolled) -> str:
         """External followers get the account's public posts only."""
@@ -350,18 +373,11 @@ class Timeline:
 
     async def _graph_context(
         self, run: Sequence[GraphChange]
-    ) -> tuple[
-        set[str],
-        dict[tuple[str, str], str | None],
-        dict[str, list[str]],
-        dict[tuple[str, str], str],
-    ]:
+    ) -> tuple[set[str], dict[tuple[str, str], str | None], dict[tuple[str, str], str]]:
         """For a graph run: followed accounts merged at read, current follow records that
-        matter, the newest `cap` posts of each log a follow or unfollow needs, and the last
-        follow change applied for each (follower, account) in the run."""
+        matter, and the last follow change applied for each (follower, account) in it."""
         accounts: list[str] = []
         fields: list[tuple[str, str]] = []
-        sources: list[str] = []
         pairs: list[tuple[str, str]] = []
         for event in run:
             if isinstance(event, AccountCreated | ContactPointsChanged):
@@ -371,17 +387,13 @@ class Timeline:
             if isinstance(event, AccountFollowed | FollowerEnrolled):
                 accounts.append(event.account)
                 fields.append((externals if event.external else members, event.follower))
-                sources.append(self._backfill_source(event))
             elif isinstance(event, FollowChannelsChanged):
                 fields += [(members, event.follower), (externals, event.follower)]
-            else:
-                sources.append(self._log_keys(event.account)[0])
         accounts = list(dict.fromkeys(accounts))
         fields = list(dict.fromkeys(fields))
-        sources = list(dict.fromkeys(sources))
         pairs = list(dict.fromkeys(pairs))
-        if not (accounts or fields or sources):
-            return set(), {}, {}, {}
+        if not (accounts or fields or pairs):
+            return set(), {}, {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for follower, account in pairs:
                 q = keys.partition_of(follower, self.partitions)
@@ -390,8 +402,6 @@ class Timeline:
                 pipe.smismember(keys.BIG_ACCOUNTS, accounts)
             for name, field in fields:
                 pipe.hget(name, field)
-            for source in sources:
-                pipe.zrange(source, "+", "-", desc=True, bylex=True, offset=0, num=self.cap)
             replies = await self.writes.execute(pipe)
         applied = {
             pair: text(value)
@@ -403,12 +413,9 @@ class Timeline:
         bigs = {a for a, flag in zip(accounts, flags, strict=True) if flag}
         current = {
             pair: None if value is None else text(value)
-            for pair, value in zip(fields, replies[: len(fields)], strict=True)
+            for pair, value in zip(fields, replies, strict=True)
         }
-        recent = {
-            source: texts(ids) for source, ids in zip(sources, replies[len(fields) :], strict=True)
-        }
-        return bigs, current, recent, applied
+        return bigs, current, applied
 
     # --- direct messages --------------------------------------------------------------------
     def _dm_writes(self, writes: Writes, event: DirectMessageSent) -> bytes:
