@@ -37,6 +37,7 @@ from redis_server import RedisServer, free_port
 
 from muster import keys
 from muster.api.app import create_app
+from muster.api.web import readback
 from muster.connection import async_client, text
 from muster.settings import Settings
 from muster.timeline.worker import GROUP, make_handler
@@ -254,7 +255,14 @@ def open_web(
 
 
 @pytest.fixture
-def web(web_settings: Settings, open_web: Callable[[Settings], WebStack]) -> WebStack:
+def web(
+    web_settings: Settings,
+    open_web: Callable[[Settings], WebStack],
+    monkeypatch: pytest.MonkeyPatch,
+) -> WebStack:
+    # The in-process server waits for its own writes to be projected before it says
+    # "Posted."; in CI the browser and Playwright share two cores with it: wait longer.
+    monkeypatch.setattr(readback, "WAIT_S", 10.0)
     return open_web(web_settings)
 
 
@@ -284,8 +292,9 @@ def needs_browser() -> None:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     needs_browser()
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=10_000)  # assertions that hold pass at once; CI is slow
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
@@ -301,14 +310,15 @@ ContextFactory = Callable[..., "BrowserContext"]
 
 @pytest.fixture
 def context(browser: Browser, web: WebStack) -> Iterator[ContextFactory]:
-    """`context(**options)` → a fresh browser context on the stack (no cookies, 5 s timeouts).
+    """`context(**options)` → a fresh browser context on the stack (no cookies, 15 s timeouts:
+    generous, since an action that works finishes at once, and a busy CI machine is slow).
 
     Closed before the stack stops, so no live stream holds the server open."""
     opened: list[BrowserContext] = []
 
     def open_(**options: Any) -> BrowserContext:
         created = browser.new_context(base_url=web.url, **options)
-        created.set_default_timeout(5_000)
+        created.set_default_timeout(15_000)
         opened.append(created)
         return created
 
