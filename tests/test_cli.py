@@ -310,7 +310,7 @@ def test_worker_creates_its_groups_and_stops_on_sigterm(
     wait_for(f"{kind} groups on {expected}", groups_made)
     code, took = worker.stop(signal.SIGTERM)
     assert code == 0, worker.output()
-    assert took < 5.0
+    assert took < 8.0
     assert '"worker stopped"' in worker.output()
 
 
@@ -504,7 +504,7 @@ def test_supervisor_stops_everything_when_a_child_refuses_its_config(
     # configure_logging left structlog printing to.
     with structlog.testing.capture_logs() as logged:
         assert supervisor.run() == 2
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 20
     refused = [e for e in logged if e["event"] == "process refused its configuration; stopping"]
     assert [e["child"] for e in refused] == ["worker bogus"]
     assert {e["child"] for e in logged if e["event"] == "process stopped"} == {"worker timeline"}

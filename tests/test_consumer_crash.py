@@ -211,14 +211,14 @@ def test_sigterm_finishes_and_acks_the_batch_in_hand(
     sent = [post(n) for n in range(20)]
     append_all(sync_redis, sent)
     with workers(redis_server, tmp_path) as start:
-        w = start("W", sleep=1.5, claim_idle_ms=60_000)
+        w = start("W", sleep=5.0, claim_idle_ms=60_000)  # a window the look cannot miss
 
         def holds_all() -> bool:
             return group_exists(sync_redis) and len(pending_of(sync_redis, w)) == len(sent)
 
         wait_until(holds_all, "W takes the whole batch", within=20, alive=w)
         assert sync_redis.hlen(HANDLED) == 0
-        assert w.stop(signal.SIGTERM) == 0
+        assert w.stop(signal.SIGTERM, timeout=20) == 0
 
     counts = {text(k): int(v) for k, v in sync_redis.hgetall(HANDLED).items()}
     assert counts == {event.id: 1 for event in sent}  # the batch in hand was finished...

@@ -60,7 +60,9 @@ class WorkerProcess:
             MUSTER_TWILIO_AUTH_TOKEN=TwilioFake.TOKEN,
             MUSTER_TWILIO_FROM=TwilioFake.FROM,
             MUSTER_WEBHOOK_ALLOW_PRIVATE="1",
-            MUSTER_CLAIM_IDLE_MS="500",
+            # Long enough that a batch still in hand on a busy machine is never taken back
+            # (a second send), short enough that the second worker soon finishes the first's.
+            MUSTER_CLAIM_IDLE_MS="3000",
             MUSTER_CONSUMER_BLOCK_MS="100",
             MUSTER_CONSUMER_BATCH="5",
             MUSTER_MAX_ATTEMPTS="3",

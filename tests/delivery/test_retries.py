@@ -18,7 +18,7 @@ import msgspec
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from delivery.conftest import OpenStack, Peers, Stack, hash_field
+from delivery.conftest import OpenStack, Peers, Stack, hash_field, until
 from muster import keys
 from muster.settings import Settings
 
@@ -93,10 +93,14 @@ async def test_peers_down_for_a_while_get_everything_once_they_are_back(
         await peers.smtp.stop()
         posts = [(await s.post(author, f"update {n}"))["id"] for n in range(5)]
         await s.routed()
-        await asyncio.sleep(2.5)  # a few retries hit closed ports
+
+        async def retried() -> bool:  # a few retries hit closed ports
+            report = await s.deliveries(posts[0])
+            return any(r["attempts"] >= 2 and r["last_error"] for r in report["recipients"])
+
+        await until(retried, "a retry that failed")
         pending = await s.deliveries(posts[0])
         assert pending["totals"]["webhook"]["pending"] == 6
-        assert any(r["attempts"] >= 2 and r["last_error"] for r in pending["recipients"])
         await peers.webhooks.start()
         await peers.sms.start()
         await peers.smtp.start()
