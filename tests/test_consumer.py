@@ -596,3 +596,39 @@ async def test_stop_during_an_outage_returns(
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     assert time.monotonic() - began < 6.0
+
+
+# --- a slow batch keeps its lease ---------------------------------------------------------------
+async def test_a_slow_batch_is_neither_handed_out_again_nor_counted_as_an_attempt(
+    aredis: aioredis.Redis, settings: Settings
+) -> None:
+    """Two consumers; the first batch takes four claim timeouts to handle (a burst of posts to
+    big followings). Its lease is renewed while in hand: nobody reclaims it, it is handled
+    once, on its first attempt, and nothing is dead-lettered."""
+    sent = [post(f"p{i}") for i in range(5)]
+    for event in sent:
+        await append(aredis, event)
+    slow = settings.claim_idle_ms / 1000 * 4
+    calls: list[list[Message]] = []
+
+    async def handler(messages: Sequence[Message]) -> None:
+        calls.append(list(messages))
+        if len(calls) == 1:
+            await asyncio.sleep(slow)
+
+    async with (
+        async_client(settings) as first,
+        async_client(settings) as second,
+        running(make_loop(first, settings, handler), make_loop(second, settings, handler)) as run,
+    ):
+
+        async def all_acked() -> bool:
+            return len(calls) > 0 and await pending(aredis) == 0
+
+        await wait_until(all_acked, "the slow batch is acked", within=slow + 10, run=run)
+        await asyncio.sleep(settings.claim_idle_ms / 1000 * 2)  # a reclaim round would show
+
+    handled = [text_of(m) for call in calls for m in call]
+    assert sorted(handled) == sorted(f"p{i}" for i in range(5))  # each once
+    assert {m.attempt for call in calls for m in call} == {1}
+    assert await dead_count(aredis) == 0

@@ -7,8 +7,11 @@ are safe to repeat — run over `ConsumerLoop`. The loop gives at-least-once pro
   handler returned (acknowledge after the effect).
 - If the batch raises, each message is retried alone, so one poison entry cannot hold up
   the others; a failure counts against that entry (a hash beside the stream).
-- A reclaimer XAUTOCLAIMs entries idle longer than MUSTER_CLAIM_IDLE_MS (set it above the
-  handler's p99) from consumers that died or stalled, and handles them here.
+- A reclaimer XAUTOCLAIMs entries idle longer than MUSTER_CLAIM_IDLE_MS from consumers that
+  died or stalled, and handles them here. While a batch is in hand its lease is renewed
+  (XCLAIM JUSTID to itself every third of that time), so a batch that is slow but alive — a
+  burst of posts to big followings — is neither handed out a second time nor counted as an
+  attempt; one held past HELD_WARN_CLAIMS claim timeouts is logged, once.
 - An entry that failed MUSTER_MAX_ATTEMPTS times, or raised errors.PermanentError once, or
   was delivered that many times without an answer (its worker kept dying), or cannot be
   decoded goes to the partition's dead-letter stream with its error and is acknowledged;
@@ -68,6 +71,11 @@ class LoopConfig:
     claim_idle_ms: int = 30_000
     max_attempts: int = 5
     backoff_max_s: float = 5.0
+
+
+HELD_WARN_CLAIMS = 10
+"""A batch in hand this many claim timeouts is logged as slow (a handler that never returns
+keeps its lease: the warning, and the pending count, are how an operator sees it)."""
 
 
 def consumer_name() -> str:
@@ -281,6 +289,37 @@ class ConsumerLoop:
             messages.append(Message(stream, entry_id, event, attempt, payload))
         if not messages:
             return
+        lease = asyncio.create_task(self._renew(stream, [m.entry_id for m in messages]))
+        try:
+            await self._handle(stream, messages, entries)
+        finally:
+            await cancel_and_wait(lease)
+
+    async def _renew(self, stream: str, entry_ids: list[str]) -> None:
+        """Keep the batch's entries from looking idle while it is in hand: XCLAIM to this
+        consumer with JUSTID resets their idle time without counting a delivery (entries
+        acked meanwhile are no longer pending, and XCLAIM skips them)."""
+        interval = self.config.claim_idle_ms / 3000
+        ids: list[Any] = list(entry_ids)  # redis-py's annotation wants a list of Any
+        held = 0.0
+        warned = False
+        while True:
+            await asyncio.sleep(interval)
+            held += interval
+            try:
+                await self.redis.xclaim(stream, self.group, self.consumer, 0, ids, justid=True)
+            except Exception as exc:  # Redis away or restarted: the batch's own calls will say
+                self.log.warning("lease renewal failed", stream=stream, error=str(exc))
+            if not warned and held * 1000 >= HELD_WARN_CLAIMS * self.config.claim_idle_ms:
+                warned = True
+                self.log.warning(
+                    "batch in hand for long; its handler may be stuck",
+                    stream=stream,
+                    size=len(entry_ids),
+                    seconds=round(held),
+                )
+
+    async def _handle(self, stream: str, messages: list[Message], entries: list[Any]) -> None:
         try:
             await self.handler(messages)
         except Exception as exc:
