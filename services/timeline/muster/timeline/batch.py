@@ -54,7 +54,11 @@ while i <= n do
     redis.call('ZADD', ops[i + 1], 'GT', ops[i + 3], ops[i + 2])
     i = i + 4
   elseif op == 'H' then
-    home_insert(ops[i + 1], ops[i + 2], cap)
+    local home = ops[i + 1]
+    redis.call('ZADD', home, 0, ops[i + 2])
+    if redis.call('ZCARD', home) > cap then
+      redis.call('ZREMRANGEBYRANK', home, cap, -1)
+    end
     i = i + 3
   elseif op == 'M' then
     local home, count = ops[i + 1], ops[i + 2]

@@ -16,28 +16,28 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from muster import keys
-from muster.timeline.homes import HOME_INSERT
 from muster.timeline.routing import ROUTED_FANOUT, PostRoute
 
 FANOUT_BATCH = 2000
 
 # One page of one post's fan-out, as a Lua function, so that the same code runs alone
 # (_FANOUT) and inside batch.py's script, which fans a whole run of posts out in one call.
-# routing.ROUTED_FANOUT walks the same way (plus delivery routing) for partitions where someone
-# is reachable off-app; both insert with homes.HOME_INSERT.
-FANOUT_PAGE = (
-    HOME_INSERT
-    + """
+# routing.ROUTED_FANOUT repeats this home insert (plus delivery routing) for partitions where
+# someone is reachable off-app: change both together.
+FANOUT_PAGE = """
 local function fanout_page(source, cursor, batch, id, prefix, cap)
   local page = redis.call('HSCAN', source, cursor, 'COUNT', batch)
   local fields = page[2]
   for i = 1, #fields, 2 do
-    home_insert(prefix .. fields[i], id, cap)
+    local home = prefix .. fields[i]
+    redis.call('ZADD', home, 0, id)
+    if redis.call('ZCARD', home) > cap then
+      redis.call('ZREMRANGEBYRANK', home, cap, -1)
+    end
   end
   return page[1]
 end
 """
-)
 
 # KEYS: followers hash (one partition)   ARGV: cursor, batch, home member, home prefix, cap
 # → next cursor ("0" when done).

@@ -26,7 +26,6 @@ import redis.asyncio as aioredis
 
 from muster import events, keys
 from muster.events import AccountCreated, ContactPointsChanged, DirectMessageSent, PostPublished
-from muster.timeline.homes import HOME_INSERT
 
 # Contact-point field of an account event → the off-app channel it opens.
 CONTACT_CHANNELS = (("email", "email"), ("phone", "sms"), ("webhook_url", "webhook"))
@@ -59,8 +58,7 @@ local added = 0
 #       head, mid, status ttl
 # → next cursor ("0" when done). Same home insert as fanout._FANOUT, plus routing.
 ROUTED_FANOUT = (
-    HOME_INSERT
-    + _PRELUDE
+    _PRELUDE
     + """
 local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
 local fields = page[2]
@@ -70,7 +68,13 @@ local head, mid = ARGV[9], ARGV[10]
 local K = 2
 for i = 1, #fields, 2 do
   local f, chosen = fields[i], fields[i + 1]
-  if homes then home_insert(prefix .. f, id, cap) end
+  if homes then
+    local home = prefix .. f
+    redis.call('ZADD', home, 0, id)
+    if redis.call('ZCARD', home) > cap then
+      redis.call('ZREMRANGEBYRANK', home, cap, -1)
+    end
+  end
   if f ~= author and (critical or chosen ~= 'app') then
 """
     + _ROUTE_ONE
