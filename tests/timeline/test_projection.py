@@ -281,3 +281,72 @@ async def test_a_post_handled_at_the_same_moment_as_a_follow_change_is_never_los
         if (the_post.id in await home(aredis, follower)) != (change == "follow"):
             wrong.append(follower)
     assert wrong == []
+
+
+async def requested(redis: aioredis.Redis, handle: str) -> set[tuple[str, str]]:
+    """(post id, channel) of every delivery request routed to `handle`."""
+    found = set()
+    for channel in keys.OFFAPP_CHANNELS:
+        entries: Any = await redis.xrange(keys.deliveries(p_of(handle), channel))
+        for _, fields in entries:
+            request = events.decode(fields[b"e"])
+            assert isinstance(request, events.DeliveryRequested)
+            if request.recipient == handle:
+                found.add((request.message_id, request.channel))
+    return found
+
+
+@pytest.mark.parametrize("change", ["follow", "enrolment", "channels"])
+async def test_a_follow_handled_after_a_newer_post_still_gets_its_deliveries(
+    aredis: aioredis.Redis, projection_settings: Settings, change: str
+) -> None:
+    """The post's worker was ahead (another partition, or another consumer had the follow's
+    batch): its fan-out ran before the follow was projected, so it routed nobody. The follow,
+    handled after, routes the posts newer than itself on the channels it holds — once — and
+    not the posts it came after."""
+    account = "alerts"
+    follower = next(h for h in (f"m{i}" for i in range(50)) if p_of(h) != p_of(account))
+    ahead, behind = Timeline(aredis, projection_settings), Timeline(aredis, projection_settings)
+    await behind.apply(
+        events.AccountCreated(
+            id=_ids.next(),
+            actor="admin",
+            at=events.utcnow(),
+            handle=follower,
+            account_id=_ids.next(),
+            kind="person",
+            role="member",
+            email=f"{follower}@example.test",
+            phone="+15550001111",
+        )
+    )
+    if change == "channels":  # followed for the app only, then sms added
+        await behind.apply(followed(follower, account))
+    older = post(account, "before the follow")
+    event: AccountFollowed | FollowerEnrolled | events.FollowChannelsChanged
+    fields: dict[str, Any] = dict(
+        id=_ids.next(), actor=follower, at=events.utcnow(), follower=follower, account=account
+    )
+    if change == "follow":
+        event = AccountFollowed(**fields, channels=("app", "sms"))
+    elif change == "enrolment":
+        event = FollowerEnrolled(**fields, channels=("app", "sms"), mandatory=True)
+    else:
+        event = events.FollowChannelsChanged(**fields, channels=("app", "sms"))
+    newer = post(account, "after the follow")
+    alarm = post(account, "evacuate", severity="critical")
+    await ahead.apply_batch([older, newer, alarm])
+    critical = {(alarm.id, "sms"), (alarm.id, "email")}  # every contact point, whatever chosen
+    # nobody was following yet; or, for the app only, so the critical post alone went out
+    assert await requested(aredis, follower) == (critical if change == "channels" else set())
+
+    await behind.apply(event)
+    expected = {(newer.id, "sms"), *critical}
+    assert await requested(aredis, follower) == expected
+    await behind.apply(event)  # handled again: nothing more
+    await ahead.apply_batch([newer, alarm])  # nor the posts' own fan-out run again
+    assert await requested(aredis, follower) == expected
+    entries = 0
+    for channel in keys.OFFAPP_CHANNELS:
+        entries += int(await aredis.xlen(keys.deliveries(p_of(follower), channel)))
+    assert entries == len(expected)

@@ -253,7 +253,9 @@ async def replay(
     total = await _total(redis, settings, request)
     timeline = None
     if set(chosen) & {*projections.TIMELINE_FAMILIES, "deliveries"}:
-        timeline = Timeline(redis, settings, route=request.redeliver, announce=False)
+        timeline = Timeline(
+            redis, settings, route=request.redeliver, announce=False, late_follows=False
+        )
     index = AuditIndex(redis, partitions=settings.partitions) if "audit" in chosen else None
     writeside = WriteSide(redis, partitions=settings.partitions) if "accounts" in chosen else None
     restorer = _Restorer(redis, settings.partitions) if restore else None

@@ -19,12 +19,13 @@ It never sends anything; the delivery workers do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
+import msgspec
 import redis.asyncio as aioredis
 
-from muster import events, keys
+from muster import events, keys, views
 from muster.events import AccountCreated, ContactPointsChanged, DirectMessageSent, PostPublished
 
 # Contact-point field of an account event → the off-app channel it opens.
@@ -104,6 +105,40 @@ return added
 )
 
 
+# KEYS: the follow record's hash (followers or xfollowers of partition q), then the 8 routing
+# keys of q   ARGV: follower, author, critical (1|0), head, mid, status ttl → requests appended
+# One post to one follower, on the channels the follow record holds now (a late follow).
+_ROUTE_FOLLOWER = (
+    _PRELUDE
+    + """
+local f = ARGV[1]
+local chosen = redis.call('HGET', KEYS[1], f)
+if not chosen then return 0 end
+local critical, head, mid = ARGV[3] == '1', ARGV[4], ARGV[5]
+local K = 2
+if f ~= ARGV[2] and (critical or chosen ~= 'app') then
+"""
+    + _ROUTE_ONE
+    + """
+end
+if added > 0 then redis.call('EXPIRE', KEYS[K + 4], ARGV[6]) end
+return added
+"""
+)
+
+
+class LateFollow(NamedTuple):
+    """A follow (or enrolment, or channel change) whose record was just written: `log` is
+    where the posts it may have missed are (the account's log, or its public log for an
+    external follower), `record` the hash holding the follower's channels."""
+
+    q: int
+    follower: str
+    record: str
+    log: str
+    event_id: str
+
+
 def routing_keys(q: int, message_id: str) -> list[str]:
     """The 8 keys of partition q a routing script reads and writes (in _ROUTE_ONE's order)."""
     return [
@@ -174,6 +209,57 @@ class Router:
         self.redis = redis
         self.partitions = partitions
         self._route_dm = redis.register_script(_ROUTE_DM)
+        self._route_follower = redis.register_script(_ROUTE_FOLLOWER)
+
+    async def late_follows(
+        self, follows: Sequence[LateFollow], recent: Mapping[str, Sequence[str]]
+    ) -> int:
+        """Route the posts newer than each follow that its fan-out ran too early to see.
+
+        A post's fan-out routes the followers it finds. A follow handled after a newer post
+        (another partition's worker was ahead, or another consumer had the next batch) was not
+        among them: its home gets the post by backfill, and this gives it the deliveries. A
+        post whose fan-out did see the follower is not routed twice: each request's status is
+        created with HSETNX. `recent`: each log's newest posts, read after the follow records
+        were written (worker.graph_changes). How many requests were appended."""
+        pairs = [
+            (post_id, follow)
+            for follow in follows
+            for post_id in recent.get(follow.log, ())
+            if int(post_id) > int(follow.event_id)
+        ]
+        if not pairs:
+            return 0
+        ids = list(dict.fromkeys(post_id for post_id, _ in pairs))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for post_id in ids:
+                pipe.get(keys.post(keys.partition_of_id(post_id, self.partitions), post_id))
+            stored = await pipe.execute()
+        posts = {
+            post_id: msgspec.json.decode(data, type=views.Post)
+            for post_id, data in zip(ids, stored, strict=True)
+            if data is not None
+        }
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for post_id, follow in pairs:
+                post = posts.get(post_id)
+                if post is None:
+                    continue
+                head, mid = request_pieces(post.id, "post", post.as_account, post.created_at)
+                await self._route_follower(
+                    keys=[follow.record, *routing_keys(follow.q, post.id)],
+                    args=[
+                        follow.follower,
+                        post.author,
+                        "1" if post.severity == "critical" else "0",
+                        head,
+                        mid,
+                        keys.DELIVERY_STATUS_TTL_S,
+                    ],
+                    client=pipe,
+                )
+            added = await pipe.execute()
+        return sum(int(n) for n in added)
 
     def contact_writes(self, writes: Any, event: AccountCreated | ContactPointsChanged) -> None:
         """Full contact state of one account → its reach sets and DM channels (idempotent),

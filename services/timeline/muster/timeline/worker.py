@@ -36,7 +36,7 @@ from muster.settings import Settings
 from muster.timeline.batch import WriteBatches, Writes
 from muster.timeline.fanout import Fanout, Walk
 from muster.timeline.live import Live
-from muster.timeline.routing import Router
+from muster.timeline.routing import LateFollow, Router
 
 GROUP = keys.GROUP_TIMELINE
 GraphChange = (
@@ -66,7 +66,10 @@ def _csv(channels: Sequence[str]) -> str:
 
 class Timeline:
     """The projection. `route=False` leaves off-app delivery out (replay, unless the operator
-    asks to redeliver); `announce=False` keeps history off the live stream (replay)."""
+    asks to redeliver); `announce=False` keeps history off the live stream (replay);
+    `late_follows=False` (replay) skips routing the posts a follow handled late missed
+    (routing.Router.late_follows): a replay applies the log in order, and its account logs
+    already hold the future, which the follower may have left or muted since."""
 
     def __init__(
         self,
@@ -75,12 +78,14 @@ class Timeline:
         *,
         route: bool = True,
         announce: bool = True,
+        late_follows: bool = True,
     ) -> None:
         self.redis = redis
         self.partitions = settings.partitions
         self.cap = settings.timeline_max
         self.threshold = settings.fanout_on_read_threshold
         self.route = route
+        self.late_follows = route and late_follows
         self.announce = announce
         self.fanout = Fanout(redis, partitions=self.partitions, cap=self.cap)
         self.live = Live(redis, retention=settings.live_retention)
@@ -289,6 +294,7 @@ class Timeline:
         bigs, current, versions = await self._graph_context(run)
         writes = self.writes.new()
         home_changes: list[tuple[int, str, str, bool]] = []  # (q, home, log, True: fill)
+        late: list[LateFollow] = []  # follows that may have missed a newer post's routing
         news: list[tuple[str, dict[str, str | bytes]]] = []
         for event in run:
             if isinstance(event, AccountCreated | ContactPointsChanged):
@@ -316,6 +322,9 @@ class Timeline:
                 writes.hset(q, target, event.follower, chosen)
                 if event.account not in bigs:  # merged at read: nothing to copy
                     home_changes.append((q, home, self._backfill_source(event), True))
+                if self.late_follows:
+                    source = self._backfill_source(event)
+                    late.append(LateFollow(q, event.follower, target, source, event.id))
                 news.append(
                     (
                         event.id,
@@ -323,10 +332,13 @@ class Timeline:
                     )
                 )
             elif isinstance(event, FollowChannelsChanged):
-                for target in (members, externals):
+                account_log, public_log = self._log_keys(event.account)
+                for target, posts in ((members, account_log), (externals, public_log)):
                     if current.get((target, event.follower)) is not None:
                         current[(target, event.follower)] = chosen = _csv(event.channels)
                         writes.hset(q, target, event.follower, chosen)
+                        if self.late_follows:  # newer posts may have gone out without them
+                            late.append(LateFollow(q, event.follower, target, posts, event.id))
             else:
                 for target in (members, externals):
                     current[(target, event.follower)] = None
@@ -341,8 +353,9 @@ class Timeline:
         async with self.redis.pipeline(transaction=False) as pipe:
             await writes.queue(pipe)
             await self.writes.execute(pipe)
+        logs = [log for _, _, log, _ in home_changes] + [follow.log for follow in late]
+        recent = await self._recent(list(dict.fromkeys(logs))) if logs else {}
         if home_changes:
-            recent = await self._recent(list(dict.fromkeys(log for _, _, log, _ in home_changes)))
             homes = self.writes.new()
             for q, home, source, fill in home_changes:
                 if fill:
@@ -352,6 +365,8 @@ class Timeline:
             async with self.redis.pipeline(transaction=False) as pipe:
                 await homes.queue(pipe)
                 await self.writes.execute(pipe)
+        if late:
+            await self.router.late_follows(late, recent)
         if self.announce and news:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for event_id, fields in news:
