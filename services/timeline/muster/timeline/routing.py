@@ -8,6 +8,9 @@ not answered 410 Gone (keys.webhooks_disabled). The author never gets their own 
 Internal posts reach member followers only: the fan-out never scans external followers for
 them. A DM reaches its recipient on the channels they chose for DMs (keys.dm_channels).
 
+A follow handled after a newer post's fan-out (another partition's worker was ahead) routes
+that post itself, once the follow record is written (`Router.late_follows`).
+
 Each request's status field (keys.delivery_status: "recipient:channel") is created with
 HSETNX in the same script call that appends the request, so a fan-out run again after a crash
 appends nothing twice and never resets a status the delivery worker has since moved on.
