@@ -285,7 +285,8 @@ class Timeline:
         trips: the current follow records and which followed accounts are merged at read are
         read for the whole run (its own records are tracked as it goes); the follow records
         are written; only then are the newest posts of the accounts followed or left read,
-        and the homes filled or emptied from them.
+        and the homes filled or emptied from them — and, when routing, the posts newer than
+        a follow that their fan-out ran too early to see are routed to it (routing.py).
 
         That order is what keeps a post handled at the same moment by another worker (another
         partition, or another consumer) from being lost or left behind: a post's log entry is
