@@ -156,6 +156,7 @@ async def test_since_catches_up_after_an_outage_without_dropping(
         assert result.events == 5
         assert result.dropped_keys == 0
         assert await s.redis.zscore(mia, keys.home_member(missed[-1]["id"])) == 0
+        await s.settle()  # the audit worker has indexed what was posted (it is in the digest)
         caught_up = await digest(s.redis, replay_settings)
     assert caught_up["accounts"] == whole["accounts"]
     # The timeline worker, back, handles what it missed: projections stay as caught up (it
