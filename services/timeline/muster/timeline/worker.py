@@ -321,10 +321,10 @@ class Timeline:
                     channels += mine.split(",")  # an enrolment adds to what the person chose
                 current[(target, event.follower)] = chosen = _csv(channels)
                 writes.hset(q, target, event.follower, chosen)
+                source = self._backfill_source(event)
                 if event.account not in bigs:  # merged at read: nothing to copy
-                    home_changes.append((q, home, self._backfill_source(event), True))
+                    home_changes.append((q, home, source, True))
                 if self.late_follows:
-                    source = self._backfill_source(event)
                     late.append(LateFollow(q, event.follower, target, source, event.id))
                 news.append(
                     (
