@@ -22,7 +22,8 @@ from redis_server import RedisFactory, RedisServer
 
 from muster import dlq, events, keys
 from muster.connection import async_client
-from muster.consumer import ConsumerLoop, Handler, Message
+from muster.consumer import ConsumerLoop, Failed, Handler, Message, Outcome, Outcomes
+from muster.consumer import Retry as RetryLater
 from muster.ids import IdGenerator
 from muster.settings import Settings
 from muster.worker import event_log_streams, loop_config
@@ -243,6 +244,43 @@ async def test_failing_entry_is_retried_alone_then_dead_lettered(
     assert letter.error == "ValueError: poison p2"
     assert letter.attempts == 3
     assert letter.payload == events.encode(sent[2])
+
+
+async def test_outcomes_per_entry_settle_each_alone_and_never_rerun_the_batch(
+    aredis: aioredis.Redis, sync_redis: redis.Redis, settings: Settings
+) -> None:
+    """A handler that says per entry what happened: p1 failed for good (dead-lettered at
+    once, attempt 1), p3 is to be retried (left pending, handled again alone after the
+    claim timeout, done the second time), the rest done. No neighbour is ever run again."""
+    sent = [post(f"p{i}") for i in range(5)]
+    entry_ids = [await append(aredis, event) for event in sent]
+    calls: list[list[tuple[str, int]]] = []
+
+    async def handler(messages: Sequence[Message]) -> Outcomes:
+        calls.append([(text_of(m), m.attempt) for m in messages])
+        outcomes: dict[str, Outcome] = {}
+        for m in messages:
+            if text_of(m) == "p1":
+                outcomes[m.entry_id] = Failed("p1 can never work")
+            elif text_of(m) == "p3" and m.attempt == 1:
+                outcomes[m.entry_id] = RetryLater("p3 not yet")
+        return outcomes
+
+    async with (
+        async_client(settings) as client,
+        running(make_loop(client, settings, handler)) as run,
+    ):
+
+        async def settled() -> bool:
+            return len(calls) >= 2 and await pending(aredis) == 0 and await dead_count(aredis) == 1
+
+        await wait_until(settled, "every entry is acked or dead-lettered", run=run)
+
+    assert calls[0] == [("p0", 1), ("p1", 1), ("p2", 1), ("p3", 1), ("p4", 1)]
+    assert calls[1:] == [[("p3", 2)]]  # only the entry to be retried, reclaimed
+    (letter,) = dlq.list_dead_letters(sync_redis, 1)
+    assert (letter.entry, letter.error, letter.attempts) == (entry_ids[1], "p1 can never work", 1)
+    assert not await aredis.exists(keys.failures(STREAM, GROUP))
 
 
 async def test_undecodable_entries_are_dead_lettered_at_once(

@@ -1,12 +1,18 @@
 """The one consumer loop every worker runs: read a batch, handle, ack in bulk, reclaim, dead-letter.
 
-A worker is a handler — `async def handle(messages: Sequence[Message]) -> None` whose effects
-are safe to repeat — run over `ConsumerLoop`. The loop gives at-least-once processing:
+A worker is a handler — `async def handle(messages: Sequence[Message]) -> Outcomes | None`
+whose effects are safe to repeat — run over `ConsumerLoop`. The loop gives at-least-once
+processing:
 
-- XREADGROUP a batch per stream and hand it to the handler; XACK the batch only after the
+- XREADGROUP a batch per stream and hand it to the handler; XACK an entry only after the
   handler returned (acknowledge after the effect).
-- If the batch raises, each message is retried alone, so one poison entry cannot hold up
-  the others; a failure counts against that entry (a hash beside the stream).
+- The handler says per entry what happened (`Outcomes`: entry id → `Retry` or `Failed`;
+  an entry it does not name is done). Done entries are acked; a `Retry` counts a failure
+  against its entry (a hash beside the stream) and leaves it pending, to be reclaimed and
+  handled again; a `Failed` is dead-lettered at once. So one bad message never makes its
+  neighbours run again — a neighbour already deferred or sent stays exactly that.
+- Only if the handler raises (a bug, or Redis failing under it) is each message of the
+  batch run again alone, so one poison entry cannot hold up the others.
 - A reclaimer XAUTOCLAIMs entries idle longer than MUSTER_CLAIM_IDLE_MS from consumers that
   died or stalled, and handles them here. While a batch is in hand its lease is renewed
   (XCLAIM JUSTID to itself every third of that time), so a batch that is slow but alive — a
@@ -30,7 +36,7 @@ import contextlib
 import os
 import random
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +67,25 @@ class Message:
     payload: bytes = b""  # the entry's event field exactly as stored (the audit archive keeps it)
 
 
-Handler = Callable[[Sequence[Message]], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Not done, may succeed later: count a failure, leave the entry pending (reclaimed after
+    MUSTER_CLAIM_IDLE_MS); dead-lettered once it has failed MUSTER_MAX_ATTEMPTS times."""
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """Retrying cannot help: dead-letter the entry now, with `error`."""
+
+    error: str
+
+
+Outcome = Retry | Failed
+Outcomes = Mapping[str, Outcome]
+"""A handler's answer: entry id → what went wrong with it; entries not named are done."""
+Handler = Callable[[Sequence[Message]], Awaitable[Outcomes | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +315,7 @@ class ConsumerLoop:
             return
         lease = asyncio.create_task(self._renew(stream, [m.entry_id for m in messages]))
         try:
-            await self._handle(stream, messages, entries)
+            await self._handle(stream, messages)
         finally:
             await cancel_and_wait(lease)
 
@@ -319,25 +343,42 @@ class ConsumerLoop:
                     seconds=round(held),
                 )
 
-    async def _handle(self, stream: str, messages: list[Message], entries: list[Any]) -> None:
+    async def _handle(self, stream: str, messages: list[Message]) -> None:
         try:
-            await self.handler(messages)
+            outcomes = await self.handler(messages)
         except Exception as exc:
             if len(messages) == 1:
-                await self._failed(messages[0], entries, exc)
+                await self._settle(stream, messages, {messages[0].entry_id: _outcome_of(exc)})
                 return
+            # Unexpected: the handler could not say which entry failed. Run each alone, so a
+            # poison entry is found and its neighbours still get done.
             self.log.warning(
-                "batch failed, retrying its entries one by one", stream=stream, size=len(messages)
+                "batch raised, running its entries one by one",
+                stream=stream,
+                size=len(messages),
+                error=f"{type(exc).__name__}: {exc}",
             )
             for message in messages:
                 try:
-                    await self.handler([message])
+                    alone = await self.handler([message])
                 except Exception as exc:
-                    await self._failed(message, entries, exc)
-                else:
-                    await self._ack(stream, [message])
+                    alone = {message.entry_id: _outcome_of(exc)}
+                await self._settle(stream, [message], alone)
             return
-        await self._ack(stream, messages)
+        await self._settle(stream, messages, outcomes)
+
+    async def _settle(
+        self, stream: str, messages: Sequence[Message], outcomes: Outcomes | None
+    ) -> None:
+        """Ack what is done, count what is to be retried, dead-letter what failed."""
+        outcomes = outcomes or {}
+        done = [m for m in messages if m.entry_id not in outcomes]
+        if done:
+            await self._ack(stream, done)
+        for message in messages:
+            outcome = outcomes.get(message.entry_id)
+            if outcome is not None:
+                await self._failed(message, outcome)
 
     async def _ack(self, stream: str, messages: Sequence[Message]) -> None:
         ids = [m.entry_id for m in messages]
@@ -350,23 +391,25 @@ class ConsumerLoop:
         else:
             await self.redis.xack(stream, self.group, *ids)
 
-    async def _failed(self, message: Message, entries: list[Any], exc: Exception) -> None:
-        error = f"{type(exc).__name__}: {exc}"
+    async def _failed(self, message: Message, outcome: Outcome) -> None:
         failures_key = keys.failures(message.stream, self.group)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hincrby(failures_key, message.entry_id, 1)
             pipe.expire(failures_key, keys.FAILURES_TTL_S)
             count, _ = await pipe.execute()
-        bound = self.log.bind(
-            stream=message.stream, entry=message.entry_id, event_id=message.event.id, attempt=count
-        )
-        if count >= self.config.max_attempts or isinstance(exc, PermanentError):
-            payload = next(
-                f[events.STREAM_FIELD] for i, f in entries if text(i) == message.entry_id
+        if isinstance(outcome, Failed) or count >= self.config.max_attempts:
+            await self._dead_letter(
+                message.stream, message.entry_id, message.payload, outcome.error, count
             )
-            await self._dead_letter(message.stream, message.entry_id, payload, error, count)
         else:
-            bound.warning("handler failed; will retry after the claim timeout", error=error)
+            self.log.warning(
+                "handler failed; will retry after the claim timeout",
+                stream=message.stream,
+                entry=message.entry_id,
+                event_id=message.event.id,
+                attempt=count,
+                error=outcome.error,
+            )
 
     async def _dead_letter(
         self, stream: str, entry_id: str, payload: bytes | None, error: str, attempts: int
@@ -389,3 +432,9 @@ class ConsumerLoop:
         self.log.error(
             "dead-lettered", stream=stream, entry=entry_id, attempts=attempts, error=error
         )
+
+
+def _outcome_of(exc: Exception) -> Outcome:
+    """What an exception a handler raised means for its entry."""
+    error = f"{type(exc).__name__}: {exc}"
+    return Failed(error) if isinstance(exc, PermanentError) else Retry(error)

@@ -16,7 +16,7 @@ import structlog
 
 from muster import keys
 from muster.connection import async_client
-from muster.consumer import ConsumerLoop, Handler, LoopConfig, Message
+from muster.consumer import ConsumerLoop, Handler, LoopConfig, Message, Outcomes
 from muster.settings import Settings
 
 log = structlog.get_logger("muster.worker")
@@ -32,7 +32,7 @@ class Service(Protocol):
     loops until stop, and `aclose()` once everything has stopped.
     """
 
-    async def __call__(self, messages: Sequence[Message]) -> None: ...
+    async def __call__(self, messages: Sequence[Message]) -> Outcomes | None: ...
 
     async def run_beside(self, stop: asyncio.Event) -> None: ...
 

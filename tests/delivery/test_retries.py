@@ -18,7 +18,8 @@ import msgspec
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from delivery.conftest import OpenStack, Peers, Stack, hash_field, until
+from delivery.conftest import OpenStack, Peers, Stack, delivery_worker, hash_field, until
+from delivery.peers import HttpReceiver
 from muster import keys
 from muster.settings import Settings
 
@@ -235,3 +236,44 @@ async def test_a_slow_receiver_is_deferred_never_reclaimed_and_sent_twice(
         assert int(totals[b"webhook:deferred"]) >= 1
         assert int(totals[b"webhook:sent"]) == 12
         assert not await s.dead()
+
+
+async def test_a_permanent_failure_never_makes_its_batch_neighbours_send_twice(
+    delivery_settings: Settings, open_stack: OpenStack, peers: Peers
+) -> None:
+    """A batch holds a webhook that answers 410 (permanent) beside a dozen to a slow receiver
+    (one connection, 0.4 s a request), most of which are deferred: put back in the delayed
+    set, untried. Two delivery workers run, as when the kind is scaled out. The batch's
+    outcome is per entry — the 410 one dead-lettered, the rest done — so nothing runs it
+    again: each deferred request is sent once, from its copy, by whichever worker takes it.
+    (When a failure made the loop re-run the batch message by message, the re-run sent the
+    deferred requests while the other worker sent their copies: the same webhook-id twice.)"""
+    settings = msgspec.structs.replace(
+        delivery_settings, http_host_connections=1, claim_idle_ms=3000, webhook_timeout_s=1
+    )
+    peers.webhooks.delay_s = 0.4
+    elsewhere = HttpReceiver()
+    elsewhere.status_for = {"/hooks/gil": 410}
+    await elsewhere.start()
+    try:
+        async with open_stack(settings) as s, delivery_worker(settings):
+            author = (await s.account("pat"))["token"]
+            gil = await s.account("gil", webhook_url=f"{elsewhere.url}/hooks/gil")
+            await s.follow(gil["token"], "pat", "webhook")
+            readers = [f"r{i:02d}" for i in range(12)]
+            for name in readers:
+                reader = await s.account(name, webhook_url=peers.hook(name))
+                await s.follow(reader["token"], "pat", "webhook")
+            post = (await s.post(author, "most of you will have to wait"))["id"]
+            await s.delivered(within=60)
+            await asyncio.sleep(1.0)  # a second copy would be on its way by now
+            arrived = Counter(r.headers["webhook-id"] for r in peers.webhooks.arrived)
+            assert arrived == {f"{post}.{r}.webhook": 1 for r in readers}
+            totals = await s.redis.hgetall(keys.DELIVERY_TOTALS)
+            assert int(totals[b"webhook:deferred"]) >= 1  # the case this test is about
+            dead = await s.dead()
+            assert len(dead) == 1
+            assert f"{post}.gil.webhook" in dead[0]["error"]
+            assert "410" in dead[0]["error"]
+    finally:
+        await elsewhere.stop()

@@ -14,12 +14,14 @@ shared consumer loop, and for each batch:
    and is never reclaimed, and sent twice, because one receiver is slow;
 4. records every outcome in one pipeline: `sent`; `pending` plus the request in the delayed
    set for a transient failure (retries.py); `failed` for a permanent one or an exhausted
-   schedule, which is then raised as PermanentDeliveryError so the loop dead-letters it;
-5. returns, and the loop acknowledges the batch.
+   schedule;
+5. returns an outcome per entry: the failed ones `Failed` (the loop dead-letters them), the
+   rest done (the loop acknowledges them). A failure never makes the batch run again, so a
+   neighbour that was sent, or deferred to the delayed set, is never sent a second time.
 
 So a (message, recipient, channel) is never dropped, and is sent twice only if the process
 dies between the provider's acceptance and step 4 — with the same Message-ID / webhook-id
-(guarantee 2 of ARCHITECTURE.md; failpoints.py marks those steps for the crash tests).
+(guarantee 2 of docs/architecture.md; failpoints.py marks those steps for the crash tests).
 A re-driven dead letter whose status is `failed` is re-issued as a fresh request (a new
 retry schedule), atomically with its status going back to `pending`.
 """
@@ -37,14 +39,14 @@ import structlog
 from aiohttp.abc import AbstractResolver
 
 from muster import events, failpoints, keys
-from muster.consumer import Handler, Message
+from muster.consumer import Failed, Handler, Message, Outcomes
 from muster.delivery import content as contents
 from muster.delivery.email import EmailSender
 from muster.delivery.retries import Scheduler, next_delay_s, now_ms, retry_payload
 from muster.delivery.sms import SmsProvider, provider_for, sms_text
 from muster.delivery.status import Recorder, Status, clip, parse, status_field
 from muster.delivery.webhook import WebhookGone, WebhookSender
-from muster.errors import PermanentDeliveryError, PermanentError, TransientDeliveryError
+from muster.errors import PermanentDeliveryError, TransientDeliveryError
 from muster.events import DeliveryRequested
 from muster.keys import GROUP_DELIVERY
 from muster.settings import Settings
@@ -78,6 +80,7 @@ class _Job:
     request: DeliveryRequested
     q: int
     status: Status | None
+    entry: str  # the stream entry it came from, for its outcome
     disabled: bool = False  # webhook answered 410 earlier
 
 
@@ -134,8 +137,9 @@ class Delivery:
             await self.email.aclose()
 
     # --- one batch ----------------------------------------------------------------------------
-    async def __call__(self, messages: Sequence[Message]) -> None:
-        jobs: list[_Job] = []
+    async def __call__(self, messages: Sequence[Message]) -> Outcomes:
+        outcomes: dict[str, Failed] = {}
+        latest: dict[str, _Job] = {}  # by request id: copies of one request are sent once
         redriven: list[_Job] = []
         for message in messages:
             request = message.event
@@ -145,14 +149,22 @@ class Delivery:
                 or request.kind not in _KINDS
             ):
                 # type and id only: an event that strayed here may carry a DM's text
-                raise PermanentError(
+                outcomes[message.entry_id] = Failed(
                     f"not a delivery request: {type(request).__name__} {request.id}"
                 )
-            job = _Job(request, keys.partition_of(request.recipient, self.partitions), None)
-            (redriven if message.stream in self._redrive_streams else jobs).append(job)
+                continue
+            q = keys.partition_of(request.recipient, self.partitions)
+            job = _Job(request, q, None, message.entry_id)
+            if message.stream in self._redrive_streams:
+                redriven.append(job)
+                continue
+            seen = latest.get(request.id)
+            if seen is None or request.attempt >= seen.request.attempt:
+                latest[request.id] = job
+        jobs = list(latest.values())
         await self._read_statuses(jobs + redriven)
 
-        permanent: list[str] = []
+        permanent: dict[str, str] = {}  # entry → error
         to_send: list[_Job] = []
         for job in redriven:
             if job.status is None or job.status.state == "failed":
@@ -165,7 +177,7 @@ class Delivery:
                 status.state == "sent" or status.attempts > job.request.attempt
             ):
                 if status.state == "failed":  # recorded, not yet dead-lettered: do it now
-                    permanent.append(f"{job.request.id}: {status.error}")
+                    permanent[job.entry] = f"{job.request.id}: {status.error}"
                 continue
             to_send.append(job)
 
@@ -174,8 +186,8 @@ class Delivery:
             await self._deliver(to_send, recorder, permanent)
             await recorder.flush(self.redis)
             failpoints.hit("delivery.after_record", self.settings)
-        if permanent:
-            raise PermanentDeliveryError("; ".join(permanent)[:2000])
+        outcomes.update((entry, Failed(error)) for entry, error in permanent.items())
+        return outcomes
 
     async def _read_statuses(self, jobs: list[_Job]) -> None:
         if not jobs:
@@ -228,7 +240,9 @@ class Delivery:
             log.info("re-driven delivery re-issued", delivery=r.id, attempts=made)
 
     # --- sending ------------------------------------------------------------------------------
-    async def _deliver(self, jobs: list[_Job], recorder: Recorder, permanent: list[str]) -> None:
+    async def _deliver(
+        self, jobs: list[_Job], recorder: Recorder, permanent: dict[str, str]
+    ) -> None:
         found, people = await contents.load(self.redis, (j.request for j in jobs), self.partitions)
         deadline = asyncio.get_running_loop().time() + self.wait_budget_s
         sends: list[tuple[_Job, Awaitable[_Outcome]]] = []
@@ -345,7 +359,7 @@ class Delivery:
         return lambda: self.sms.send(r.id, person.phone or "", text, private=content.private)
 
     def _record(
-        self, job: _Job, outcome: _Outcome, recorder: Recorder, permanent: list[str]
+        self, job: _Job, outcome: _Outcome, recorder: Recorder, permanent: dict[str, str]
     ) -> None:
         r = job.request
         made = r.attempt + 1
@@ -379,7 +393,7 @@ class Delivery:
         recorder.count(r.channel, "failed")
         if outcome.gone:
             recorder.disable_webhook(job.q, r.recipient)
-        permanent.append(f"{r.id}: {error}")
+        permanent[job.entry] = f"{r.id}: {error}"
         log.warning("delivery failed", delivery=r.id, attempts=made, error=error)
 
 
