@@ -112,6 +112,7 @@ def test_missing_defaulted_fields_take_their_defaults() -> None:
                 "id": "1",
                 "actor": "bob",
                 "at": "2024-05-01T12:00:00Z",
+                "v": 1,  # every stored payload names its version
                 "follower": "bob",
                 "account": "ops",
             }
@@ -121,6 +122,7 @@ def test_missing_defaulted_fields_take_their_defaults() -> None:
         id="1",
         actor="bob",
         at=datetime(2024, 5, 1, 12, tzinfo=UTC),
+        v=1,
         follower="bob",
         account="ops",
     )

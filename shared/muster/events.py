@@ -68,35 +68,62 @@ class PosterRevoked(Event, frozen=True, tag="PosterRevoked"):
     poster: str
 
 
-class AccountFollowed(Event, frozen=True, tag="AccountFollowed"):
+# --- follow changes -----------------------------------------------------------------------
+# Each change of one (follower, account) pair carries `seq`: the pair's change number, taken
+# by the write side in the same atomic step that appends the event (v2). Projections apply a
+# change only if its seq is higher than the last one they applied, so the order is the log's,
+# never an API process's clock. From v2 on a change states the follow as it is afterwards
+# (channels, mandatory), so applying it needs no earlier state. v1 changes (seq 0) predate
+# this and are applied in log order, as they were.
+
+
+class AccountFollowed(Event, frozen=True, kw_only=True, tag="AccountFollowed"):
     """`external`: the follower is an external person (they receive public posts only)."""
 
+    v: int = 2
     follower: str
     account: str
     channels: tuple[str, ...] = ("app",)
     mandatory: bool = False
     external: bool = False
+    seq: int = 0
 
 
-class FollowChannelsChanged(Event, frozen=True, tag="FollowChannelsChanged"):
-    follower: str
-    account: str
-    channels: tuple[str, ...] = ("app",)
+class FollowChannelsChanged(Event, frozen=True, kw_only=True, tag="FollowChannelsChanged"):
+    """v2: the follow after the change — `channels`, and the `mandatory` and `external` it
+    kept. v1 carried the channels only (the rest stayed as they were)."""
 
-
-class AccountUnfollowed(Event, frozen=True, tag="AccountUnfollowed"):
-    follower: str
-    account: str
-
-
-class FollowerEnrolled(Event, frozen=True, tag="FollowerEnrolled"):
-    """An admin made `follower` follow `account`; `mandatory` means no opt-out."""
-
+    v: int = 2
     follower: str
     account: str
     channels: tuple[str, ...] = ("app",)
     mandatory: bool = False
     external: bool = False
+    seq: int = 0
+
+
+class AccountUnfollowed(Event, frozen=True, kw_only=True, tag="AccountUnfollowed"):
+    v: int = 2
+    follower: str
+    account: str
+    seq: int = 0
+
+
+class FollowerEnrolled(Event, frozen=True, kw_only=True, tag="FollowerEnrolled"):
+    """An admin made `follower` follow `account`; `mandatory` means no opt-out. `channels`
+    are the enrolment's; v2 adds `follow_channels`, the follow's channels afterwards (what
+    the person had chosen, plus the enrolment's), merged by the write side. `enrolment` is
+    the id of the MembersEnrolled or FollowersEnrolled it expands, if any."""
+
+    v: int = 2
+    follower: str
+    account: str
+    channels: tuple[str, ...] = ("app",)
+    mandatory: bool = False
+    external: bool = False
+    follow_channels: tuple[str, ...] | None = None
+    seq: int = 0
+    enrolment: str | None = None
 
 
 class MembersEnrolled(Event, frozen=True, tag="MembersEnrolled"):
@@ -203,6 +230,20 @@ def partition_handle(event: Event) -> str:
             return a
         case _:
             return event.actor
+
+
+_ENROLMENT_SPLICE = b'"follow_channels":null,"seq":0'
+
+
+def enrolment_payload(event: FollowerEnrolled) -> tuple[bytes, bytes]:
+    """The JSON of a FollowerEnrolled around its `follow_channels` and `seq`, which the
+    write side fills in as it appends it (lua/enrol.lua); tests decode what it appends."""
+    if event.follow_channels is not None or event.seq:
+        raise ValueError("the write side fills in follow_channels and seq")
+    head, found, tail = encode(event).partition(_ENROLMENT_SPLICE)
+    if not found:
+        raise ValueError("FollowerEnrolled's fields moved: lua/enrol.lua cannot fill them in")
+    return head, tail
 
 
 def utcnow() -> datetime:

@@ -2,7 +2,7 @@
 
 MUSTER_FAILPOINTS lists names; `hit(name, settings)` at such a point ends the process at
 once with os._exit(137) — no cleanup, no flush, no ack, as close to `kill -9` as Python gets
-— so the tests can check guarantee 2 of ARCHITECTURE.md at each step of the send path:
+— so the tests can check guarantee 2 of docs/architecture.md at each step of the send path:
 
 - `delivery.before_send`   the request is read and rendered, nothing sent yet;
 - `delivery.after_send`    the provider accepted it, Muster has not recorded that;

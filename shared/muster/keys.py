@@ -37,7 +37,9 @@ QUEUE_SCHEDULED: Final = "muster-scheduled"
 
 # --- TTLs -----------------------------------------------------------------------------------
 IDEMPOTENCY_TTL_S: Final = 24 * 3600
-"""How long an Idempotency-Key answers with its first response (API.md: 24 h)."""
+"""How long an Idempotency-Key answers with its first response (docs/api.md: 24 h)."""
+ENROLMENT_DONE_TTL_S: Final = 7 * 24 * 3600
+"""How long an enrolment's done set outlives its expansion (longer than any entry is pending)."""
 FAILURES_TTL_S: Final = 7 * 24 * 3600
 """How long a failure counter outlives its last failure (the entry is acked or dead by then)."""
 
@@ -89,8 +91,22 @@ def posters(partition: int, handle: str) -> str:
 
 
 def follows(partition: int, follower: str) -> str:
-    """Hash: followed handle → JSON {channels, mandatory}, the follower's own follows; api writes."""
+    """Hash: followed handle → follow record (records.Follow), the follower's own follows;
+    written with each follow change (writeside.py)."""
     return f"{_tag(partition)}:follows:{follower}"
+
+
+def follow_seq(partition: int, follower: str) -> str:
+    """Hash: followed handle → seq of the last change of (follower, handle), taken with the
+    change's append (writeside.py); kept after an unfollow, so the next change is newer."""
+    return f"{_tag(partition)}:fseq:{follower}"
+
+
+def enrolment_done(partition: int, enrolment: str) -> str:
+    """Set: followers of `partition` an enrolment (MembersEnrolled / FollowersEnrolled id)
+    has enrolled, so its expansion, run again after a crash, enrols nobody twice;
+    ENROLMENT_DONE_TTL_S."""
+    return f"{_tag(partition)}:enrolled:{enrolment}"
 
 
 def idempotency(partition: int, caller: str, key: str) -> str:
@@ -120,9 +136,16 @@ def followers(partition: int, handle: str) -> str:
     return f"{_tag(partition)}:followers:{handle}"
 
 
-def follow_versions(partition: int, handle: str) -> str:
-    """Hash: follower → id of the last follow change applied for (follower, `handle`), so a
-    reclaimed older change never undoes a newer one (an unfollow outrunning its follow)."""
+def follow_applied(partition: int, handle: str) -> str:
+    """Hash: follower → seq of the last change of (follower, `handle`) applied to the graph,
+    compared and written in the step that applies the next one, so an older change handled
+    late (reclaimed, or by another consumer) never undoes a newer one."""
+    return f"{_tag(partition)}:fapplied:{handle}"
+
+
+def follow_versions_v1(partition: int, handle: str) -> str:
+    """Hash: follower → event id of the last follow change applied. Written before follow
+    changes carried a seq; nothing reads it now, replay drops what is left of it."""
     return f"{_tag(partition)}:fver:{handle}"
 
 

@@ -9,7 +9,7 @@
 - `live_server(settings)`: the app on a real uvicorn on a free loopback port, in a thread, for
   tests that need real HTTP (chunked bodies, schemathesis).
 
-Helpers the tests import: `assert_error` (API.md's one error shape) and `ADMIN_TOKEN`.
+Helpers the tests import: `assert_error` (docs/api.md's one error shape) and `ADMIN_TOKEN`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ ADMIN_TOKEN = "adm-Q8v3Lk2xR7pN4tZ9wB6cY1mH5jD0sFgE"  # 35 characters, MUSTER_AD
 def assert_error(
     response: httpx.Response, status: int, code: str | None = None, *, field: str | None = None
 ) -> dict[str, Any]:
-    """API.md: `{"error": {"code", "message", "field"?}}` and nothing else, with `status`."""
+    """docs/api.md: `{"error": {"code", "message", "field"?}}` and nothing else, with `status`."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()

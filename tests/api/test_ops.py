@@ -16,7 +16,7 @@ from muster.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
-# Routes API.md names (the sections this suite covers) → whether they take a JSON body.
+# Routes docs/api.md names (the sections this suite covers) → whether they take a JSON body.
 CONTRACT: dict[tuple[str, str], bool] = {
     ("post", "/v1/accounts"): True,
     ("get", "/v1/accounts/{handle}"): False,
@@ -227,7 +227,7 @@ async def test_openapi_every_write_with_a_body_has_a_request_schema(
         resolved = resolve(document, schema)
         assert resolved.get("type") == "object", (method, path, resolved)
         assert resolved.get("properties"), (method, path)
-        # requests refuse unknown fields (API.md: 422 unknown field): say so
+        # requests refuse unknown fields (docs/api.md: 422 unknown field): say so
         assert resolved.get("additionalProperties") is False, (method, path)
 
 

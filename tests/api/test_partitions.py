@@ -93,7 +93,7 @@ async def test_every_event_is_in_its_accounts_partition(api: Api) -> None:
 
 
 async def test_an_idempotency_key_is_one_callers_whatever_account_they_post_as(api: Api) -> None:
-    """API.md: the same key from the same caller with a different body is 409 — here the
+    """docs/api.md: the same key from the same caller with a different body is 409 — here the
     bodies differ in `as`, whose partition differs from the caller's."""
     admin = api.settings.admin_token
     assert admin is not None

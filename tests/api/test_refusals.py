@@ -1,4 +1,4 @@
-"""Every refused write answers API.md's status and error code, and writes nothing at all.
+"""Every refused write answers docs/api.md's status and error code, and writes nothing at all.
 
 "A request that fails leaves no trace": each case below snapshots the whole database (every
 key and value: the event log, accounts, follows, posters, tokens, idempotency records) before

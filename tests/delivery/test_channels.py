@@ -3,7 +3,7 @@
 A team `ops` posts; followers chose channels and have contact points. The mail arrives at an
 aiosmtpd server, the SMS at a Twilio-compatible endpoint, the webhook at an HTTP receiver,
 where its signature is checked with the `standardwebhooks` library, and each carries the
-identity the guarantees rely on (Message-ID, webhook-id) and what API.md says it carries.
+identity the guarantees rely on (Message-ID, webhook-id) and what docs/api.md says it carries.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """GET /v1/posts/{id}/deliveries: who may read it, what it counts, how it pages.
 
-API.md: author, posters of `as`, admin → 200 `{totals: {channel: {pending, sent, failed}},
+docs/api.md: author, posters of `as`, admin → 200 `{totals: {channel: {pending, sent, failed}},
 recipients: [{handle, channel, status, attempts, last_error?}]}`; anyone else who can see
 the post → 403; a post that does not exist or is not visible → 404, never a hint.
 """

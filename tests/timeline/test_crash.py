@@ -32,9 +32,9 @@ import redis.asyncio as aioredis
 from redis_server import RedisServer, die_with_parent
 
 from muster import events, keys
-from muster.api.follows import Follow
 from muster.connection import text
 from muster.ids import IdGenerator
+from muster.records import Follow
 from muster.settings import Settings
 from muster.timeline.worker import GROUP, Timeline
 

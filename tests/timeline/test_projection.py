@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 import msgspec
@@ -57,6 +58,15 @@ def post(as_account: str, text: str, *, author: str = "pat", **fields: Any) -> P
     )
 
 
+_seqs: Counter[tuple[str, str]] = Counter()
+
+
+def next_seq(follower: str, account: str) -> int:
+    """The pair's next change number, as the write side takes it with each append."""
+    _seqs[(follower, account)] += 1
+    return _seqs[(follower, account)]
+
+
 def followed(follower: str, account: str, *, external: bool = False) -> AccountFollowed:
     return AccountFollowed(
         id=_ids.next(),
@@ -65,12 +75,18 @@ def followed(follower: str, account: str, *, external: bool = False) -> AccountF
         follower=follower,
         account=account,
         external=external,
+        seq=next_seq(follower, account),
     )
 
 
 def unfollowed(follower: str, account: str) -> AccountUnfollowed:
     return AccountUnfollowed(
-        id=_ids.next(), actor=follower, at=events.utcnow(), follower=follower, account=account
+        id=_ids.next(),
+        actor=follower,
+        at=events.utcnow(),
+        follower=follower,
+        account=account,
+        seq=next_seq(follower, account),
     )
 
 

@@ -45,6 +45,7 @@ from muster.errors import ApiError
 from muster.ids import IdGenerator
 from muster.logs import configure_logging
 from muster.settings import Settings, load_settings
+from muster.writeside import WriteSide
 
 log = structlog.get_logger("muster.api")
 
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
             lag=lag,
             metrics=Metrics(),
             reader=Reader(redis, settings.partitions),
+            writeside=WriteSide(redis, partitions=settings.partitions),
         )
         app.state.muster = st
         if settings.admin_token:

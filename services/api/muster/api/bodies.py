@@ -1,4 +1,4 @@
-"""Request bodies in, JSON responses out, with msgspec, and errors in API.md's one shape.
+"""Request bodies in, JSON responses out, with msgspec, and errors in docs/api.md's one shape.
 
 A body that is not JSON or not an object is 400; a JSON object the schema refuses is 422
 with the field named. Responses are encoded once, straight to bytes.

@@ -1,11 +1,11 @@
-"""Looking up accounts named in a request, with the 404/422 answers API.md asks for."""
+"""Looking up accounts named in a request, with the 404/422 answers docs/api.md asks for."""
 
 from __future__ import annotations
 
 from muster.api import accounts
-from muster.api.accounts import Account
 from muster.api.state import ApiState
 from muster.errors import Invalid, NotFound
+from muster.records import Account
 
 
 async def existing(state: ApiState, handle: str, *, field: str | None = None) -> Account:

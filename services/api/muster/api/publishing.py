@@ -1,7 +1,7 @@
 """Posts and DMs: the ingest hot path. One script call checks and appends (scripts.APPEND_CHECKED);
 with nothing to check (no Idempotency-Key, posting as oneself) a plain XADD does the same.
 
-An Idempotency-Key belongs to its caller (API.md): the record lives in the caller's
+An Idempotency-Key belongs to its caller (docs/api.md): the record lives in the caller's
 partition (keys.idempotency). When that is also the partition the event goes to — always
 with one partition, and for every DM — the record is checked and written by the same
 script that appends, atomically. Otherwise it cannot share the script's slot, so:
@@ -25,11 +25,11 @@ import redis.asyncio as aioredis
 
 from muster import eventlog, events, keys, views
 from muster.api import bodies, scripts
-from muster.api.accounts import Account
 from muster.api.schemas import CreateDm, CreatePost
 from muster.api.state import ApiState
 from muster.errors import Conflict, Forbidden
 from muster.events import utcnow
+from muster.records import Account
 
 CLAIM_MS = 30_000
 """How long an in-progress claim on an Idempotency-Key lasts if its request dies."""

@@ -16,9 +16,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from muster import keys, views
-from muster.api.accounts import Account
 from muster.connection import texts
 from muster.errors import Invalid
+from muster.records import Account
 from muster.views import Message, Post
 
 ID_DIGITS = 18

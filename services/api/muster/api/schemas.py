@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (API.md), as msgspec Structs.
+"""Request and response bodies of the HTTP API (docs/api.md), as msgspec Structs.
 
 Requests forbid unknown fields (422 names the field). Responses are encoded with msgspec and
 described in /openapi.json from these same types (openapi.py), so the contract and the code

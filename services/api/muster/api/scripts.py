@@ -29,29 +29,3 @@ if #KEYS >= 3 then
 end
 return {'ok', id}
 """
-
-# KEYS: follower's follows hash, follower's stream
-# ARGV: followed handle, enrolment channels csv, mandatory (1/0), event payload, channel order csv
-# The follow keeps the channels the person chose and gains the enrolment's; `mandatory` is the
-# admin's latest word. → the merged record
-ENROL = """
-local function set_of(csv)
-  local s = {}
-  for c in string.gmatch(csv, '[^,]+') do s[c] = true end
-  return s
-end
-local chosen = set_of(ARGV[2])
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-if current then
-  local cut = string.find(current, '|', 1, true)
-  for c, _ in pairs(set_of(string.sub(current, 1, cut - 1))) do chosen[c] = true end
-end
-local merged = {}
-for c in string.gmatch(ARGV[5], '[^,]+') do
-  if chosen[c] then table.insert(merged, c) end
-end
-local record = table.concat(merged, ',') .. '|' .. ARGV[3]
-redis.call('HSET', KEYS[1], ARGV[1], record)
-redis.call('XADD', KEYS[2], '*', 'e', ARGV[4])
-return record
-"""

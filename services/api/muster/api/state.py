@@ -13,6 +13,7 @@ from muster.api.reads import Reader
 from muster.api.tokens import TokenCache
 from muster.ids import IdGenerator
 from muster.settings import Settings
+from muster.writeside import WriteSide
 
 
 @dataclass
@@ -24,6 +25,7 @@ class ApiState:
     lag: LagMonitor
     metrics: Metrics
     reader: Reader
+    writeside: WriteSide
     kinds: dict[str, str] = field(default_factory=dict)  # handle → kind; kinds never change
 
 

@@ -13,8 +13,8 @@ from fastapi import Request
 
 from muster import keys
 from muster.api import accounts
-from muster.api.accounts import Account
 from muster.errors import Forbidden, Unauthorized
+from muster.records import Account
 
 TOKEN_TTL_S = 5.0
 _CACHE_MAX = 50_000

@@ -1,8 +1,9 @@
-"""Every write of the api: check against current write-side state, then append the event
-together with the state it changes, atomically. A refused write changes nothing.
+"""Every write of the api: check against current write-side state, build the event, then
+append it together with the state it changes (muster.writeside: the same function replay
+applies), atomically. A refused write changes nothing.
 
-Hot paths (posts, DMs, bulk enrolment) run one Lua script each (scripts.py); the rest use
-WATCH/MULTI via `transact`. Only global uniqueness that cannot share a slot (a token's hash)
+Hot paths (posts, DMs, bulk enrolment) run one Lua script each (scripts.py, lua/enrol.lua);
+the rest use WATCH/MULTI via `transact`. Only global uniqueness that cannot share a slot (a token's hash)
 is claimed first and released if the append fails. The api never fans out or delivers.
 """
 
@@ -19,14 +20,14 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import WatchError
 
-from muster import eventlog, events, keys, views
-from muster.api import accounts, follows, scripts, validation
-from muster.api.accounts import Account
-from muster.api.follows import Follow
+from muster import eventlog, events, keys
+from muster.api import accounts, validation
 from muster.api.schemas import CreateAccount, UpdateMe
 from muster.api.state import ApiState
 from muster.errors import Conflict, Forbidden
 from muster.events import utcnow
+from muster.records import Account, Follow, account_of, follow_of
+from muster.writeside import account_of_event
 
 log = structlog.get_logger("muster.api.writes")
 T = TypeVar("T")
@@ -50,7 +51,7 @@ async def transact(
                 continue
 
 
-def _enrol_args(
+def _enrolment(
     state: ApiState,
     follower: str,
     account: str,
@@ -58,9 +59,8 @@ def _enrol_args(
     mandatory: bool,
     actor: str,
     external: bool = False,
-) -> tuple[list[str], list[str | bytes]]:
-    partitions = state.settings.partitions
-    event = events.FollowerEnrolled(
+) -> events.FollowerEnrolled:
+    return events.FollowerEnrolled(
         id=state.ids.next(),
         actor=actor,
         at=utcnow(),
@@ -69,17 +69,6 @@ def _enrol_args(
         channels=channels,
         mandatory=mandatory,
         external=external,
-    )
-    p = keys.partition_of(follower, partitions)
-    return (
-        [keys.follows(p, follower), keys.events(p)],
-        [
-            account,
-            ",".join(channels),
-            "1" if mandatory else "0",
-            events.encode(event),
-            ",".join(keys.CHANNELS),
-        ],
     )
 
 
@@ -97,10 +86,13 @@ async def create_account(
     if token is None and req.kind in {"person", "service"}:
         token = accounts.new_token()
     token_hash = accounts.hash_token(token) if token else None
-    now = utcnow()
-    account = Account(
+    account_id = state.ids.next()
+    created = events.AccountCreated(
+        id=account_id,
+        actor=actor,
+        at=utcnow(),
         handle=req.handle,
-        id=state.ids.next(),
+        account_id=account_id,
         kind=req.kind,
         role=role,
         display_name=req.display_name or req.handle,
@@ -109,9 +101,8 @@ async def create_account(
         webhook_url=req.webhook_url,
         webhook_secret=accounts.new_webhook_secret() if req.webhook_url else None,
         token_hash=token_hash,
-        created_at=views.rfc3339(now),
-        rev=1,
     )
+    account = account_of_event(created)
     employee = account.is_employee
     rules = await _enrolment_rules(redis) if employee else {}
     if token_hash is not None and not await redis.set(keys.token(token_hash), req.handle, nx=True):
@@ -123,34 +114,13 @@ async def create_account(
         if await pipe.exists(key):
             raise Conflict(f"handle {req.handle!r} is taken", code="handle_taken", field="handle")
         pipe.multi()
-        pipe.hset(key, mapping=account.to_hash())
-        pipe.sadd(keys.handles(p), req.handle)
-        if employee:
-            pipe.sadd(keys.members(p), req.handle)
-        eventlog.append(
-            pipe,
-            events.AccountCreated(
-                id=account.id,
-                actor=actor,
-                at=now,
-                handle=account.handle,
-                account_id=account.id,
-                kind=account.kind,
-                role=account.role,
-                display_name=account.display_name,
-                email=account.email,
-                phone=account.phone,
-                webhook_url=account.webhook_url,
-                webhook_secret=account.webhook_secret,
-                token_hash=token_hash,
-            ),
-            partitions,
-        )
+        await state.writeside.apply(pipe, created)
+        eventlog.append(pipe, created, partitions)
         for target, follow in rules.items():
-            keys_, argv = _enrol_args(
-                state, req.handle, target, follow.channels, follow.mandatory, "system"
+            await state.writeside.enrol(
+                pipe,
+                _enrolment(state, req.handle, target, follow.channels, follow.mandatory, "system"),
             )
-            pipe.eval(scripts.ENROL, 2, *keys_, *argv)
 
     try:
         await transact(redis, [key], body)
@@ -200,20 +170,12 @@ async def ensure_admin(state: ApiState, token: str) -> None:
     key = accounts.account_key("admin", partitions)
 
     async def body(pipe: Any) -> None:
-        pipe.multi()
-        pipe.hset(key, mapping={"token_hash": token_hash, "role": "admin"})
-        pipe.hincrby(key, "rev", 1)
-        eventlog.append(
-            pipe,
-            events.AccountTokenReset(
-                id=state.ids.next(),
-                actor="system",
-                at=utcnow(),
-                handle="admin",
-                token_hash=token_hash,
-            ),
-            partitions,
+        reset = events.AccountTokenReset(
+            id=state.ids.next(), actor="system", at=utcnow(), handle="admin", token_hash=token_hash
         )
+        pipe.multi()
+        await state.writeside.apply(pipe, reset)
+        eventlog.append(pipe, reset, partitions)
 
     await transact(redis, [key], body)
     if old_hash and old_hash != token_hash:
@@ -227,7 +189,7 @@ async def update_me(state: ApiState, caller: Account, req: UpdateMe) -> tuple[Ac
     key = accounts.account_key(caller.handle, partitions)
 
     async def body(pipe: Any) -> tuple[Account, str | None]:
-        current = accounts.from_hash(await pipe.hgetall(key))
+        current = account_of(await pipe.hgetall(key))
         assert current is not None
         changes: dict[str, Any] = {
             name: getattr(req, name)
@@ -242,27 +204,21 @@ async def update_me(state: ApiState, caller: Account, req: UpdateMe) -> tuple[Ac
         if changes.get("display_name") == "":
             changes["display_name"] = current.handle
         updated = dataclasses.replace(current, rev=current.rev + 1, **changes)
-        pipe.multi()
-        pipe.hset(key, mapping=updated.to_hash())
-        cleared = [f for f in accounts.NULLABLE_FIELDS if getattr(updated, f) is None]
-        if cleared:
-            pipe.hdel(key, *cleared)
-        eventlog.append(
-            pipe,
-            events.ContactPointsChanged(
-                id=state.ids.next(),
-                actor=caller.handle,
-                at=utcnow(),
-                handle=caller.handle,
-                display_name=updated.display_name,
-                email=updated.email,
-                phone=updated.phone,
-                webhook_url=updated.webhook_url,
-                webhook_secret=updated.webhook_secret,
-                dm_channels=tuple(updated.dm_channels.split(",")),
-            ),
-            partitions,
+        changed = events.ContactPointsChanged(
+            id=state.ids.next(),
+            actor=caller.handle,
+            at=utcnow(),
+            handle=caller.handle,
+            display_name=updated.display_name,
+            email=updated.email,
+            phone=updated.phone,
+            webhook_url=updated.webhook_url,
+            webhook_secret=updated.webhook_secret,
+            dm_channels=tuple(updated.dm_channels.split(",")),
         )
+        pipe.multi()
+        await state.writeside.apply(pipe, changed)
+        eventlog.append(pipe, changed, partitions)
         if "webhook_url" in changes:  # a new URL gets a fresh chance after a 410
             p = keys.partition_of(caller.handle, partitions)
             pipe.srem(keys.webhooks_disabled(p), caller.handle)
@@ -284,16 +240,13 @@ async def set_poster(
         present = bool(await pipe.sismember(key, poster))
         if present == grant:
             return
-        pipe.multi()
-        (pipe.sadd if grant else pipe.srem)(key, poster)
         kind = events.PosterGranted if grant else events.PosterRevoked
-        eventlog.append(
-            pipe,
-            kind(
-                id=state.ids.next(), actor=admin.handle, at=utcnow(), account=account, poster=poster
-            ),
-            partitions,
+        change = kind(
+            id=state.ids.next(), actor=admin.handle, at=utcnow(), account=account, poster=poster
         )
+        pipe.multi()
+        await state.writeside.apply(pipe, change)
+        eventlog.append(pipe, change, partitions)
 
     await transact(state.redis, [key], body)
 
@@ -303,83 +256,84 @@ def follows_key(handle: str, partitions: int) -> str:
     return keys.follows(keys.partition_of(handle, partitions), handle)
 
 
+def _seq_key(handle: str, partitions: int) -> str:
+    return keys.follow_seq(keys.partition_of(handle, partitions), handle)
+
+
+async def _next_seq(pipe: Any, seq_key: str, target: str) -> int:
+    """The pair's next change number, read under WATCH: the append commits only if nothing
+    changed the pair meanwhile, so the seq is taken atomically with the append."""
+    return int(await pipe.hget(seq_key, target) or 0) + 1
+
+
 async def follow(
     state: ApiState, follower: Account, target: str, channels: tuple[str, ...] | None
 ) -> Follow:
     partitions = state.settings.partitions
-    key = follows_key(follower.handle, partitions)
+    key, seq_key = follows_key(follower.handle, partitions), _seq_key(follower.handle, partitions)
 
     async def body(pipe: Any) -> Follow:
         raw = await pipe.hget(key, target)
-        current = follows.decode(target, raw) if raw is not None else None
+        current = follow_of(target, raw) if raw is not None else None
         if current is not None and (channels is None or channels == current.channels):
             return current
-        wanted = channels or ("app",)
-        event: events.Event
-        if current is None:
-            record = Follow(target, wanted, False)
-            event = events.AccountFollowed(
-                id=state.ids.next(),
-                actor=follower.handle,
-                at=utcnow(),
-                follower=follower.handle,
-                account=target,
-                channels=wanted,
-                external=follower.role == "external",
-            )
-        else:
-            record = Follow(target, wanted, current.mandatory)
-            event = events.FollowChannelsChanged(
-                id=state.ids.next(),
-                actor=follower.handle,
-                at=utcnow(),
-                follower=follower.handle,
-                account=target,
-                channels=wanted,
-            )
+        fields: dict[str, Any] = {
+            "id": state.ids.next(),
+            "actor": follower.handle,
+            "at": utcnow(),
+            "follower": follower.handle,
+            "account": target,
+            "channels": channels or ("app",),
+            "mandatory": current is not None and current.mandatory,
+            "external": follower.role == "external",
+            "seq": await _next_seq(pipe, seq_key, target),
+        }
+        change: events.AccountFollowed | events.FollowChannelsChanged = (
+            events.AccountFollowed(**fields)
+            if current is None
+            else events.FollowChannelsChanged(**fields)
+        )
         pipe.multi()
-        pipe.hset(key, target, record.encode())
-        eventlog.append(pipe, event, partitions)
-        return record
+        await state.writeside.apply(pipe, change)
+        eventlog.append(pipe, change, partitions)
+        return Follow(target, change.channels, change.mandatory)
 
-    return await transact(state.redis, [key], body)
+    return await transact(state.redis, [key, seq_key], body)
 
 
 async def unfollow(state: ApiState, follower: Account, target: str) -> None:
     partitions = state.settings.partitions
-    key = follows_key(follower.handle, partitions)
+    key, seq_key = follows_key(follower.handle, partitions), _seq_key(follower.handle, partitions)
 
     async def body(pipe: Any) -> None:
         raw = await pipe.hget(key, target)
         if raw is None:
             return
-        if follows.decode(target, raw).mandatory:
+        if follow_of(target, raw).mandatory:
             raise Forbidden(
                 f"following {target} is mandatory for you; an admin enrolled you",
                 code="mandatory_follow",
             )
-        pipe.multi()
-        pipe.hdel(key, target)
-        eventlog.append(
-            pipe,
-            events.AccountUnfollowed(
-                id=state.ids.next(),
-                actor=follower.handle,
-                at=utcnow(),
-                follower=follower.handle,
-                account=target,
-            ),
-            partitions,
+        change = events.AccountUnfollowed(
+            id=state.ids.next(),
+            actor=follower.handle,
+            at=utcnow(),
+            follower=follower.handle,
+            account=target,
+            seq=await _next_seq(pipe, seq_key, target),
         )
+        pipe.multi()
+        await state.writeside.apply(pipe, change)
+        eventlog.append(pipe, change, partitions)
 
-    await transact(state.redis, [key], body)
+    await transact(state.redis, [key, seq_key], body)
 
 
 async def list_follows(state: ApiState, follower: Account) -> list[Follow]:
     raw: dict[Any, Any] = await state.redis.hgetall(
         follows_key(follower.handle, state.settings.partitions)
     )
-    return sorted((follows.decode(k.decode(), v) for k, v in raw.items()), key=lambda f: f.account)
+    return sorted((follow_of(k.decode(), v) for k, v in raw.items()), key=lambda f: f.account)
 
 
 async def enrol_one(
@@ -390,8 +344,9 @@ async def enrol_one(
     mandatory: bool,
     actor: str,
 ) -> None:
-    keys_, argv = _enrol_args(state, follower, account, channels, mandatory, actor)
-    await state.redis.eval(scripts.ENROL, 2, *keys_, *argv)
+    await state.writeside.enrol(
+        state.redis, _enrolment(state, follower, account, channels, mandatory, actor)
+    )
 
 
 async def enrol(
@@ -429,10 +384,12 @@ async def enrol(
     for start in range(0, len(targets), _ENROL_BATCH):
         async with redis.pipeline(transaction=False) as pipe:
             for follower, external in targets[start : start + _ENROL_BATCH]:
-                keys_, argv = _enrol_args(
-                    state, follower, account, channels, mandatory, admin.handle, external
+                await state.writeside.enrol(
+                    pipe,
+                    _enrolment(
+                        state, follower, account, channels, mandatory, admin.handle, external
+                    ),
                 )
-                pipe.eval(scripts.ENROL, 2, *keys_, *argv)
             await pipe.execute()
     state.metrics.ingested.labels("FollowerEnrolled").inc(len(targets))
     return len(targets)
@@ -448,4 +405,4 @@ async def _all_members(redis: aioredis.Redis, partitions: int) -> set[str]:
 
 async def _enrolment_rules(redis: aioredis.Redis) -> dict[str, Follow]:
     raw: dict[Any, Any] = await redis.hgetall(keys.ENROLMENT_RULES)
-    return {k.decode(): follows.decode(k.decode(), v) for k, v in raw.items()}
+    return {k.decode(): follow_of(k.decode(), v) for k, v in raw.items()}

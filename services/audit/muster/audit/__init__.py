@@ -1,1 +1,1 @@
-"""The audit worker process (see ../shared/ARCHITECTURE.md)."""
+"""The audit worker process (see docs/architecture.md)."""

@@ -65,7 +65,8 @@ FAMILIES: dict[str, Family] = {
             (
                 lambda p: keys.followers(p, _ALL),
                 lambda p: keys.external_followers(p, _ALL),
-                lambda p: keys.follow_versions(p, _ALL),
+                lambda p: keys.follow_applied(p, _ALL),
+                lambda p: keys.follow_versions_v1(p, _ALL),
                 lambda p: keys.reach(p, _ALL),
                 keys.dm_channels,
             ),
@@ -105,6 +106,7 @@ FAMILIES: dict[str, Family] = {
                 lambda p: keys.account(p, _ALL),
                 lambda p: keys.posters(p, _ALL),
                 lambda p: keys.follows(p, _ALL),
+                lambda p: keys.follow_seq(p, _ALL),
                 keys.handles,
                 keys.members,
             ),

@@ -4,7 +4,7 @@
 (history.py) and applies it in batches with the very code the workers run: the timeline
 worker's `Timeline.apply_batch` (with delivery routing off unless `redeliver`, and no live
 announcements), the audit projection (never the archive: it is the source, not a copy), and
-for the write side the projector in writeside.py. Given `since` (an event id), nothing is
+for the write side muster.writeside, the function the api applies with each append. Given `since` (an event id), nothing is
 dropped and the events from there on are applied on top (every write is idempotent).
 
 Restore: from the archive, into a Redis whose event log is empty (a total loss), replay also
@@ -38,10 +38,10 @@ from muster.audit import archive, history, projections, streamids
 from muster.audit.history import Item
 from muster.audit.projection import AuditIndex
 from muster.audit.streamids import StreamId
-from muster.audit.writeside import WriteSide
 from muster.connection import text
 from muster.settings import Settings
 from muster.timeline.worker import Timeline
+from muster.writeside import WriteSide
 
 log = structlog.get_logger("muster.audit.replay")
 

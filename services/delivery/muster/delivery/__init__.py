@@ -1,1 +1,1 @@
-"""The delivery worker process (see ../shared/ARCHITECTURE.md)."""
+"""The delivery worker process (see docs/architecture.md)."""

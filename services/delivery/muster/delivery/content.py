@@ -39,7 +39,7 @@ class Content:
 
     @property
     def private(self) -> bool:
-        """Never to be logged: a DM, or an internal post (ARCHITECTURE.md, guarantee 7)."""
+        """Never to be logged: a DM, or an internal post (docs/architecture.md, guarantee 7)."""
         return self.kind == "dm" or self.internal
 
 

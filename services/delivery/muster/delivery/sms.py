@@ -10,7 +10,7 @@ the post (or "DM from ..."), cut with an ellipsis so the link back to Muster alw
   for providers that honour one (Twilio ignores it), so a resend after a crash is
   recognisable.
 - `log` writes the recipient, length and delivery id to the log, for development; the text
-  of a DM or an internal post is never written (ARCHITECTURE.md, guarantee 7).
+  of a DM or an internal post is never written (docs/architecture.md, guarantee 7).
 """
 
 from __future__ import annotations

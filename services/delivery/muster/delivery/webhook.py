@@ -6,7 +6,7 @@ Each delivery is `POST <webhook_url>` with the JSON `{"type": "post.published" |
 `webhook-signature` (`v1,<base64 HMAC-SHA256 of id.timestamp.body>`, signed by the
 `standardwebhooks` library with the recipient's `whsec_` secret).
 
-Answers (API.md): 2xx delivered; 410 Gone disables that recipient's webhook (until they set
+Answers (docs/api.md): 2xx delivered; 410 Gone disables that recipient's webhook (until they set
 a new URL) and fails permanently; any other answer — 3xx included, since redirects are not
 followed (one could lead inside the network) — and timeouts and connection failures are
 retried on the schedule, then dead-lettered. Refused targets (SSRF) fail permanently.
@@ -99,7 +99,7 @@ def check_target(url: str, allow_private: bool) -> None:
 def classify(status: int, reason: str) -> None:
     """Raise the delivery error a non-2xx answer means; return for 2xx.
 
-    API.md's contract: 2xx delivered, 410 disables the webhook, any other answer is retried
+    docs/api.md's contract: 2xx delivered, 410 disables the webhook, any other answer is retried
     with backoff (a receiver answering 404 or 400 during a bad deploy gets its messages once
     it is fixed, within the retry schedule; after it, the dead-letter stream keeps them).
     """

@@ -1,1 +1,1 @@
-"""The timeline worker process (see ../shared/ARCHITECTURE.md)."""
+"""The timeline worker process (see docs/architecture.md)."""

@@ -12,13 +12,15 @@ delivery workers.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import NoScriptError
 
 from muster import graph, keys, views
-from muster.connection import text, texts
+from muster.connection import texts
 from muster.consumer import Handler, Message
 from muster.events import (
     AccountCreated,
@@ -62,6 +64,32 @@ log = structlog.get_logger("muster.timeline")
 def _csv(channels: Sequence[str]) -> str:
     chosen = set(channels) | {"app"}
     return ",".join(c for c in keys.CHANNELS if c in chosen)
+
+
+class _HomeChange(NamedTuple):
+    """A home to fill from `log` while the follow is in the followers hash `guards[0]`, or
+    (`fill` false) to empty of the posts in `log` while it is in neither of `guards`."""
+
+    q: int
+    home: str
+    log: str
+    follower: str
+    fill: bool
+    guards: tuple[str, ...]
+
+
+@dataclass
+class _GraphPlan:
+    writes: Writes
+    homes: list[_HomeChange] = field(default_factory=list)
+    late: list[LateFollow] = field(default_factory=list)  # may have missed a newer post
+    news: list[tuple[str, dict[str, str | bytes]]] = field(default_factory=list)
+
+
+def _follow_news(
+    kind: str, event: AccountFollowed | FollowerEnrolled | AccountUnfollowed
+) -> dict[str, str | bytes]:
+    return {"kind": kind, "follower": event.follower, "account": event.account}
 
 
 class Timeline:
@@ -281,96 +309,98 @@ class Timeline:
         return keys.followers(q, account), keys.external_followers(q, account)
 
     async def graph_changes(self, run: Sequence[GraphChange]) -> None:
-        """Follows, unfollows, channel changes and contact points, in order, in four round
-        trips: the current follow records and which followed accounts are merged at read are
-        read for the whole run (its own records are tracked as it goes); the follow records
-        are written; only then are the newest posts of the accounts followed or left read,
-        and the homes filled or emptied from them — and, when routing, the posts newer than
-        a follow that their fan-out ran too early to see are routed to it (routing.py).
+        """Follows, unfollows, channel changes and contact points, in order, in a few round
+        trips however long the run: plan, then write the follow changes, then read the logs
+        of the accounts followed or left and fill or empty the homes — and, when routing,
+        route the posts newer than a follow that their fan-out ran too early to see.
 
-        That order is what keeps a post handled at the same moment by another worker (another
-        partition, or another consumer) from being lost or left behind: a post's log entry is
-        written before its fan-out reads the followers (batch.py), so it either sees the new
-        follow record, or is already in the log this run reads after writing the record."""
-        bigs, current, versions = await self._graph_context(run)
-        writes = self.writes.new()
-        home_changes: list[tuple[int, str, str, bool]] = []  # (q, home, log, True: fill)
-        late: list[LateFollow] = []  # follows that may have missed a newer post's routing
-        news: list[tuple[str, dict[str, str | bytes]]] = []
+        Ordered by the log, not by clocks: each change carries its pair's seq (taken with its
+        append), and the write compares it with the last applied in the same server-side step
+        (batch.py, FC), so an older change handled late — reclaimed, or by another consumer —
+        changes nothing. A home is filled only while the follow is there and emptied only
+        while it is not (FM, FX), so it ends as the later change says whichever finishes last.
+
+        The records are written before the logs are read: a post's log entry is written
+        before its fan-out reads the followers (batch.py), so a post handled at the same
+        moment elsewhere either sees the new follow record, or is in the log read after it."""
+        plan = await self._graph_plan(run)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await plan.writes.queue(pipe)
+            await self.writes.execute(pipe)
+        await self._graph_finish(plan)
+
+    async def _graph_plan(self, run: Sequence[GraphChange]) -> _GraphPlan:
+        """What a graph run writes first (follow changes, reach sets), and what it does after."""
+        bigs = await self._merged_at_read(
+            [e.account for e in run if isinstance(e, AccountFollowed | FollowerEnrolled)]
+        )
+        plan = _GraphPlan(self.writes.new())
         for event in run:
             if isinstance(event, AccountCreated | ContactPointsChanged):
-                self.router.contact_writes(writes, event)
+                self.router.contact_writes(plan.writes, event)
                 continue
             q = keys.partition_of(event.follower, self.partitions)
-            pair = (event.follower, event.account)
-            applied = versions.get(pair)
-            if applied is not None and int(event.id) < int(applied):
-                # A reclaimed older change (a follow whose worker died) arriving after a
-                # newer one: applying it would undo what the person did since.
-                log.info("older follow change skipped", event_id=event.id, applied=applied)
-                continue
-            versions[pair] = event.id
-            writes.hset(q, keys.follow_versions(q, event.account), event.follower, event.id)
             members, externals = self._follower_hashes(event.follower, event.account)
+            account_log, public_log = self._log_keys(event.account)
             home = keys.home(q, event.follower)
-            if isinstance(event, AccountFollowed | FollowerEnrolled):
-                target = externals if event.external else members
-                channels = list(event.channels)
-                mine = current.get((target, event.follower))
-                if isinstance(event, FollowerEnrolled) and mine is not None:
-                    channels += mine.split(",")  # an enrolment adds to what the person chose
-                current[(target, event.follower)] = chosen = _csv(channels)
-                writes.hset(q, target, event.follower, chosen)
-                source = self._backfill_source(event)
-                if event.account not in bigs:  # merged at read: nothing to copy
-                    home_changes.append((q, home, source, True))
+            applied = keys.follow_applied(q, event.account)
+            if isinstance(event, AccountUnfollowed):
+                plan.writes.follow_change(
+                    q, applied, event.follower, event.seq, members, externals, "U", ""
+                )
+                plan.homes.append(
+                    _HomeChange(q, home, account_log, event.follower, False, (members, externals))
+                )
+                plan.news.append((event.id, _follow_news("unfollow", event)))
+                continue
+            if isinstance(event, FollowChannelsChanged) and event.v < 2:
+                # v1 stated the channels only: set them where the follow is, and route the
+                # posts it may have missed on them (the record says which hash, if any)
+                plan.writes.follow_change(
+                    q, applied, event.follower, 0, members, externals, "C", _csv(event.channels)
+                )
                 if self.late_follows:
-                    late.append(LateFollow(q, event.follower, target, source, event.id))
-                news.append(
-                    (
-                        event.id,
-                        {"kind": "follow", "follower": event.follower, "account": event.account},
-                    )
-                )
-            elif isinstance(event, FollowChannelsChanged):
-                account_log, public_log = self._log_keys(event.account)
-                for target, posts in ((members, account_log), (externals, public_log)):
-                    if current.get((target, event.follower)) is not None:
-                        current[(target, event.follower)] = chosen = _csv(event.channels)
-                        writes.hset(q, target, event.follower, chosen)
-                        if self.late_follows:  # newer posts may have gone out without them
-                            late.append(LateFollow(q, event.follower, target, posts, event.id))
-            else:
-                for target in (members, externals):
-                    current[(target, event.follower)] = None
-                    writes.hdel(q, target, event.follower)
-                home_changes.append((q, home, self._log_keys(event.account)[0], False))
-                news.append(
-                    (
-                        event.id,
-                        {"kind": "unfollow", "follower": event.follower, "account": event.account},
-                    )
-                )
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await writes.queue(pipe)
-            await self.writes.execute(pipe)
-        logs = [log for _, _, log, _ in home_changes] + [follow.log for follow in late]
-        recent = await self._recent(list(dict.fromkeys(logs))) if logs else {}
-        if home_changes:
-            homes = self.writes.new()
-            for q, home, source, fill in home_changes:
-                if fill:
-                    homes.homes(q, home, recent[source])
+                    plan.late.append(LateFollow(q, event.follower, members, account_log, event.id))
+                    plan.late.append(LateFollow(q, event.follower, externals, public_log, event.id))
+                continue
+            target, other = (externals, members) if event.external else (members, externals)
+            source = public_log if event.external else account_log
+            kind, channels = "S", event.channels
+            if isinstance(event, FollowerEnrolled):
+                if event.follow_channels is not None:
+                    channels = event.follow_channels
                 else:
-                    homes.unhome(q, home, recent[source])
+                    kind = "E"  # v1: add the enrolment's channels to what the person chose
+            plan.writes.follow_change(
+                q, applied, event.follower, event.seq, target, other, kind, _csv(channels)
+            )
+            if event.account not in bigs:  # merged at read: nothing to copy
+                plan.homes.append(_HomeChange(q, home, source, event.follower, True, (target,)))
+            if self.late_follows:
+                plan.late.append(LateFollow(q, event.follower, target, source, event.id))
+            if not isinstance(event, FollowChannelsChanged):
+                plan.news.append((event.id, _follow_news("follow", event)))
+        return plan
+
+    async def _graph_finish(self, plan: _GraphPlan) -> None:
+        """After the follow changes are written: homes, late routing, live announcements."""
+        logs = [change.log for change in plan.homes] + [follow.log for follow in plan.late]
+        recent = await self._recent(list(dict.fromkeys(logs))) if logs else {}
+        if plan.homes:
+            homes = self.writes.new()
+            for q, home, log, follower, fill, guards in plan.homes:
+                if fill:
+                    homes.follow_home(q, guards[0], follower, home, recent[log])
+                else:
+                    homes.unfollow_home(q, guards, follower, home, recent[log])
             async with self.redis.pipeline(transaction=False) as pipe:
                 await homes.queue(pipe)
                 await self.writes.execute(pipe)
-        if late:
-            await self.router.late_follows(late, recent)
-        if self.announce and news:
+        if plan.late:
+            await self.router.late_follows(plan.late, recent)
+        if self.announce and plan.news:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for event_id, fields in news:
+                for event_id, fields in plan.news:
                     await self.live.announce(event_id, fields, pipe=pipe)
                 await self.writes.execute(pipe)
 
@@ -382,56 +412,13 @@ class Timeline:
             replies = await pipe.execute()
         return {source: texts(ids) for source, ids in zip(sources, replies, strict=True)}
 
-    def _backfill_source(self, event: AccountFollowed | FollowerEnrolled) -> str:
-        """External followers get the account's public posts only."""
-        account_log, public_log = self._log_keys(event.account)
-        return public_log if event.external else account_log
-
-    async def _graph_context(
-        self, run: Sequence[GraphChange]
-    ) -> tuple[set[str], dict[tuple[str, str], str | None], dict[tuple[str, str], str]]:
-        """For a graph run: followed accounts merged at read, current follow records that
-        matter, and the last follow change applied for each (follower, account) in it."""
-        accounts: list[str] = []
-        fields: list[tuple[str, str]] = []
-        pairs: list[tuple[str, str]] = []
-        for event in run:
-            if isinstance(event, AccountCreated | ContactPointsChanged):
-                continue
-            pairs.append((event.follower, event.account))
-            members, externals = self._follower_hashes(event.follower, event.account)
-            if isinstance(event, AccountFollowed | FollowerEnrolled):
-                accounts.append(event.account)
-                fields.append((externals if event.external else members, event.follower))
-            elif isinstance(event, FollowChannelsChanged):
-                fields += [(members, event.follower), (externals, event.follower)]
+    async def _merged_at_read(self, accounts: list[str]) -> set[str]:
+        """Which of `accounts` are merged into homes at read (nothing to backfill)."""
         accounts = list(dict.fromkeys(accounts))
-        fields = list(dict.fromkeys(fields))
-        pairs = list(dict.fromkeys(pairs))
-        if not (accounts or fields or pairs):
-            return set(), {}, {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for follower, account in pairs:
-                q = keys.partition_of(follower, self.partitions)
-                pipe.hget(keys.follow_versions(q, account), follower)
-            if accounts:
-                pipe.smismember(keys.BIG_ACCOUNTS, accounts)
-            for name, field in fields:
-                pipe.hget(name, field)
-            replies = await self.writes.execute(pipe)
-        applied = {
-            pair: text(value)
-            for pair, value in zip(pairs, replies[: len(pairs)], strict=True)
-            if value is not None
-        }
-        replies = replies[len(pairs) :]
-        flags = replies.pop(0) if accounts else []
-        bigs = {a for a, flag in zip(accounts, flags, strict=True) if flag}
-        current = {
-            pair: None if value is None else text(value)
-            for pair, value in zip(fields, replies, strict=True)
-        }
-        return bigs, current, applied
+        if not accounts:
+            return set()
+        flags = await self.redis.smismember(keys.BIG_ACCOUNTS, accounts)
+        return {a for a, flag in zip(accounts, flags, strict=True) if flag}
 
     # --- direct messages --------------------------------------------------------------------
     def _dm_writes(self, writes: Writes, event: DirectMessageSent) -> bytes:

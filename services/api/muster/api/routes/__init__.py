@@ -1,1 +1,1 @@
-"""HTTP routes, one module per section of API.md; each handler is thin: auth, decode, call writes."""
+"""HTTP routes, one module per section of docs/api.md; each handler is thin: auth, decode, call writes."""

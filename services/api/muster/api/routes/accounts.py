@@ -9,12 +9,12 @@ from starlette.responses import Response
 
 from muster import graph
 from muster.api import bodies, lookups, validation, writes
-from muster.api.accounts import Account
 from muster.api.openapi import SECURED, body, merge, responds
 from muster.api.schemas import AccountCreatedOut, AccountOut, CreateAccount, Handle, MeOut, UpdateMe
 from muster.api.state import ApiState, state
 from muster.api.tokens import authenticate, require_admin
 from muster.errors import Invalid
+from muster.records import Account
 
 router = APIRouter(tags=["accounts"])
 

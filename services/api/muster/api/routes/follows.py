@@ -8,12 +8,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from muster.api import accounts, bodies, lookups, validation, writes
-from muster.api.follows import Follow
 from muster.api.openapi import SECURED, body, merge, responds
 from muster.api.schemas import Enrolment, EnrolmentOut, FollowOut, FollowRequest, Handle
 from muster.api.state import state
 from muster.api.tokens import require_admin, require_person
 from muster.errors import Invalid, TooManyRequests
+from muster.records import Follow
 
 router = APIRouter(tags=["follows"])
 

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
 from muster.api import bodies, lookups, publishing, validation
-from muster.api.accounts import Account
 from muster.api.openapi import SECURED, body, merge, responds
 from muster.api.reads import can_see
 from muster.api.schemas import CreateDm, CreatePost, DmOut, PostOut
@@ -17,6 +16,7 @@ from muster.api.state import ApiState, state
 from muster.api.tokens import authenticate
 from muster.errors import Forbidden, Invalid, NotFound, TooManyRequests
 from muster.ids import id_time_ms
+from muster.records import Account
 
 router = APIRouter(tags=["posts"])
 

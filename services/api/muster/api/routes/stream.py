@@ -21,7 +21,6 @@ from starlette.responses import Response, StreamingResponse
 
 from muster import keys
 from muster.api import lookups
-from muster.api.accounts import Account
 from muster.api.livehub import Entry, LiveHub, Subscription, entry_key
 from muster.api.openapi import SECURED, merge, responds
 from muster.api.reads import can_see
@@ -30,6 +29,7 @@ from muster.api.state import state
 from muster.api.tokens import require_person
 from muster.connection import text, texts
 from muster.errors import Invalid
+from muster.records import Account
 from muster.views import decode_post
 
 router = APIRouter(tags=["live"])

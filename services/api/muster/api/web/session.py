@@ -25,11 +25,11 @@ from urllib.parse import quote
 from fastapi import Request
 from starlette.responses import Response
 
-from muster.api.accounts import Account
 from muster.api.tokens import TokenCache
 from muster.api.web.forms import Form
 from muster.api.web.html import Redirect
 from muster.errors import Forbidden
+from muster.records import Account
 
 COOKIE = "muster_session"
 SIGNIN_COOKIE = "muster_signin"

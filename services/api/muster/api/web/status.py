@@ -19,7 +19,6 @@ from starlette.responses import RedirectResponse, Response
 
 from muster import keys
 from muster.api import lookups
-from muster.api.accounts import Account
 from muster.api.reads import can_see
 from muster.api.state import ApiState, state
 from muster.api.web import forms
@@ -28,6 +27,7 @@ from muster.api.web.html import WebRoute, render
 from muster.api.web.live import stream_for
 from muster.connection import texts
 from muster.errors import NotFound
+from muster.records import Account
 from muster.views import Post
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)

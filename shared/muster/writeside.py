@@ -1,0 +1,217 @@
+"""The api's write-side state as a function of the events: `WriteSide.apply(pipe, event)`.
+
+State changes only by applying an event. The api builds an event from a request and the
+state it checked, then queues `apply` and the event's XADD in one MULTI (writes.py); replay
+and restore (muster replay) queue the very same `apply` for each event of the history. There
+is no second implementation to drift: what the api wrote when it accepted an event is what a
+rebuild writes for it (tests compare the two).
+
+What it keeps, all in the account's (or follower's) partition: accounts (records.Account,
+with token hashes), posters, follow records (records.Follow) and each pair's last change
+seq, the handles and members sets. Two things live outside any partition and are not queued
+by `apply`: a token's key (the api claims it before appending, so two accounts never share
+one) and `all_members` rules; `apply_global` writes those for replay.
+
+Follow changes of v2 state the follow as it is afterwards, so applying one is plain writes.
+v1 changes (before seq) stated less; their record is merged server-side, in order, by the
+one channel-merge rule (lua/channels.lua). Bulk enrolment applies FollowerEnrolled in
+lua/enrol.lua, which takes the seq, merges and appends in one step; `apply` reproduces its
+writes from the event it appended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from muster import events, keys, scripts, views
+from muster.connection import text
+from muster.events import (
+    AccountCreated,
+    AccountFollowed,
+    AccountTokenReset,
+    AccountUnfollowed,
+    AnyEvent,
+    ContactPointsChanged,
+    FollowChannelsChanged,
+    FollowerEnrolled,
+    MembersEnrolled,
+    PosterGranted,
+    PosterRevoked,
+)
+from muster.records import Account, Follow
+
+_CONTACT_FIELDS = ("email", "phone", "webhook_url", "webhook_secret")
+FollowChange = AccountFollowed | FollowChannelsChanged | FollowerEnrolled | AccountUnfollowed
+
+
+def account_of_event(event: AccountCreated) -> Account:
+    """The account record an AccountCreated makes."""
+    return Account(
+        handle=event.handle,
+        id=event.account_id,
+        kind=event.kind,
+        role=event.role,
+        display_name=event.display_name,
+        email=event.email,
+        phone=event.phone,
+        webhook_url=event.webhook_url,
+        webhook_secret=event.webhook_secret,
+        token_hash=event.token_hash,
+        dm_channels=",".join(event.dm_channels),
+        created_at=views.rfc3339(event.at),
+        rev=1,
+    )
+
+
+def follow_after(event: FollowChange) -> Follow | None:
+    """The follow record a v2 change leaves (None: unfollowed)."""
+    match event:
+        case AccountUnfollowed():
+            return None
+        case FollowerEnrolled(follow_channels=channels) if channels is not None:
+            return Follow(event.account, tuple(channels), event.mandatory)
+        case _:
+            return Follow(event.account, tuple(event.channels), event.mandatory)
+
+
+class WriteSide:
+    def __init__(self, redis: aioredis.Redis, *, partitions: int) -> None:
+        self.redis = redis
+        self.partitions = partitions
+        self._follow_v1 = redis.register_script(scripts.source("follow_v1"))
+        self._enrol = redis.register_script(scripts.source("enrol"))
+
+    def _p(self, handle: str) -> int:
+        return keys.partition_of(handle, self.partitions)
+
+    async def apply(self, pipe: Any, event: AnyEvent) -> None:
+        """Queue the partition-local writes of one event on `pipe` (a MULTI or a pipeline)."""
+        match event:
+            case AccountCreated():
+                p = self._p(event.handle)
+                account = account_of_event(event)
+                pipe.hset(keys.account(p, event.handle), mapping=account.to_hash())
+                pipe.sadd(keys.handles(p), event.handle)
+                if account.is_employee:
+                    pipe.sadd(keys.members(p), event.handle)
+            case AccountTokenReset():
+                key = keys.account(self._p(event.handle), event.handle)
+                pipe.hset(key, mapping={"token_hash": event.token_hash, "role": "admin"})
+                pipe.hincrby(key, "rev", 1)
+            case ContactPointsChanged():
+                self._contacts(pipe, event)
+            case PosterGranted():
+                pipe.sadd(keys.posters(self._p(event.account), event.account), event.poster)
+            case PosterRevoked():
+                pipe.srem(keys.posters(self._p(event.account), event.account), event.poster)
+            case (
+                AccountFollowed()
+                | FollowChannelsChanged()
+                | FollowerEnrolled()
+                | (AccountUnfollowed())
+            ):
+                await self._follow_change(pipe, event)
+            case _:
+                pass  # posts and DMs keep no write-side state (idempotency keys expire)
+
+    async def apply_global(self, pipe: Any, event: AnyEvent) -> None:
+        """Replay: queue the writes outside every partition (tokens, `all_members` rules);
+        the api makes these itself around its append (a token is claimed before it). A
+        token reset reads the account, so what `pipe` holds is executed first."""
+        match event:
+            case AccountCreated(token_hash=token_hash) if token_hash is not None:
+                pipe.set(keys.token(token_hash), event.handle)
+            case AccountTokenReset():
+                await pipe.execute()
+                old = await self.redis.hget(
+                    keys.account(self._p(event.handle), event.handle), "token_hash"
+                )
+                pipe.set(keys.token(event.token_hash), event.handle)
+                if old is not None and text(old) != event.token_hash:
+                    pipe.delete(keys.token(text(old)))
+            case MembersEnrolled():
+                rule = Follow(event.account, tuple(event.channels), event.mandatory)
+                pipe.hset(keys.ENROLMENT_RULES, event.account, rule.encode())
+            case _:
+                pass
+
+    async def apply_batch(self, pipe: Any, batch: Sequence[AnyEvent]) -> None:
+        """Replay: queue a batch in order, every write of each event."""
+        for event in batch:
+            await self.apply_global(pipe, event)
+            await self.apply(pipe, event)
+
+    async def enrol(self, client: Any, event: FollowerEnrolled, *, done: str | None = None) -> None:
+        """Append `event` through lua/enrol.lua, which merges the follow record, takes the
+        pair's seq and fills both into the event as it appends it; queued when `client` is a
+        pipeline. `done`: a set (keys.enrolment_done) that makes a re-run enrol nobody twice."""
+        p = self._p(event.follower)
+        head, tail = events.enrolment_payload(event)
+        names = [keys.follows(p, event.follower), keys.follow_seq(p, event.follower)]
+        names.append(keys.events(p))
+        args: list[Any] = [
+            event.account,
+            ",".join(event.channels),
+            "1" if event.mandatory else "0",
+            head,
+            tail,
+            ",".join(keys.CHANNELS),
+        ]
+        if done is not None:
+            names.append(done)
+            args.append(event.follower)
+        await self._enrol(keys=names, args=args, client=client)
+
+    # --- the writes ---------------------------------------------------------------------------
+    async def _follow_change(self, pipe: Any, event: FollowChange) -> None:
+        p = self._p(event.follower)
+        follows = keys.follows(p, event.follower)
+        if event.v >= 2:
+            record = follow_after(event)
+            if record is None:
+                pipe.hdel(follows, event.account)
+            else:
+                pipe.hset(follows, event.account, record.encode())
+            pipe.hset(keys.follow_seq(p, event.follower), event.account, event.seq)
+            return
+        match event:  # v1: the record as the api of that time made it
+            case AccountFollowed():
+                record = Follow(event.account, tuple(event.channels), False)
+                pipe.hset(follows, event.account, record.encode())
+            case AccountUnfollowed():
+                pipe.hdel(follows, event.account)
+            case _:
+                op = "enrol" if isinstance(event, FollowerEnrolled) else "channels"
+                await self._follow_v1(
+                    keys=[follows],
+                    args=[
+                        op,
+                        event.account,
+                        ",".join(event.channels),
+                        "1" if isinstance(event, FollowerEnrolled) and event.mandatory else "0",
+                        ",".join(keys.CHANNELS),
+                    ],
+                    client=pipe,
+                )
+
+    def _contacts(self, pipe: Any, event: ContactPointsChanged) -> None:
+        """The profile as the event states it, and rev + 1."""
+        key = keys.account(self._p(event.handle), event.handle)
+        values: dict[str, str] = {
+            "display_name": event.display_name,
+            "dm_channels": ",".join(event.dm_channels),
+        }
+        cleared = []
+        for name in _CONTACT_FIELDS:
+            value = getattr(event, name)
+            if value is None:
+                cleared.append(name)
+            else:
+                values[name] = value
+        pipe.hset(key, mapping=values)
+        if cleared:
+            pipe.hdel(key, *cleared)
+        pipe.hincrby(key, "rev", 1)
