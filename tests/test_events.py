@@ -173,6 +173,7 @@ PARTITION_FIELD = {
     "PosterGranted": "account",
     "PosterRevoked": "account",
     "MembersEnrolled": "account",
+    "FollowersEnrolled": "account",
     "AccountFollowed": "follower",
     "FollowChannelsChanged": "follower",
     "AccountUnfollowed": "follower",

@@ -127,9 +127,21 @@ class FollowerEnrolled(Event, frozen=True, kw_only=True, tag="FollowerEnrolled")
 
 
 class MembersEnrolled(Event, frozen=True, tag="MembersEnrolled"):
-    """Every member, now and future, follows `account` (the rule; FollowerEnrolled per person)."""
+    """Every member, now and future, follows `account`: the rule (keys.ENROLMENT_RULES) is
+    written with it; the timeline worker expands it into one FollowerEnrolled per member."""
 
     account: str
+    channels: tuple[str, ...] = ("app",)
+    mandatory: bool = False
+
+
+class FollowersEnrolled(Event, frozen=True, tag="FollowersEnrolled"):
+    """An admin made the people in `followers` follow `account` (`externals`: those of them
+    who are external). The timeline worker expands it into one FollowerEnrolled each."""
+
+    account: str
+    followers: tuple[str, ...]
+    externals: tuple[str, ...] = ()
     channels: tuple[str, ...] = ("app",)
     mandatory: bool = False
 
@@ -183,6 +195,7 @@ AnyEvent: TypeAlias = (
     | AccountUnfollowed
     | FollowerEnrolled
     | MembersEnrolled
+    | FollowersEnrolled
     | PostPublished
     | DirectMessageSent
     | DeliveryRequested
@@ -217,7 +230,12 @@ def partition_handle(event: Event) -> str:
             AccountCreated(handle=h) | AccountTokenReset(handle=h) | ContactPointsChanged(handle=h)
         ):
             return h
-        case PosterGranted(account=a) | PosterRevoked(account=a) | MembersEnrolled(account=a):
+        case (
+            PosterGranted(account=a)
+            | PosterRevoked(account=a)
+            | MembersEnrolled(account=a)
+            | FollowersEnrolled(account=a)
+        ):
             return a
         case (
             AccountFollowed(follower=f)

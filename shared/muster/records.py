@@ -92,3 +92,29 @@ def follow_of(account: str, raw: bytes | str) -> Follow:
     text = raw.decode() if isinstance(raw, bytes) else raw
     channels, _, mandatory = text.partition("|")
     return Follow(account, tuple(c for c in channels.split(",") if c), mandatory == "1")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """An `all_members` enrolment rule (keys.ENROLMENT_RULES: followed handle → "channels
+    csv|mandatory|enrolment id"): every member, now and future, follows `account`.
+    `enrolment` is the MembersEnrolled id, so the member's enrolment, whichever path makes it
+    (the expansion, or the member's creation), is made once (keys.enrolment_done)."""
+
+    account: str
+    channels: tuple[str, ...]
+    mandatory: bool
+    enrolment: str | None
+
+    def encode(self) -> str:
+        return f"{','.join(self.channels)}|{int(self.mandatory)}|{self.enrolment or ''}"
+
+
+def rule_of(account: str, raw: bytes | str) -> Rule:
+    """Rules stored before they named their enrolment ("channels|mandatory") read as None."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    channels, _, rest = text.partition("|")
+    mandatory, _, enrolment = rest.partition("|")
+    return Rule(
+        account, tuple(c for c in channels.split(",") if c), mandatory == "1", enrolment or None
+    )

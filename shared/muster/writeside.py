@@ -41,7 +41,7 @@ from muster.events import (
     PosterGranted,
     PosterRevoked,
 )
-from muster.records import Account, Follow
+from muster.records import Account, Follow, Rule
 
 _CONTACT_FIELDS = ("email", "phone", "webhook_url", "webhook_secret")
 FollowChange = AccountFollowed | FollowChannelsChanged | FollowerEnrolled | AccountUnfollowed
@@ -64,6 +64,11 @@ def account_of_event(event: AccountCreated) -> Account:
         created_at=views.rfc3339(event.at),
         rev=1,
     )
+
+
+def rule_of_event(event: MembersEnrolled) -> Rule:
+    """The `all_members` rule a MembersEnrolled makes."""
+    return Rule(event.account, tuple(event.channels), event.mandatory, event.id)
 
 
 def follow_after(event: FollowChange) -> Follow | None:
@@ -133,8 +138,7 @@ class WriteSide:
                 if old is not None and text(old) != event.token_hash:
                     pipe.delete(keys.token(text(old)))
             case MembersEnrolled():
-                rule = Follow(event.account, tuple(event.channels), event.mandatory)
-                pipe.hset(keys.ENROLMENT_RULES, event.account, rule.encode())
+                pipe.hset(keys.ENROLMENT_RULES, event.account, rule_of_event(event).encode())
             case _:
                 pass
 

@@ -44,6 +44,7 @@ from muster.api.state import ApiState
 from muster.connection import text
 from muster.events import AnyEvent
 from muster.settings import Settings
+from muster.timeline.enrolments import Enrolments
 
 ADMIN_TOKEN = "adm-Q8v3Lk2xR7pN4tZ9wB6cY1mH5jD0sFgE"  # 35 characters, MUSTER_ADMIN_TOKEN-worthy
 """The bootstrap token of `admin` in `api_settings`."""
@@ -116,6 +117,13 @@ class Api(HttpStack):
     async def events_in(self, partition: int) -> list[AnyEvent]:
         entries: Any = await self.redis.xrange(keys.events(partition))
         return [events.decode(entry[events.STREAM_FIELD]) for _, entry in entries]
+
+    async def expand(self, enrolment: str) -> None:
+        """What the timeline worker does with an enrolment event (no worker runs here):
+        one FollowerEnrolled per person it names."""
+        found = next(e for e in await self.events() if e.id == enrolment)
+        assert isinstance(found, events.MembersEnrolled | events.FollowersEnrolled)
+        await Enrolments(self.redis, partitions=self.settings.partitions).expand(found)
 
     async def log_length(self) -> int:
         total = 0

@@ -101,6 +101,8 @@ async def test_the_bootstrap_admin_is_a_member_for_enrolments(api: Api) -> None:
         json={"followers": "all_members"},
     )
     assert response.status_code == 202
+    assert response.json()["followers"] == 1
+    await api.expand(response.json()["id"])
     assert "ops" in await api.follows("admin")
 
 

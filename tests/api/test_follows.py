@@ -16,6 +16,7 @@ async def enrol(api: Api, account: str, **body: object) -> dict[str, object]:
     )
     assert response.status_code == 202, response.text
     result: dict[str, object] = response.json()
+    await api.expand(str(result["id"]))
     return result
 
 
@@ -124,12 +125,16 @@ async def test_enrol_listed_people_mandatory(api: Api, cast: Cast) -> None:
     before = await api.log_length()
     body = await enrol(api, TEAM, followers=["mia", "eve", "mia"], channels=["sms"], mandatory=True)
     assert body == {
+        "id": body["id"],
         "account": TEAM,
         "followers": 2,
         "channels": ["app", "sms"],
         "mandatory": True,
     }
-    appended = (await api.events())[before:]
+    enrolment, *appended = (await api.events())[before:]
+    assert isinstance(enrolment, events.FollowersEnrolled)
+    assert enrolment.id == body["id"]
+    assert (enrolment.followers, enrolment.externals) == (("eve", "mia"), ("eve",))
     assert len(appended) == 2
     assert all(isinstance(e, events.FollowerEnrolled) for e in appended)
     by_follower = {e.follower: e for e in appended if isinstance(e, events.FollowerEnrolled)}
@@ -140,6 +145,7 @@ async def test_enrol_listed_people_mandatory(api: Api, cast: Cast) -> None:
         assert event.channels == ("app", "sms")
         assert event.mandatory is True
         assert event.external is (handle == "eve")
+        assert event.enrolment == body["id"]
     assert await api.follows("mia") == {TEAM: "app,sms|1"}
 
     listed = (await api.call("GET", "/v1/me/follows", token=cast.member)).json()

@@ -779,6 +779,7 @@ async def world(api: Api, cast: Cast) -> Cast:
         json={"followers": ["mia"], "mandatory": True},
     )
     assert response.status_code == 202, response.text
+    await api.expand(response.json()["id"])
     return cast
 
 

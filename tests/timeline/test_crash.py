@@ -1,4 +1,5 @@
-"""SIGKILL the timeline worker while it fans a post out to 20,000 followers; start another.
+"""SIGKILL the timeline worker while it fans a post out to 20,000 followers, or while it
+expands an enrolment of 50,000 members; start another.
 
 The worker is the real `muster worker timeline` process. The follower graph is written
 directly (the api path would take minutes): one follow goes through the real projection
@@ -29,6 +30,7 @@ from typing import Any
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+from harness import HttpStack, app_running, asgi_client
 from redis_server import RedisServer, die_with_parent
 
 from muster import events, keys
@@ -37,6 +39,7 @@ from muster.ids import IdGenerator
 from muster.records import Follow
 from muster.settings import Settings
 from muster.timeline.worker import GROUP, Timeline
+from muster.writeside import WriteSide
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -290,3 +293,140 @@ async def test_sigkill_mid_fanout_then_every_follower_has_the_post_once(
         row for row in await aredis.xinfo_consumers(stream, GROUP) if int(row["pending"]) != 0
     ]
     assert holding == []  # not even the dead worker's consumer holds anything
+
+
+# --- an enrolment of every member, killed mid-expansion -------------------------------------
+MEMBERS = 50_000
+REACHABLE_EVERY = 500  # one member in 500 has a phone: the critical post's SMS goes to them
+
+
+class AdminStack(HttpStack):
+    admin_token = "adm-E7n2Rq9xK4vB8nZ3cR6yL1pH5jD0sFgW"
+
+
+async def build_members(redis: aioredis.Redis, settings: Settings, handles: list[str]) -> None:
+    """`handles` as member accounts, with the write-side state the api's AccountCreated
+    leaves (WriteSide.apply, the very function) and their reach sets projected (Timeline)."""
+    side = WriteSide(redis, partitions=PARTITIONS)
+    timeline = Timeline(redis, settings)
+    for start in range(0, len(handles), 2000):
+        created = [
+            events.AccountCreated(
+                id=(account_id := _ids.next()),
+                actor="admin",
+                at=events.utcnow(),
+                handle=handle,
+                account_id=account_id,
+                kind="person",
+                role="member",
+                phone="+15550001234" if n % REACHABLE_EVERY == 0 else None,
+            )
+            for n, handle in enumerate(handles[start : start + 2000], start)
+        ]
+        async with redis.pipeline(transaction=False) as pipe:
+            for event in created:
+                await side.apply(pipe, event)
+            await pipe.execute()
+        await timeline.apply_batch(created)
+
+
+async def enrolled_so_far(redis: aioredis.Redis, enrolment: str) -> int:
+    async with redis.pipeline(transaction=False) as pipe:
+        for q in range(PARTITIONS):
+            pipe.scard(keys.enrolment_done(q, enrolment))
+        sizes: list[int] = await pipe.execute()
+    return sum(sizes)
+
+
+async def commands_served(redis: aioredis.Redis) -> int:
+    stats: dict[str, Any] = await redis.info("commandstats")
+    return sum(int(row["calls"]) for row in stats.values())
+
+
+async def test_sigkill_mid_enrolment_then_every_member_is_enrolled_once_and_alerted(
+    redis_server: RedisServer, aredis: aioredis.Redis, settings: Settings, tmp_path: Path
+) -> None:
+    """An admin enrols every member (50,000) in `ops` with SMS, mandatory, and posts a
+    critical alert right after. The api answers with the same few commands whatever the
+    member count. A timeline worker is killed while it expands the enrolment; another one
+    finishes: every member is enrolled exactly once (one FollowerEnrolled, one follow record,
+    one follower entry), and every member with a phone gets the alert's SMS request once."""
+    settings = msgspec.structs.replace(
+        settings, partitions=PARTITIONS, fanout_on_read_threshold=FOLLOWERS * 10
+    )
+    handles = [f"m{n:05d}" for n in range(MEMBERS)]
+    await build_members(aredis, settings, handles)
+    reachable = {h for n, h in enumerate(handles) if n % REACHABLE_EVERY == 0}
+    token = AdminStack.admin_token
+    api_settings = msgspec.structs.replace(settings, admin_token=token)
+    async with app_running(api_settings) as app, asgi_client(app) as client:
+        s = AdminStack(client=client, redis=aredis, settings=api_settings)
+        await s.team("ops", "admin")
+        before = await commands_served(aredis)
+        enrolment = await s.ok(
+            "PUT",
+            "/v1/accounts/ops/enrolments",
+            202,
+            token=token,
+            json={"followers": "all_members", "channels": ["sms"], "mandatory": True},
+        )
+        used = await commands_served(aredis) - before
+        assert enrolment["followers"] == MEMBERS + 1  # and the bootstrap admin
+        assert used <= 40, f"the enrolment took {used} Redis commands"
+        alert = await s.post(token, "evacuate building 4", as_="ops", severity="critical")
+
+    async with worker_processes(redis_server, tmp_path) as start:
+        first = start("A")
+
+        async def frozen_mid_expansion() -> bool:
+            await aredis.client_pause(60_000, all=False)  # lifted below
+            if await enrolled_so_far(aredis, enrolment["id"]) > 0:
+                return True  # stays paused until A is dead
+            await aredis.client_unpause()
+            return False
+
+        try:
+            await wait_until(frozen_mid_expansion, "A expands", within=60, alive=first)
+            first.kill()
+        finally:
+            await aredis.client_unpause()
+        reached = await enrolled_so_far(aredis, enrolment["id"])
+        assert 0 < reached < MEMBERS, f"not killed mid-expansion: {reached} enrolled"
+
+        second = start("B")
+        followers = [keys.followers(q, "ops") for q in range(PARTITIONS)]
+
+        async def done() -> bool:
+            if await pending(aredis) != 0:
+                return False
+            counts = [int(await aredis.hlen(name)) for name in followers]
+            return sum(counts) == MEMBERS + 1
+
+        await wait_until(done, "B finishes the enrolment", within=180, alive=second)
+        assert second.terminate() == 0
+
+    found: list[events.FollowerEnrolled] = []
+    for q in range(PARTITIONS):
+        entries: Any = await aredis.xrange(keys.events(q))
+        for _, fields in entries:
+            event = events.decode(fields[events.STREAM_FIELD])
+            if isinstance(event, events.FollowerEnrolled):
+                found.append(event)
+    assert all(e.enrolment == enrolment["id"] for e in found)
+    assert sorted(e.follower for e in found) == sorted([*handles, "admin"])  # once each
+    async with aredis.pipeline(transaction=False) as pipe:
+        for handle in handles:
+            pipe.hget(keys.follows(keys.partition_of(handle, PARTITIONS), handle), "ops")
+        records = await pipe.execute()
+    assert set(records) == {b"app,sms|1"}
+    requests: list[str] = []
+    for q in range(PARTITIONS):
+        entries = await aredis.xrange(keys.deliveries(q, "sms"))
+        for _, fields in entries:
+            request = events.decode(fields[events.STREAM_FIELD])
+            assert isinstance(request, events.DeliveryRequested)
+            assert request.message_id == alert["id"]
+            requests.append(request.recipient)
+    assert sorted(requests) == sorted(reachable)
+    for q in range(PARTITIONS):
+        assert await aredis.xlen(keys.dead_letters(q)) == 0

@@ -115,6 +115,10 @@ class FollowOut(msgspec.Struct, kw_only=True):
 
 
 class EnrolmentOut(msgspec.Struct, kw_only=True):
+    """`id`: the enrolment's event; `followers`: how many people it enrols (for `all_members`,
+    the members as of now). The per-person follows are made by a worker right after."""
+
+    id: str
     account: str
     followers: int
     channels: list[Channel]

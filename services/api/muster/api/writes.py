@@ -26,12 +26,11 @@ from muster.api.schemas import CreateAccount, UpdateMe
 from muster.api.state import ApiState
 from muster.errors import Conflict, Forbidden
 from muster.events import utcnow
-from muster.records import Account, Follow, account_of, follow_of
+from muster.records import Account, Follow, Rule, account_of, follow_of, rule_of
 from muster.writeside import account_of_event
 
 log = structlog.get_logger("muster.api.writes")
 T = TypeVar("T")
-_ENROL_BATCH = 1000
 _BOOTSTRAP_WAIT_S = 10.0  # how long a starting api waits for another one creating `admin`
 
 
@@ -116,11 +115,8 @@ async def create_account(
         pipe.multi()
         await state.writeside.apply(pipe, created)
         eventlog.append(pipe, created, partitions)
-        for target, follow in rules.items():
-            await state.writeside.enrol(
-                pipe,
-                _enrolment(state, req.handle, target, follow.channels, follow.mandatory, "system"),
-            )
+        for rule in rules.values():
+            await _enrol_member(state, pipe, req.handle, rule)
 
     try:
         await transact(redis, [key], body)
@@ -129,11 +125,14 @@ async def create_account(
             await redis.delete(keys.token(token_hash))
         raise
     if employee:
-        # A rule added while we were creating the account: its enrolment scanned the members
-        # before we joined them, so apply it here (enrolling twice is harmless).
-        late = {t: f for t, f in (await _enrolment_rules(redis)).items() if t not in rules}
-        for target, follow in late.items():
-            await enrol_one(state, req.handle, target, follow.channels, follow.mandatory, "system")
+        # A rule written while we were creating the account: its expansion may have read the
+        # members before we joined them, so apply it here (its done set enrols us once).
+        late = [r for t, r in (await _enrolment_rules(redis)).items() if t not in rules]
+        if late:
+            async with redis.pipeline(transaction=False) as pipe:
+                for rule in late:
+                    await _enrol_member(state, pipe, req.handle, rule)
+                await pipe.execute()
     state.metrics.ingested.labels("AccountCreated").inc()
     return account, token
 
@@ -336,17 +335,19 @@ async def list_follows(state: ApiState, follower: Account) -> list[Follow]:
     return sorted((follow_of(k.decode(), v) for k, v in raw.items()), key=lambda f: f.account)
 
 
-async def enrol_one(
-    state: ApiState,
-    follower: str,
-    account: str,
-    channels: tuple[str, ...],
-    mandatory: bool,
-    actor: str,
-) -> None:
+async def _enrol_member(state: ApiState, pipe: Any, handle: str, rule: Rule) -> None:
+    """Queue an `all_members` rule's enrolment of a new member on `pipe`: made once, by
+    this or by the rule's expansion, whichever comes first (the enrolment's done set)."""
+    p = keys.partition_of(handle, state.settings.partitions)
+    event = _enrolment(state, handle, rule.account, rule.channels, rule.mandatory, "system")
+    if rule.enrolment is None:  # a rule stored before rules named their enrolment
+        await state.writeside.enrol(pipe, event)
+        return
+    done = keys.enrolment_done(p, rule.enrolment)
     await state.writeside.enrol(
-        state.redis, _enrolment(state, follower, account, channels, mandatory, actor)
+        pipe, msgspec.structs.replace(event, enrolment=rule.enrolment), done=done
     )
+    pipe.expire(done, keys.ENROLMENT_DONE_TTL_S)
 
 
 async def enrol(
@@ -356,53 +357,49 @@ async def enrol(
     followers: dict[str, bool] | None,
     channels: tuple[str, ...],
     mandatory: bool,
-) -> int:
-    """Make each follower (handle → is external; None: every member, now and later) follow
-    `account`; returns how many."""
+) -> tuple[str, int]:
+    """Append one enrolment: `followers` (handle → is external) or, None, every member now
+    and future. The timeline worker expands it into one FollowerEnrolled per person, once
+    each, however often it is handled (muster.timeline.enrolments). Constant work here,
+    whatever the member count: the enrolment's id and how many it will enrol (members: as
+    of now)."""
     redis, partitions = state.redis, state.settings.partitions
+    enrolment: events.MembersEnrolled | events.FollowersEnrolled
     if followers is None:
-        # The rule first, then the scan of members: a member created meanwhile either is in
-        # the scan or reads the rule itself (create_account), so nobody is missed.
-        rule = Follow(account, channels, mandatory)
-        await redis.hset(keys.ENROLMENT_RULES, account, rule.encode())
-        async with redis.pipeline(transaction=True) as pipe:
-            eventlog.append(
-                pipe,
-                events.MembersEnrolled(
-                    id=state.ids.next(),
-                    actor=admin.handle,
-                    at=utcnow(),
-                    account=account,
-                    channels=channels,
-                    mandatory=mandatory,
-                ),
-                partitions,
-            )
-            await pipe.execute()
-        followers = dict.fromkeys(sorted(await _all_members(redis, partitions)), False)
-    targets = [(f, external) for f, external in followers.items() if f != account]
-    for start in range(0, len(targets), _ENROL_BATCH):
+        enrolment = events.MembersEnrolled(
+            id=state.ids.next(),
+            actor=admin.handle,
+            at=utcnow(),
+            account=account,
+            channels=channels,
+            mandatory=mandatory,
+        )
         async with redis.pipeline(transaction=False) as pipe:
-            for follower, external in targets[start : start + _ENROL_BATCH]:
-                await state.writeside.enrol(
-                    pipe,
-                    _enrolment(
-                        state, follower, account, channels, mandatory, admin.handle, external
-                    ),
-                )
-            await pipe.execute()
-    state.metrics.ingested.labels("FollowerEnrolled").inc(len(targets))
-    return len(targets)
+            for p in range(partitions):
+                pipe.scard(keys.members(p))
+            pipe.sismember(keys.members(keys.partition_of(account, partitions)), account)
+            *sizes, itself = await pipe.execute()
+        count = sum(sizes) - int(itself)
+    else:
+        targets = sorted(f for f in followers if f != account)
+        enrolment = events.FollowersEnrolled(
+            id=state.ids.next(),
+            actor=admin.handle,
+            at=utcnow(),
+            account=account,
+            followers=tuple(targets),
+            externals=tuple(f for f in targets if followers[f]),
+            channels=channels,
+            mandatory=mandatory,
+        )
+        count = len(targets)
+    async with redis.pipeline(transaction=True) as pipe:
+        eventlog.append(pipe, enrolment, partitions)
+        await pipe.execute()
+    state.metrics.ingested.labels(events.event_type(enrolment)).inc()
+    return enrolment.id, count
 
 
-async def _all_members(redis: aioredis.Redis, partitions: int) -> set[str]:
-    async with redis.pipeline(transaction=False) as pipe:
-        for p in range(partitions):
-            pipe.smembers(keys.members(p))
-        replies: list[Any] = await pipe.execute()
-    return {m.decode() for reply in replies for m in reply}
-
-
-async def _enrolment_rules(redis: aioredis.Redis) -> dict[str, Follow]:
+async def _enrolment_rules(redis: aioredis.Redis) -> dict[str, Rule]:
     raw: dict[Any, Any] = await redis.hgetall(keys.ENROLMENT_RULES)
-    return {k.decode(): follow_of(k.decode(), v) for k, v in raw.items()}
+    return {k.decode(): rule_of(k.decode(), v) for k, v in raw.items()}

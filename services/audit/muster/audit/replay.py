@@ -254,7 +254,12 @@ async def replay(
     timeline = None
     if set(chosen) & {*projections.TIMELINE_FAMILIES, "deliveries"}:
         timeline = Timeline(
-            redis, settings, route=request.redeliver, announce=False, late_follows=False
+            redis,
+            settings,
+            route=request.redeliver,
+            announce=False,
+            late_follows=False,
+            expand=False,
         )
     index = AuditIndex(redis, partitions=settings.partitions) if "audit" in chosen else None
     writeside = WriteSide(redis, partitions=settings.partitions) if "accounts" in chosen else None

@@ -139,7 +139,7 @@ class LateFollow(NamedTuple):
     follower: str
     record: str
     log: str
-    event_id: str
+    since: str  # the follow's event id (an expanded enrolment's: the enrolment's)
 
 
 def routing_keys(q: int, message_id: str) -> list[str]:
@@ -229,7 +229,7 @@ class Router:
             (post_id, follow)
             for follow in follows
             for post_id in recent.get(follow.log, ())
-            if int(post_id) > int(follow.event_id)
+            if int(post_id) > int(follow.since)
         ]
         if not pairs:
             return 0

@@ -31,11 +31,14 @@ from muster.events import (
     DirectMessageSent,
     FollowChannelsChanged,
     FollowerEnrolled,
+    FollowersEnrolled,
+    MembersEnrolled,
     PostPublished,
 )
 from muster.ids import id_time_ms
 from muster.settings import Settings
 from muster.timeline.batch import WriteBatches, Writes
+from muster.timeline.enrolments import Enrolments
 from muster.timeline.fanout import Fanout, Walk
 from muster.timeline.live import Live
 from muster.timeline.routing import LateFollow, Router
@@ -97,7 +100,8 @@ class Timeline:
     asks to redeliver); `announce=False` keeps history off the live stream (replay);
     `late_follows=False` (replay) skips routing the posts a follow handled late missed
     (routing.Router.late_follows): a replay applies the log in order, and its account logs
-    already hold the future, which the follower may have left or muted since."""
+    already hold the future, which the follower may have left or muted since. `expand=False`
+    (replay) leaves enrolments alone: the follows they were expanded into are in the log."""
 
     def __init__(
         self,
@@ -107,6 +111,7 @@ class Timeline:
         route: bool = True,
         announce: bool = True,
         late_follows: bool = True,
+        expand: bool = True,
     ) -> None:
         self.redis = redis
         self.partitions = settings.partitions
@@ -119,6 +124,7 @@ class Timeline:
         self.live = Live(redis, retention=settings.live_retention)
         self.router = Router(redis, partitions=self.partitions)
         self.writes = WriteBatches(redis, cap=self.cap)
+        self.enrolments = Enrolments(redis, partitions=self.partitions) if expand else None
 
     async def handle(self, messages: Sequence[Message]) -> None:
         await self.apply_batch([message.event for message in messages])
@@ -135,8 +141,10 @@ class Timeline:
                 this = "publish"
             elif isinstance(event, GraphEvent):
                 this = "graph"
+            elif isinstance(event, MembersEnrolled | FollowersEnrolled):
+                this = "enrolment"  # expanded into FollowerEnrolled events, in order
             else:
-                continue  # posters, tokens, enrolment rules: nothing to project here
+                continue  # posters, tokens: nothing to project here
             if run and this != kind:
                 await self._run(kind, run)
                 run = []
@@ -155,6 +163,12 @@ class Timeline:
                     await self.publish(
                         [e for e in run if isinstance(e, PostPublished | DirectMessageSent)]
                     )
+                elif kind == "enrolment":
+                    for event in run:
+                        if self.enrolments and isinstance(
+                            event, MembersEnrolled | FollowersEnrolled
+                        ):
+                            await self.enrolments.expand(event)
                 else:
                     await self.graph_changes([e for e in run if isinstance(e, GraphEvent)])
                 return
@@ -377,7 +391,12 @@ class Timeline:
             if event.account not in bigs:  # merged at read: nothing to copy
                 plan.homes.append(_HomeChange(q, home, source, event.follower, True, (target,)))
             if self.late_follows:
-                plan.late.append(LateFollow(q, event.follower, target, source, event.id))
+                # an expanded enrolment counts from when it was made, not expanded: the posts
+                # after the admin's request are the ones it must not miss
+                since = event.id
+                if isinstance(event, FollowerEnrolled) and event.enrolment is not None:
+                    since = event.enrolment
+                plan.late.append(LateFollow(q, event.follower, target, source, since))
             if not isinstance(event, FollowChannelsChanged):
                 plan.news.append((event.id, _follow_news("follow", event)))
         return plan

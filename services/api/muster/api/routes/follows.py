@@ -105,9 +105,10 @@ async def enrol(handle: Handle, request: Request) -> Response:
                 field="followers",
             )
         followers = {h: a.role == "external" for h, a in found.items() if a is not None}
-    count = await writes.enrol(st, admin, handle, followers, channels, req.mandatory)
+    enrolment, count = await writes.enrol(st, admin, handle, followers, channels, req.mandatory)
     return bodies.json(
         EnrolmentOut(
+            id=enrolment,
             account=handle,
             followers=count,
             channels=cast(Any, list(channels)),

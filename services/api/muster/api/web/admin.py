@@ -27,7 +27,7 @@ from muster.api.web.inprocess import JsonApi, Refused, path
 from muster.api.web.session import Session
 from muster.connection import sync_client, text
 from muster.errors import ApiError
-from muster.records import follow_of
+from muster.records import rule_of
 from muster.settings import Settings
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -180,7 +180,7 @@ async def enrolments_page(
     done: EnrolmentOut | None = None,
 ) -> Response:
     raw: dict[Any, Any] = await state(request).redis.hgetall(keys.ENROLMENT_RULES)
-    rules = sorted((follow_of(text(k), v) for k, v in raw.items()), key=lambda f: f.account)
+    rules = sorted((rule_of(text(k), v) for k, v in raw.items()), key=lambda f: f.account)
     return render(
         request,
         "admin/enrolments.html",

@@ -1,0 +1,84 @@
+"""Enrolments: one MembersEnrolled or FollowersEnrolled becomes one FollowerEnrolled per person.
+
+The api appends an enrolment as one event and answers at once, whatever the member count;
+the timeline worker expands it here, in chunks, each person through lua/enrol.lua with the
+enrolment's done set (keys.enrolment_done): a worker killed at any point has its entry
+reclaimed and handled again, and an entry handled twice enrols nobody twice — everyone is
+enrolled exactly once. For `all_members` the rule is written first (the write side's
+`apply_global`), then the members are read: a member created meanwhile is either among them
+or finds the rule as it is created (the api's writes.create_account), which uses the same
+done set. The follows appended here are then projected like any other (routing included).
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from muster import keys
+from muster.events import FollowerEnrolled, FollowersEnrolled, MembersEnrolled, utcnow
+from muster.ids import IdGenerator
+from muster.writeside import WriteSide
+
+CHUNK = 1000
+"""People enrolled per round trip."""
+
+Enrolment = MembersEnrolled | FollowersEnrolled
+
+
+class Enrolments:
+    def __init__(self, redis: aioredis.Redis, *, partitions: int) -> None:
+        self.redis = redis
+        self.partitions = partitions
+        self.writeside = WriteSide(redis, partitions=partitions)
+        self._ids: IdGenerator | None = None
+
+    async def expand(self, event: Enrolment) -> int:
+        """Enrol everyone `event` names who is not enrolled by it yet; how many were now."""
+        if isinstance(event, MembersEnrolled):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self.writeside.apply_global(pipe, event)
+                await pipe.execute()
+            people = sorted(await self._members())
+            externals: frozenset[str] = frozenset()
+        else:
+            people = list(event.followers)
+            externals = frozenset(event.externals)
+        people = [p for p in people if p != event.account]
+        ids = await self._generator()
+        enrolled = 0
+        for start in range(0, len(people), CHUNK):
+            chunk = people[start : start + CHUNK]
+            done = {keys.partition_of(p, self.partitions) for p in chunk}
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for person in chunk:
+                    q = keys.partition_of(person, self.partitions)
+                    follow = FollowerEnrolled(
+                        id=ids.next(),
+                        actor=event.actor,
+                        at=utcnow(),
+                        follower=person,
+                        account=event.account,
+                        channels=event.channels,
+                        mandatory=event.mandatory,
+                        external=person in externals,
+                        enrolment=event.id,
+                    )
+                    await self.writeside.enrol(pipe, follow, done=keys.enrolment_done(q, event.id))
+                for q in done:
+                    pipe.expire(keys.enrolment_done(q, event.id), keys.ENROLMENT_DONE_TTL_S)
+                replies = await pipe.execute()
+            enrolled += sum(1 for seq in replies[: len(chunk)] if int(seq))
+        return enrolled
+
+    async def _members(self) -> set[str]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(self.partitions):
+                pipe.smembers(keys.members(p))
+            replies: list[set[bytes]] = await pipe.execute()
+        return {m.decode() for reply in replies for m in reply}
+
+    async def _generator(self) -> IdGenerator:
+        """Ids for the follows it appends: a node number of its own, as every id maker."""
+        if self._ids is None:
+            self._ids = IdGenerator(int(await self.redis.incr(keys.NODE_COUNTER)))
+        return self._ids
