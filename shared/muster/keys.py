@@ -93,7 +93,13 @@ def posters(partition: int, handle: str) -> str:
 def follows(partition: int, follower: str) -> str:
     """Hash: followed handle → follow record (records.Follow), the follower's own follows;
     written with each follow change (writeside.py)."""
-    return f"{_tag(partition)}:follows:{follower}"
+    return f"{follows_prefix(partition)}{follower}"
+
+
+def follows_prefix(partition: int) -> str:
+    """follows(partition, h) == follows_prefix(partition) + h: routing scripts read the
+    follow record of each follower they walk (all in the partition's slot)."""
+    return f"{_tag(partition)}:follows:"
 
 
 def follow_seq(partition: int, follower: str) -> str:
@@ -214,12 +220,14 @@ def conversations(partition: int, handle: str) -> str:
 # --- delivery (timeline worker routes; delivery workers send and record) --------------------
 def reach(partition: int, channel: str) -> str:
     """Set: handles in `partition` that have a contact point for off-app `channel`
-    (email, phone, a live webhook); kept by the timeline worker from account events."""
+    (email, phone, a webhook); write-side state, changed with the contact points
+    (writeside.py), so delivery routing reads them current."""
     return f"{_tag(partition)}:reach:{channel}"
 
 
 def dm_channels(partition: int) -> str:
-    """Hash: handle → channels csv on which that person receives DMs (PATCH /v1/me)."""
+    """Hash: handle → channels csv on which that person receives DMs (PATCH /v1/me);
+    write-side state like `reach`."""
     return f"{_tag(partition)}:dmchannels"
 
 

@@ -8,7 +8,8 @@ rebuild writes for it (tests compare the two).
 
 What it keeps, all in the account's (or follower's) partition: accounts (records.Account,
 with token hashes), posters, follow records (records.Follow) and each pair's last change
-seq, the handles and members sets. Two things live outside any partition and are not queued
+seq, the handles and members sets, and who is reachable on which channel (keys.reach,
+keys.dm_channels), which delivery routing reads as current state. Two things live outside any partition and are not queued
 by `apply`: a token's key (the api claims it before appending, so two accounts never share
 one) and `all_members` rules; `apply_global` writes those for replay.
 
@@ -44,6 +45,8 @@ from muster.events import (
 from muster.records import Account, Follow, Rule
 
 _CONTACT_FIELDS = ("email", "phone", "webhook_url", "webhook_secret")
+CONTACT_CHANNELS = (("email", "email"), ("phone", "sms"), ("webhook_url", "webhook"))
+"""Contact-point field of an account event → the off-app channel it opens."""
 FollowChange = AccountFollowed | FollowChannelsChanged | FollowerEnrolled | AccountUnfollowed
 
 
@@ -102,12 +105,14 @@ class WriteSide:
                 pipe.sadd(keys.handles(p), event.handle)
                 if account.is_employee:
                     pipe.sadd(keys.members(p), event.handle)
+                self._reach(pipe, event)
             case AccountTokenReset():
                 key = keys.account(self._p(event.handle), event.handle)
                 pipe.hset(key, mapping={"token_hash": event.token_hash, "role": "admin"})
                 pipe.hincrby(key, "rev", 1)
             case ContactPointsChanged():
                 self._contacts(pipe, event)
+                self._reach(pipe, event)
             case PosterGranted():
                 pipe.sadd(keys.posters(self._p(event.account), event.account), event.poster)
             case PosterRevoked():
@@ -200,6 +205,18 @@ class WriteSide:
                     ],
                     client=pipe,
                 )
+
+    def _reach(self, pipe: Any, event: AccountCreated | ContactPointsChanged) -> None:
+        """Who is reachable on each off-app channel (keys.reach) and on which channels each
+        person takes DMs (keys.dm_channels): routing reads these, so they change with the
+        contact points, in the same step, and routing never works from a stale copy."""
+        p = self._p(event.handle)
+        for field, channel in CONTACT_CHANNELS:
+            if getattr(event, field):
+                pipe.sadd(keys.reach(p, channel), event.handle)
+            else:
+                pipe.srem(keys.reach(p, channel), event.handle)
+        pipe.hset(keys.dm_channels(p), event.handle, ",".join(event.dm_channels))
 
     def _contacts(self, pipe: Any, event: ContactPointsChanged) -> None:
         """The profile as the event states it, and rev + 1."""

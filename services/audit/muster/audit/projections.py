@@ -7,14 +7,14 @@ matches two families' patterns (tests/audit/test_projections.py).
 
 | family      | keys                                                           | rebuilt by         |
 | ----------- | -------------------------------------------------------------- | ------------------ |
-| graph       | followers, xfollowers, fver, reach, dmchannels, BIG_ACCOUNTS   | timeline worker    |
+| graph       | followers, xfollowers, fapplied (and v1 fver), BIG_ACCOUNTS    | timeline worker    |
 | posts       | post store, account and public logs, replies                   | timeline worker    |
 | timelines   | home timelines                                                 | timeline worker    |
 | dms         | DM store, conversations, conversation lists                    | timeline worker    |
 | deliveries  | delivery status (only with --redeliver: it is not in the log)  | timeline routing   |
 | audit       | the audit index (not the archive)                              | audit projection   |
-| accounts    | the api's write-side state: accounts, tokens, posters, follows, | writeside.py       |
-|             | handles, members, enrolment rules                              |                    |
+| accounts    | the api's write-side state: accounts, tokens, posters, follows | writeside.py       |
+|             | and their seqs, handles, members, reach, dmchannels, rules     |                    |
 
 Never a projection, never dropped or checksummed: the event-log streams and their groups,
 dead letters, delivery streams and retries, idempotency keys, the live stream (keys.LIVE),
@@ -67,8 +67,6 @@ FAMILIES: dict[str, Family] = {
                 lambda p: keys.external_followers(p, _ALL),
                 lambda p: keys.follow_applied(p, _ALL),
                 lambda p: keys.follow_versions_v1(p, _ALL),
-                lambda p: keys.reach(p, _ALL),
-                keys.dm_channels,
             ),
             (keys.BIG_ACCOUNTS,),
         ),
@@ -109,6 +107,8 @@ FAMILIES: dict[str, Family] = {
                 lambda p: keys.follow_seq(p, _ALL),
                 keys.handles,
                 keys.members,
+                lambda p: keys.reach(p, _ALL),
+                keys.dm_channels,
             ),
             (keys.token(_ALL), keys.ENROLMENT_RULES),
         ),

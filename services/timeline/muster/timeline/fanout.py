@@ -139,7 +139,7 @@ class Fanout:
 
     def _routed_args(self, route: PostRoute, q: int, homes: bool) -> Callable[[str], list[Any]]:
         def args(cursor: str) -> list[Any]:
-            return route.args(cursor, FANOUT_BATCH, keys.home_prefix(q), self.cap, homes)
+            return route.args(cursor, FANOUT_BATCH, q, self.cap, homes)
 
         return args
 

@@ -3,8 +3,15 @@
 For every post, one request per (recipient, off-app channel) goes to keys.deliveries(q, c) of
 the recipient's partition q: a follower gets channel c when they chose it for that follow (or
 the post is critical: then every channel they have a contact point for) and they have a
-contact point for it (keys.reach, kept here from account events) and, for webhooks, theirs has
-not answered 410 Gone (keys.webhooks_disabled). The author never gets their own post.
+contact point for it (keys.reach) and, for webhooks, theirs has not answered 410 Gone
+(keys.webhooks_disabled). The author never gets their own post.
+
+Routing reads the write side's current state, all in the recipient's partition: the follow
+record (keys.follows: the person still follows, on these channels), the reach sets and DM
+channels (written with the contact points they come from). A follow, unfollow or contact
+change accepted before the post's routing runs counts, even when another partition's worker
+has not projected it yet. The walk itself goes over the projected followers (keys.followers);
+a follow projected after the post's walk routes the post itself (`Router.late_follows`).
 Internal posts reach member followers only: the fan-out never scans external followers for
 them. A DM reaches its recipient on the channels they chose for DMs (keys.dm_channels).
 
@@ -28,11 +35,8 @@ from typing import Any, NamedTuple
 import msgspec
 import redis.asyncio as aioredis
 
-from muster import events, keys, views
-from muster.events import AccountCreated, ContactPointsChanged, DirectMessageSent, PostPublished
-
-# Contact-point field of an account event → the off-app channel it opens.
-CONTACT_CHANNELS = (("email", "email"), ("phone", "sms"), ("webhook_url", "webhook"))
+from muster import events, keys, scripts, views
+from muster.events import DirectMessageSent, PostPublished
 
 # The per-recipient part shared by the fan-out and DM scripts. Expects in scope: `f` (the
 # recipient), `chosen` (channels csv), `critical` (bool), `K` (first KEYS index of: reach
@@ -59,19 +63,22 @@ local added = 0
 
 # KEYS: followers hash (one partition q), then the 8 routing keys of q (see _ROUTE_ONE)
 # ARGV: cursor, batch, home member, home prefix, cap, homes (1|0), author, critical (1|0),
-#       head, mid, status ttl
-# → next cursor ("0" when done). Same home insert as fanout._FANOUT, plus routing.
+#       head, mid, status ttl, follows prefix of q, the followed account
+# → next cursor ("0" when done). Same home insert as fanout._FANOUT, plus routing on the
+# channels of each follower's current follow record (none: they unfollowed, no routing).
 ROUTED_FANOUT = (
-    _PRELUDE
+    scripts.source("channels")
+    + _PRELUDE
     + """
 local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
 local fields = page[2]
 local id, prefix, cap = ARGV[3], ARGV[4], tonumber(ARGV[5])
 local homes, author, critical = ARGV[6] == '1', ARGV[7], ARGV[8] == '1'
 local head, mid = ARGV[9], ARGV[10]
+local follows, account = ARGV[12], ARGV[13]
 local K = 2
 for i = 1, #fields, 2 do
-  local f, chosen = fields[i], fields[i + 1]
+  local f = fields[i]
   if homes then
     local home = prefix .. f
     redis.call('ZADD', home, 0, id)
@@ -79,7 +86,9 @@ for i = 1, #fields, 2 do
       redis.call('ZREMRANGEBYRANK', home, cap, -1)
     end
   end
-  if f ~= author and (critical or chosen ~= 'app') then
+  local record = f ~= author and redis.call('HGET', follows .. f, account)
+  if record then
+    local chosen = record_channels(record)
 """
     + _ROUTE_ONE
     + """
@@ -108,18 +117,21 @@ return added
 )
 
 
-# KEYS: the follow record's hash (followers or xfollowers of partition q), then the 8 routing
-# keys of q   ARGV: follower, author, critical (1|0), head, mid, status ttl → requests appended
-# One post to one follower, on the channels the follow record holds now (a late follow).
+# KEYS: the follower's follows hash (keys.follows, partition q), then the 8 routing keys of q
+# ARGV: follower, author, critical (1|0), head, mid, status ttl, followed account
+# → requests appended. One post to one follower, on the channels their follow record holds
+# now (a late follow); none if they no longer follow.
 _ROUTE_FOLLOWER = (
-    _PRELUDE
+    scripts.source("channels")
+    + _PRELUDE
     + """
 local f = ARGV[1]
-local chosen = redis.call('HGET', KEYS[1], f)
-if not chosen then return 0 end
+local record = redis.call('HGET', KEYS[1], ARGV[7])
+if not record then return 0 end
+local chosen = record_channels(record)
 local critical, head, mid = ARGV[3] == '1', ARGV[4], ARGV[5]
 local K = 2
-if f ~= ARGV[2] and (critical or chosen ~= 'app') then
+if f ~= ARGV[2] then
 """
     + _ROUTE_ONE
     + """
@@ -131,13 +143,13 @@ return added
 
 
 class LateFollow(NamedTuple):
-    """A follow (or enrolment, or channel change) whose record was just written: `log` is
-    where the posts it may have missed are (the account's log, or its public log for an
-    external follower), `record` the hash holding the follower's channels."""
+    """A follow (or enrolment, or channel change) just projected: `log` is where the posts
+    it may have missed are (the account's log, or its public log for an external follower).
+    The channels come from the follower's current follow record of `account`."""
 
     q: int
     follower: str
-    record: str
+    account: str
     log: str
     since: str  # the follow's event id (an expanded enrolment's: the enrolment's)
 
@@ -181,6 +193,7 @@ class PostRoute:
 
     def __init__(self, event: PostPublished, active: set[int]) -> None:
         self.post_id = event.id
+        self.account = event.as_account
         self.author = event.author
         self.critical = event.severity == "critical"
         self.active = active
@@ -189,12 +202,12 @@ class PostRoute:
     def keys(self, q: int, source: str) -> list[str]:
         return [source, *routing_keys(q, self.post_id)]
 
-    def args(self, cursor: str, batch: int, home_prefix: str, cap: int, homes: bool) -> list[str]:
+    def args(self, cursor: str, batch: int, q: int, cap: int, homes: bool) -> list[str]:
         return [
             cursor,
             str(batch),
             keys.home_member(self.post_id),
-            home_prefix,
+            keys.home_prefix(q),
             str(cap),
             "1" if homes else "0",
             self.author,
@@ -202,6 +215,8 @@ class PostRoute:
             self.head,
             self.mid,
             str(keys.DELIVERY_STATUS_TTL_S),
+            keys.follows_prefix(q),
+            self.account,
         ]
 
 
@@ -250,7 +265,10 @@ class Router:
                     continue
                 head, mid = request_pieces(post.id, "post", post.as_account, post.created_at)
                 await self._route_follower(
-                    keys=[follow.record, *routing_keys(follow.q, post.id)],
+                    keys=[
+                        keys.follows(follow.q, follow.follower),
+                        *routing_keys(follow.q, post.id),
+                    ],
                     args=[
                         follow.follower,
                         post.author,
@@ -258,22 +276,12 @@ class Router:
                         head,
                         mid,
                         keys.DELIVERY_STATUS_TTL_S,
+                        follow.account,
                     ],
                     client=pipe,
                 )
             added = await pipe.execute()
         return sum(int(n) for n in added)
-
-    def contact_writes(self, writes: Any, event: AccountCreated | ContactPointsChanged) -> None:
-        """Full contact state of one account → its reach sets and DM channels (idempotent),
-        added to a batch.Writes buffer (the timeline worker applies it with its run)."""
-        p = keys.partition_of(event.handle, self.partitions)
-        for field, channel in CONTACT_CHANNELS:
-            if getattr(event, field):
-                writes.sadd(p, keys.reach(p, channel), event.handle)
-            else:
-                writes.srem(p, keys.reach(p, channel), event.handle)
-        writes.hset(p, keys.dm_channels(p), event.handle, ",".join(event.dm_channels))
 
     async def active(self) -> set[int]:
         """The partitions where anyone is reachable off-app (routing runs only there)."""

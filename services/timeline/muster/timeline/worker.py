@@ -23,11 +23,9 @@ from muster import graph, keys, views
 from muster.connection import texts
 from muster.consumer import Handler, Message
 from muster.events import (
-    AccountCreated,
     AccountFollowed,
     AccountUnfollowed,
     AnyEvent,
-    ContactPointsChanged,
     DirectMessageSent,
     FollowChannelsChanged,
     FollowerEnrolled,
@@ -44,23 +42,9 @@ from muster.timeline.live import Live
 from muster.timeline.routing import LateFollow, Router
 
 GROUP = keys.GROUP_TIMELINE
-GraphChange = (
-    AccountFollowed
-    | FollowerEnrolled
-    | FollowChannelsChanged
-    | AccountUnfollowed
-    | AccountCreated
-    | ContactPointsChanged
-)
-"""Events that change the follower graph or reachability (a `graph_changes` run)."""
-GraphEvent = (
-    AccountFollowed,
-    FollowerEnrolled,
-    FollowChannelsChanged,
-    AccountUnfollowed,
-    AccountCreated,
-    ContactPointsChanged,
-)
+GraphChange = AccountFollowed | FollowerEnrolled | FollowChannelsChanged | AccountUnfollowed
+"""Events that change the follower graph (a `graph_changes` run)."""
+GraphEvent = (AccountFollowed, FollowerEnrolled, FollowChannelsChanged, AccountUnfollowed)
 log = structlog.get_logger("muster.timeline")
 
 
@@ -350,9 +334,6 @@ class Timeline:
         )
         plan = _GraphPlan(self.writes.new())
         for event in run:
-            if isinstance(event, AccountCreated | ContactPointsChanged):
-                self.router.contact_writes(plan.writes, event)
-                continue
             q = keys.partition_of(event.follower, self.partitions)
             members, externals = self._follower_hashes(event.follower, event.account)
             account_log, public_log = self._log_keys(event.account)
@@ -368,14 +349,11 @@ class Timeline:
                 plan.news.append((event.id, _follow_news("unfollow", event)))
                 continue
             if isinstance(event, FollowChannelsChanged) and event.v < 2:
-                # v1 stated the channels only: set them where the follow is, and route the
-                # posts it may have missed on them (the record says which hash, if any)
+                # v1 stated the channels only (not whether the follower is external): set
+                # them where the follow is; there is no telling which posts it may route
                 plan.writes.follow_change(
                     q, applied, event.follower, 0, members, externals, "C", _csv(event.channels)
                 )
-                if self.late_follows:
-                    plan.late.append(LateFollow(q, event.follower, members, account_log, event.id))
-                    plan.late.append(LateFollow(q, event.follower, externals, public_log, event.id))
                 continue
             target, other = (externals, members) if event.external else (members, externals)
             source = public_log if event.external else account_log
@@ -396,7 +374,7 @@ class Timeline:
                 since = event.id
                 if isinstance(event, FollowerEnrolled) and event.enrolment is not None:
                     since = event.enrolment
-                plan.late.append(LateFollow(q, event.follower, target, source, since))
+                plan.late.append(LateFollow(q, event.follower, event.account, source, since))
             if not isinstance(event, FollowChannelsChanged):
                 plan.news.append((event.id, _follow_news("follow", event)))
         return plan
