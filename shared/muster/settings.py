@@ -26,6 +26,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_workers: int = 1
+    redis_connections: int = 64
     admin_token: str | None = None
     partitions: int = 1
     max_post_chars: int = 500
@@ -152,6 +153,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "api_host": str,
     "api_port": _int(1, 65535),
     "api_workers": _int(1, 64),
+    "redis_connections": _int(1, 10_000),
     "admin_token": _admin_token,
     "partitions": _int(1, 1024),
     "max_post_chars": _int(1, 100_000),

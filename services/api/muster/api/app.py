@@ -13,12 +13,13 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from muster import keys
-from muster.api import bodies, openapi, web, writes
+from muster.api import bodies, crowd, openapi, web, writes
 from muster.api.backpressure import LagMonitor
 from muster.api.hotpath import HotPath
 from muster.api.limits import BodyLimit
@@ -40,7 +41,6 @@ from muster.api.routes import (
 )
 from muster.api.state import ApiState
 from muster.api.tokens import TokenCache
-from muster.connection import async_client
 from muster.errors import ApiError
 from muster.ids import IdGenerator
 from muster.logs import configure_logging
@@ -60,7 +60,8 @@ _HTTP_CODES = {
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = async_client(settings)
+        redis = crowd.request_client(settings)
+        live_redis = crowd.live_client(settings)
         node = int(await redis.incr(keys.NODE_COUNTER))
         lag = LagMonitor(redis, settings.partitions, settings.max_lag)
         st = ApiState(
@@ -78,7 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
             await writes.ensure_admin(st, settings.admin_token)
         await lag.refresh()
         lag.start()
-        live = LiveHub(redis, block_ms=settings.consumer_block_ms)
+        live = LiveHub(live_redis, block_ms=settings.consumer_block_ms)
         await live.start()
         app.state.live = live
         log.info("api ready", partitions=settings.partitions, node=node)
@@ -87,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await live.stop()
             await lag.stop()
+            await live_redis.aclose()
             await redis.aclose()
 
     app = FastAPI(
@@ -128,6 +130,10 @@ def create_app(settings: Settings) -> FastAPI:
         log.exception("unhandled error", path=request.url.path)
         return bodies.error(500, "internal_error", "something went wrong on our side; it is logged")
 
+    # Pool exhaustion is a ConnectionError to redis-py; its own handler (found first along the
+    # exception's MRO) answers 429 `busy`, so 503 `unavailable` means Redis is unreachable.
+    app.add_exception_handler(MaxConnectionsError, crowd.busy)
+
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
     async def redis_down(request: Request, exc: Exception) -> Response:
@@ -146,7 +152,10 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def app_from_env() -> FastAPI:
-    """uvicorn factory (`muster api`): settings read once, logging set up once, per process."""
+    """uvicorn factory (`muster api`): settings read once, logging set up once, the open-files
+    limit raised once (crowd.py), per process."""
     settings = load_settings()
     configure_logging(settings, process="api")
+    before, after = crowd.raise_open_files_limit()
+    log.info("open files limit", soft=after, was=before)
     return create_app(settings)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from redis.exceptions import RedisError
+from redis.exceptions import MaxConnectionsError, RedisError
 from starlette.responses import Response
 
 from muster import keys
@@ -46,6 +46,10 @@ async def readyz(request: Request) -> Response:
     try:
         await st.redis.ping()
         found = await read_lags(st.redis, list(expected))
+    except MaxConnectionsError:
+        # every connection is in use: busy serving, not unable to (api/crowd.py) — taking the
+        # process out of rotation would only push its crowd onto the others
+        return bodies.json(Status(status="ready", detail={"redis": "busy"}))
     except RedisError as exc:
         return bodies.json(Status(status="unavailable", detail={"redis": str(exc)}), 503)
     present: dict[str, set[str]] = {}

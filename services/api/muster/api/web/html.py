@@ -18,9 +18,10 @@ import structlog
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from redis.exceptions import RedisError
+from redis.exceptions import MaxConnectionsError, RedisError
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from muster.api import crowd
 from muster.api.web.assets import asset_url
 from muster.api.web.headers import harden
 from muster.errors import ApiError
@@ -144,6 +145,9 @@ class WebRoute(APIRoute):
                     response.headers["Retry-After"] = str(getattr(exc, "retry_after", 1) or 1)
             except RequestValidationError:
                 response = error_page(request, 400, "This address has a malformed parameter.")
+            except MaxConnectionsError:  # a crowd, not a fault (api/crowd.py)
+                response = error_page(request, 429, "Muster is very busy right now; retry soon.")
+                response.headers["Retry-After"] = str(crowd.BUSY_RETRY_AFTER_S)
             except RedisError as exc:
                 log.error("redis unavailable", path=request.url.path, error=str(exc))
                 response = error_page(request, 503, "Muster cannot reach its database; retry soon.")
