@@ -27,7 +27,7 @@ import yaml
 from redis_server import RedisServer, redis_server_binary
 
 from muster.api.metrics import Metrics
-from muster.cli import WORKER_KINDS, build_parser
+from muster.cli import OPS_WORKER, WORKER_KINDS, build_parser
 from muster.settings import Settings, env_name, known_variables, load_settings
 from muster.supervisor import CHILDREN
 
@@ -184,9 +184,11 @@ def test_compose_runs_the_processes_muster_up_runs() -> None:
     commands = {tuple(service["command"][1:]) for service in muster_services().values()}
     assert commands == set(CHILDREN)
     assert {("worker", kind) for kind in WORKER_KINDS} <= commands
-    # A new service folder needs its own worker kind (and so its own compose service).
+    # A new service folder needs its own worker kind (and so its own compose service); `ops`
+    # is the rq worker (`muster worker ops`), `cli` the `muster` command that starts them all.
     service_dirs = {path.name for path in (ROOT / "services").iterdir() if path.is_dir()}
-    assert service_dirs - {"api"} == set(WORKER_KINDS)
+    assert service_dirs - {"api", "cli"} == {*WORKER_KINDS, OPS_WORKER}
+    assert ("worker", OPS_WORKER) in commands
 
 
 def test_only_redis_runs_something_other_than_muster() -> None:

@@ -4,10 +4,10 @@ The api appends an enrolment as one event and answers at once, whatever the memb
 the timeline worker expands it here, in chunks, each person through lua/enrol.lua with the
 enrolment's done set (keys.enrolment_done): a worker killed at any point has its entry
 reclaimed and handled again, and an entry handled twice enrols nobody twice — everyone is
-enrolled exactly once. For `all_members` the rule is written first (the write side's
-`apply_global`), then the members are read: a member created meanwhile is either among them
-or finds the rule as it is created (the api's writes.create_account), which uses the same
-done set. The follows appended here are then projected like any other (routing included).
+enrolled exactly once. For `all_members` the rule was written with the event (it is
+write-side state), so when the members are read here, a member created meanwhile is either
+among them or found the rule as it was created (the api's writes.create_account), which uses
+the same done set. The follows appended here are then projected like any other (routing included).
 """
 
 from __future__ import annotations
@@ -35,9 +35,6 @@ class Enrolments:
     async def expand(self, event: Enrolment) -> int:
         """Enrol everyone `event` names who is not enrolled by it yet; how many were now."""
         if isinstance(event, MembersEnrolled):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                await self.writeside.apply_global(pipe, event)
-                await pipe.execute()
             people = sorted(await self._members())
             externals: frozenset[str] = frozenset()
         else:

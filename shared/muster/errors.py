@@ -2,6 +2,8 @@
 
 MusterError
 ├── ConfigError                 a MUSTER_ variable is missing or unsafe; raised at start-up only
+├── CommandFailed               a command could not do its job (exit 1)
+├── CommandUsage                a command's arguments mean nothing here (exit 2)
 ├── ApiError                    a request is refused; carries status, code, message, field
 │   ├── BadRequest              400 body is not JSON / not an object
 │   ├── Unauthorized            401 missing or unknown token
@@ -27,6 +29,14 @@ class MusterError(Exception):
 
 class ConfigError(MusterError):
     """A setting is invalid; the message names the variable and why."""
+
+
+class CommandFailed(MusterError):
+    """The command could not do its job; the message is for the operator (exit 1)."""
+
+
+class CommandUsage(MusterError):
+    """The arguments cannot mean anything with this configuration (exit 2)."""
 
 
 class ApiError(MusterError):

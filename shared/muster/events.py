@@ -127,7 +127,7 @@ class FollowerEnrolled(Event, frozen=True, kw_only=True, tag="FollowerEnrolled")
 
 
 class MembersEnrolled(Event, frozen=True, tag="MembersEnrolled"):
-    """Every member, now and future, follows `account`: the rule (keys.ENROLMENT_RULES) is
+    """Every member, now and future, follows `account`: the rule (keys.enrolment_rules) is
     written with it; the timeline worker expands it into one FollowerEnrolled per member."""
 
     account: str

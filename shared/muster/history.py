@@ -23,12 +23,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from muster import events, keys
-from muster.audit import archive, streamids
-from muster.audit.streamids import StreamId
+from muster import archive, events, keys, streamids
 from muster.connection import text
 from muster.errors import EventDecodeError
 from muster.events import AnyEvent
+from muster.streamids import StreamId
 
 READ_CHUNK = 10_000
 """Entries per XRANGE."""

@@ -10,9 +10,30 @@ database moves accounts between partitions and needs a replay (README, Limits).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 PREFIX: Final = "muster"
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """The keys one projection owns, as key builders called with ANY: dropped and rebuilt
+    together by replay, summed by the checksum (muster.projections.families). Each
+    projection declares its own families beside the code that writes them."""
+
+    name: str
+    per_partition: tuple[Callable[[int], str], ...]
+    global_patterns: tuple[str, ...] = ()
+
+    def patterns(self, partitions: int) -> list[str]:
+        found = [pattern(p) for p in range(partitions) for pattern in self.per_partition]
+        return found + list(self.global_patterns)
+
+
+ANY: Final = "*"
+"""What a key builder is given to make a family's pattern (handles and ids never hold one)."""
 
 # --- consumer groups --------------------------------------------------------------------
 GROUP_TIMELINE: Final = "timeline"
@@ -113,6 +134,12 @@ def enrolment_done(partition: int, enrolment: str) -> str:
     has enrolled, so its expansion, run again after a crash, enrols nobody twice;
     ENROLMENT_DONE_TTL_S."""
     return f"{_tag(partition)}:enrolled:{enrolment}"
+
+
+def enrolment_rules(partition: int) -> str:
+    """Hash: followed handle (of this partition) → records.Rule, the `all_members` rules;
+    written with the MembersEnrolled that makes one, read when a member is created."""
+    return f"{_tag(partition)}:rules"
 
 
 def idempotency(partition: int, caller: str, key: str) -> str:
@@ -300,7 +327,8 @@ def token(token_hash: str) -> str:
 
 
 ENROLMENT_RULES: Final = f"{PREFIX}:enrolments"
-"""Hash followed handle → JSON {channels, mandatory}: `all_members` rules applied to new members."""
+"""Hash followed handle → "channels|mandatory": where `all_members` rules were kept before
+they moved into the followed account's partition (enrolment_rules); read, never written."""
 NODE_COUNTER: Final = f"{PREFIX}:nodes"
 """Counter handing each id-generating process its node number (ids.py)."""
 BIG_ACCOUNTS: Final = f"{PREFIX}:big"

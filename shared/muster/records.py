@@ -96,7 +96,7 @@ def follow_of(account: str, raw: bytes | str) -> Follow:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """An `all_members` enrolment rule (keys.ENROLMENT_RULES: followed handle → "channels
+    """An `all_members` enrolment rule (keys.enrolment_rules: followed handle → "channels
     csv|mandatory|enrolment id"): every member, now and future, follows `account`.
     `enrolment` is the MembersEnrolled id, so the member's enrolment, whichever path makes it
     (the expansion, or the member's creation), is made once (keys.enrolment_done)."""

@@ -31,14 +31,13 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError, ResponseError
 
-from muster import keys
-from muster.audit import streamids
-from muster.audit.streamids import StreamId
+from muster import keys, streamids
 from muster.connection import text
 from muster.ids import lowest_id_at
 from muster.settings import Settings
+from muster.streamids import StreamId
 
-log = structlog.get_logger("muster.audit.trim")
+log = structlog.get_logger("muster.trim")
 
 TRIM_INTERVAL_S = 60.0
 """How often the audit worker trims."""

@@ -9,9 +9,9 @@ rebuild writes for it (tests compare the two).
 What it keeps, all in the account's (or follower's) partition: accounts (records.Account,
 with token hashes), posters, follow records (records.Follow) and each pair's last change
 seq, the handles and members sets, and who is reachable on which channel (keys.reach,
-keys.dm_channels), which delivery routing reads as current state. Two things live outside any partition and are not queued
+keys.dm_channels), which delivery routing reads as current state. One thing lives outside any partition and is not queued
 by `apply`: a token's key (the api claims it before appending, so two accounts never share
-one) and `all_members` rules; `apply_global` writes those for replay.
+one); `apply_global` writes it for replay.
 
 Follow changes of v2 state the follow as it is afterwards, so applying one is plain writes.
 v1 changes (before seq) stated less; their record is merged server-side, in order, by the
@@ -42,7 +42,26 @@ from muster.events import (
     PosterGranted,
     PosterRevoked,
 )
-from muster.records import Account, Follow, Rule
+from muster.records import Account, Follow, Rule, rule_of
+
+FAMILIES = (
+    keys.Family(
+        "accounts",
+        (
+            lambda p: keys.account(p, keys.ANY),
+            lambda p: keys.posters(p, keys.ANY),
+            lambda p: keys.follows(p, keys.ANY),
+            lambda p: keys.follow_seq(p, keys.ANY),
+            keys.handles,
+            keys.members,
+            keys.enrolment_rules,
+            lambda p: keys.reach(p, keys.ANY),
+            keys.dm_channels,
+        ),
+        (keys.token(keys.ANY), keys.ENROLMENT_RULES),
+    ),
+)
+"""The write side as a family: rebuilt from the log only with the api stopped."""
 
 _CONTACT_FIELDS = ("email", "phone", "webhook_url", "webhook_secret")
 CONTACT_CHANNELS = (("email", "email"), ("phone", "sms"), ("webhook_url", "webhook"))
@@ -117,6 +136,9 @@ class WriteSide:
                 pipe.sadd(keys.posters(self._p(event.account), event.account), event.poster)
             case PosterRevoked():
                 pipe.srem(keys.posters(self._p(event.account), event.account), event.poster)
+            case MembersEnrolled():
+                rules = keys.enrolment_rules(self._p(event.account))
+                pipe.hset(rules, event.account, rule_of_event(event).encode())
             case (
                 AccountFollowed()
                 | FollowChannelsChanged()
@@ -128,9 +150,9 @@ class WriteSide:
                 pass  # posts and DMs keep no write-side state (idempotency keys expire)
 
     async def apply_global(self, pipe: Any, event: AnyEvent) -> None:
-        """Replay: queue the writes outside every partition (tokens, `all_members` rules);
-        the api makes these itself around its append (a token is claimed before it). A
-        token reset reads the account, so what `pipe` holds is executed first."""
+        """Replay: queue the writes outside every partition (tokens); the api makes these
+        itself around its append (a token is claimed before it). A token reset reads the
+        account, so what `pipe` holds is executed first."""
         match event:
             case AccountCreated(token_hash=token_hash) if token_hash is not None:
                 pipe.set(keys.token(token_hash), event.handle)
@@ -142,8 +164,6 @@ class WriteSide:
                 pipe.set(keys.token(event.token_hash), event.handle)
                 if old is not None and text(old) != event.token_hash:
                     pipe.delete(keys.token(text(old)))
-            case MembersEnrolled():
-                pipe.hset(keys.ENROLMENT_RULES, event.account, rule_of_event(event).encode())
             case _:
                 pass
 
@@ -236,3 +256,14 @@ class WriteSide:
         if cleared:
             pipe.hdel(key, *cleared)
         pipe.hincrby(key, "rev", 1)
+
+
+async def enrolment_rules(redis: aioredis.Redis, partitions: int) -> dict[str, Rule]:
+    """Every `all_members` rule, by followed account (rules kept before they moved into the
+    partitions, in keys.ENROLMENT_RULES, count too unless a newer one replaced them)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.ENROLMENT_RULES)
+        for p in range(partitions):
+            pipe.hgetall(keys.enrolment_rules(p))
+        replies: list[dict[bytes, bytes]] = await pipe.execute()
+    return {text(k): rule_of(text(k), v) for reply in replies for k, v in reply.items()}

@@ -42,9 +42,9 @@ from muster import events, keys
 from muster.api.app import create_app
 from muster.api.state import ApiState
 from muster.connection import text
+from muster.enrolments import Enrolments
 from muster.events import AnyEvent
 from muster.settings import Settings
-from muster.timeline.enrolments import Enrolments
 
 ADMIN_TOKEN = "adm-Q8v3Lk2xR7pN4tZ9wB6cY1mH5jD0sFgE"  # 35 characters, MUSTER_ADMIN_TOKEN-worthy
 """The bootstrap token of `admin` in `api_settings`."""

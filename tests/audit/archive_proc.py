@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from muster import events
-from muster.audit.archive import Entry, PartitionArchive
+from muster.archive import Entry, PartitionArchive
 
 
 def main(root: str, name: str, batches: int, size: int, segment_bytes: int) -> None:

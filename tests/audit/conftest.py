@@ -28,8 +28,7 @@ import redis.asyncio as aioredis
 from harness import HttpStack, app_running, asgi_client, event_log_worker
 from redis.exceptions import ResponseError
 
-from muster import events, keys
-from muster.audit import archive, streamids
+from muster import archive, events, keys, streamids
 from muster.audit import worker as audit
 from muster.connection import text
 from muster.events import AnyEvent

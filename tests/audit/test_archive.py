@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from muster import events
-from muster.audit import archive, commands
-from muster.audit.archive import Entry, PartitionArchive
-from muster.audit.verify import verify, verify_partition
+from muster import archive, events
+from muster.archive import Entry, PartitionArchive
+from muster.ops import commands
+from muster.ops.verify import verify, verify_partition
 from muster.settings import Settings
 
 HERE = Path(__file__).resolve().parent

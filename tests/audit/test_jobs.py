@@ -26,9 +26,10 @@ from rq.job import JobStatus
 from audit.conftest import system_on
 from audit.scenario import THRESHOLD, make_history
 from muster import keys
-from muster.audit import ops, projections
-from muster.audit.replay import ReplayRequest
 from muster.connection import async_client
+from muster.ops import jobs as ops
+from muster.ops.replay import ReplayRequest
+from muster.projections import families as projections
 from muster.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from muster import keys
-from muster.audit import projections
+from muster.projections import families as projections
 
 pytestmark = pytest.mark.anyio
 

@@ -19,12 +19,12 @@ import redis.asyncio as aioredis
 from audit.conftest import OpenSystem, archived
 from audit.scenario import THRESHOLD, make_history
 from muster import events, keys
-from muster.audit import projections
-from muster.audit.replay import ReplayError, ReplayRequest, replay
-from muster.audit.verify import verify
 from muster.connection import text
+from muster.ops.replay import ReplayError, ReplayRequest, replay
+from muster.ops.verify import verify
+from muster.projections import families as projections
+from muster.projections.timeline import Timeline
 from muster.settings import Settings
-from muster.timeline.worker import Timeline
 
 pytestmark = pytest.mark.anyio
 

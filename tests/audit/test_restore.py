@@ -18,11 +18,11 @@ import redis.asyncio as aioredis
 
 from audit.conftest import ADMIN_TOKEN, OpenSystem, System, archived, running_workers, settle
 from audit.scenario import THRESHOLD, make_history
-from muster import events, keys
-from muster.audit import projections, streamids
-from muster.audit.replay import ReplayRequest, replay
-from muster.audit.verify import verify
+from muster import events, keys, streamids
 from muster.connection import text
+from muster.ops.replay import ReplayRequest, replay
+from muster.ops.verify import verify
+from muster.projections import families as projections
 from muster.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -143,7 +143,7 @@ async def test_workers_running_through_a_restore_handle_no_history(
 async def test_a_restore_refuses_a_since(
     audit_settings: Settings, open_system: OpenSystem, aredis: aioredis.Redis
 ) -> None:
-    from muster.audit.replay import ReplayError
+    from muster.ops.replay import ReplayError
 
     async with open_system(audit_settings) as s:
         await s.person("pat")

@@ -16,9 +16,9 @@ import pytest
 
 from audit.conftest import ADMIN_TOKEN, OpenSystem, System
 from muster.api import auditlog
-from muster.audit.projection import handles_of
 from muster.events import AnyEvent, event_type
 from muster.ids import id_time_ms
+from muster.projections.audit import handles_of
 from muster.settings import Settings
 
 pytestmark = pytest.mark.anyio

@@ -20,11 +20,11 @@ import redis.asyncio as aioredis
 from audit.conftest import OpenSystem
 from muster import keys
 from muster.api.metrics import Metrics
-from muster.audit.commands import run_trim
-from muster.audit.trim import trim_partition
 from muster.connection import text
 from muster.ids import lowest_id_at
+from muster.ops.commands import run_trim
 from muster.settings import Settings
+from muster.trim import trim_partition
 
 pytestmark = pytest.mark.anyio
 

@@ -16,13 +16,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from audit.conftest import OpenSystem, System, archived
-from muster import events, keys
-from muster.audit import archive, streamids
-from muster.audit.archive import Entry, PartitionArchive
-from muster.audit.verify import verify
+from muster import archive, events, keys, streamids
+from muster.archive import Entry, PartitionArchive
 from muster.audit.worker import make_handler
 from muster.connection import text
 from muster.consumer import Message
+from muster.ops.verify import verify
 from muster.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -150,10 +149,10 @@ async def test_a_failed_fsync_fails_the_batch_and_a_retry_archives_it_once(
     def broken_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("muster.audit.archive.os.fsync", broken_fsync)
+    monkeypatch.setattr("muster.archive.os.fsync", broken_fsync)
     with pytest.raises(OSError, match="Input/output"):
         await handler(messages)  # the loop would not ack: the entries stay pending
-    monkeypatch.setattr("muster.audit.archive.os.fsync", os.fsync)
+    monkeypatch.setattr("muster.archive.os.fsync", os.fsync)
     await handler(messages)
     records = archived(audit_settings.archive_dir)
     assert [r.entry for r in records] == [m.entry_id for m in messages]

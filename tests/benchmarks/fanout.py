@@ -7,7 +7,7 @@ Not a test (pytest does not collect it): a command that prints figures. In one r
 2. builds the follower graph of one account exactly as the timeline worker does: N person
    handles in its keys.followers hash (partition 0 of MUSTER_PARTITIONS=1, channels "app");
 3. fans posts out to all N home timelines (capped at MUSTER_TIMELINE_MAX = 800), with
-   - ours: muster.timeline.fanout.Fanout.to_followers, the timeline worker's code;
+   - ours: muster.projections.fanout.Fanout.to_followers, the timeline worker's code;
    - (a) naive: the client pages the follower hash (HSCAN, 2,000 a page) and sends one
      redis-py pipeline per page, ZADD + ZREMRANGEBYRANK per home;
    - (b) lua: the same pages, each handed to a Lua script in ARGV that does ZADD + trim
@@ -54,8 +54,8 @@ from redis_server import RedisServer, start_redis_server  # noqa: E402
 from muster import keys  # noqa: E402
 from muster.connection import async_client, text, texts  # noqa: E402
 from muster.ids import IdGenerator, lowest_id_at  # noqa: E402
+from muster.projections.fanout import FANOUT_BATCH, Fanout  # noqa: E402
 from muster.settings import Settings  # noqa: E402
-from muster.timeline.fanout import FANOUT_BATCH, Fanout  # noqa: E402
 
 CAP = Settings().timeline_max  # MUSTER_TIMELINE_MAX's default, 800
 BATCH = 2000  # the baselines' page size (the issue's); ours uses FANOUT_BATCH

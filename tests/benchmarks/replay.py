@@ -16,7 +16,7 @@ Not a test (pytest does not collect it): a command that prints figures. In one r
    flock, tail, write, fsync per batch) to an archive in a temp dir (or DIR), for batch
    sizes 1, 16 and 256 (the consumer loop's default) on a sample, then the whole log at 256
    — records/s, MB/s and fsyncs/s;
-4. replay from the log: `muster replay`'s own code (muster.audit.replay.replay) rebuilding
+4. replay from the log: `muster replay`'s own code (muster.ops.replay.replay) rebuilding
    the default projections (graph, posts, timelines, DMs, audit index), then the timeline
    families alone and the audit index alone — events/s, and per event the CPU Redis and
    this process spent and the zset inserts Redis made (the fan-out), which say what bounds it;
@@ -49,10 +49,10 @@ import redis.asyncio as aioredis  # noqa: E402
 from redis_server import start_redis_server  # noqa: E402
 
 from muster import eventlog, events, keys  # noqa: E402
-from muster.audit import projections  # noqa: E402
-from muster.audit.archive import Entry, PartitionArchive  # noqa: E402
-from muster.audit.replay import ReplayRequest, replay  # noqa: E402
+from muster.archive import Entry, PartitionArchive  # noqa: E402
 from muster.connection import async_client, text  # noqa: E402
+from muster.ops.replay import ReplayRequest, replay  # noqa: E402
+from muster.projections import families as projections  # noqa: E402
 from muster.settings import Settings  # noqa: E402
 
 GOAL = 50_000
@@ -296,7 +296,7 @@ async def run(args: argparse.Namespace) -> int:
             print()
             print(
                 row(
-                    "replay (muster.audit.replay.replay)",
+                    "replay (muster.ops.replay.replay)",
                     "events",
                     "seconds",
                     "events/s",

@@ -18,9 +18,9 @@ from delivery.conftest import ADMIN_TOKEN, OpenStack, Stack, entries
 from muster import events, keys
 from muster.consumer import Message
 from muster.events import DeliveryRequested
+from muster.projections.routing import event_time, request_json
 from muster.settings import Settings
 from muster.timeline import worker as timeline
-from muster.timeline.routing import event_time, request_json
 
 pytestmark = pytest.mark.anyio
 

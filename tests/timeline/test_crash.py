@@ -36,9 +36,10 @@ from redis_server import RedisServer, die_with_parent
 from muster import events, keys
 from muster.connection import text
 from muster.ids import IdGenerator
+from muster.projections.timeline import Timeline
 from muster.records import Follow
 from muster.settings import Settings
-from muster.timeline.worker import GROUP, Timeline
+from muster.timeline.worker import GROUP
 from muster.writeside import WriteSide
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

@@ -27,8 +27,8 @@ from harness import app_running, asgi_client
 
 from muster import events, keys
 from muster.connection import async_client
+from muster.projections.timeline import Timeline
 from muster.settings import Settings
-from muster.timeline.worker import Timeline
 from timeline.conftest import ADMIN_TOKEN, OpenStack, Stack, zmembers
 
 pytestmark = pytest.mark.anyio

@@ -26,8 +26,8 @@ from muster.events import (
     PostPublished,
 )
 from muster.ids import IdGenerator
+from muster.projections.timeline import Timeline
 from muster.settings import Settings
-from muster.timeline.worker import Timeline
 from muster.writeside import WriteSide
 from timeline.conftest import zmembers
 

@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 from harness import app_running, asgi_client
 
 from muster import events, keys
+from muster.projections.timeline import Timeline
 from muster.settings import Settings
-from muster.timeline.worker import Timeline
 from timeline.conftest import ADMIN_TOKEN, Stack
 
 pytestmark = pytest.mark.anyio

@@ -93,6 +93,7 @@ def test_posters_and_enrolments(web: WebStack, context: ContextFactory) -> None:
     expect(page.get_by_role("status").filter(has_text="follow @ops")).to_have_text(
         "2 people follow @ops now, and cannot unfollow."
     )
+    web.settle()  # the timeline worker expands the enrolment into one follow each
     follows = web.ok("GET", "/v1/me/follows", token=web.tokens["pat"])
     assert follows == [{"account": "ops", "channels": ["app", "email"], "mandatory": True}]
 

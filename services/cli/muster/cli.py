@@ -22,15 +22,15 @@ import redis
 import structlog
 
 from muster import events
-from muster.connection import sync_client
+from muster.connection import require_redis, sync_client
 from muster.dlq import DeadLetter, list_dead_letters, redrive
-from muster.errors import ConfigError, EventDecodeError
+from muster.errors import CommandFailed, CommandUsage, ConfigError, EventDecodeError
 from muster.logs import configure_logging
 from muster.settings import Settings, load_settings
 
 WORKER_KINDS = ("timeline", "delivery", "audit")
 OPS_WORKER = "ops"
-"""`muster worker ops`: the rq worker for operator and timed jobs (muster.audit.ops)."""
+"""`muster worker ops`: the rq worker for operator and timed jobs (muster.ops.jobs)."""
 API_APP = "muster.api.app:app_from_env"
 """uvicorn factory import string: builds the app from the environment in each API process."""
 API_GRACE_S = 5
@@ -44,14 +44,6 @@ log = structlog.get_logger("muster.cli")
 _DEAD_REF = re.compile(r"(?:\d+:)?\d+-\d+")
 
 Command = Callable[[argparse.Namespace, Settings], int]
-
-
-class Failed(Exception):
-    """The command could not do its job; the message is for the operator (exit 1)."""
-
-
-class Usage(Exception):
-    """The arguments cannot mean anything with this configuration (exit 2)."""
 
 
 # --- subcommands ----------------------------------------------------------------------------
@@ -85,9 +77,9 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     require_redis(settings, f"worker {args.kind}")
     if args.kind == OPS_WORKER:
-        from muster.audit import ops
+        from muster.ops import jobs
 
-        return ops.run_worker(settings)
+        return jobs.run_worker(settings)
     module = importlib.import_module(f"muster.{args.kind}.worker")
     run(
         serve(
@@ -145,23 +137,15 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # --- helpers ----------------------------------------------------------------------------------
-def require_redis(settings: Settings, command: str) -> None:
-    if settings.redis_url is None:
-        raise ConfigError(
-            f"MUSTER_REDIS_URL is not set: `muster {command}` needs a running Redis "
-            "(`muster up` starts an embedded one and sets it for its children)"
-        )
-
-
 @contextlib.contextmanager
 def _redis(settings: Settings, command: str) -> Iterator[redis.Redis]:
-    """A sync client for a one-shot command; an unreachable server becomes `Failed`."""
+    """A sync client for a one-shot command; an unreachable server becomes `CommandFailed`."""
     require_redis(settings, command)
     client = sync_client(settings)
     try:
         yield client
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise Failed(f"muster {command}: cannot reach Redis: {exc}") from exc
+        raise CommandFailed(f"muster {command}: cannot reach Redis: {exc}") from exc
     finally:
         client.close()
 
@@ -197,7 +181,7 @@ def _qualified(ref: str, partitions: int) -> str:
         return ref
     if partitions == 1:
         return f"0:{ref}"
-    raise Usage(
+    raise CommandUsage(
         f"muster dlq redrive: with MUSTER_PARTITIONS={partitions} an id can repeat across "
         f"partitions; name dead letters as PARTITION:ID (e.g. 0:{ref}), as `muster dlq list` "
         "shows them"
@@ -293,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     again.set_defaults(run=run_dlq_redrive, process="dlq")
 
-    from muster.audit.commands import add_commands  # it imports this module's helpers
+    from muster.ops.commands import add_commands  # it imports this module's helpers
 
     add_commands(commands)
     return parser
@@ -314,17 +298,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"muster: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except Failed as exc:
+    except CommandFailed as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_FAILED
-    except Usage as exc:
+    except CommandUsage as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
 
 
 if __name__ == "__main__":
     # Run the imported module's main, not this __main__ copy's: commands defined elsewhere
-    # (muster.audit.commands) raise muster.cli's Failed and Usage, which main must catch.
+    # (muster.ops.commands) raise muster.errors' CommandFailed and CommandUsage, which main must catch.
     from muster import cli
 
     sys.exit(cli.main())

@@ -21,6 +21,19 @@ import redis.asyncio as aioredis
 from muster import eventlog, events, keys
 from muster.events import AnyEvent
 
+FAMILIES = (
+    keys.Family(
+        "audit",
+        (
+            keys.audit_index,
+            lambda p: keys.audit_by_account(p, keys.ANY),
+            lambda p: keys.audit_by_type(p, keys.ANY),
+            keys.audit_events,
+        ),
+    ),
+)
+"""The audit index (never the archive: it is the source, not a copy)."""
+
 # Fields through which an event names an account (actor, subject, audience).
 HANDLE_FIELDS = (
     "actor",

@@ -25,7 +25,7 @@ from redis.exceptions import NoScriptError
 
 from muster import keys, scripts
 from muster.connection import text
-from muster.timeline.fanout import FANOUT_BATCH, FANOUT_PAGE
+from muster.projections.fanout import FANOUT_BATCH, FANOUT_PAGE
 
 # KEYS: one key of the partition (routes the call to its slot)
 # ARGV: cap, fan-out page size, msgpack list of writes, each an op and its operands:

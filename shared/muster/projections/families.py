@@ -1,20 +1,18 @@
-"""Projection families: which Redis keys each one owns, how to drop them, and their checksum.
+"""Projection families: the registry of which Redis keys each projection owns, how to drop
+them, and their checksum.
 
-A family is rebuilt by replay (replay.py): its keys are dropped (one SCAN pass, then UNLINK)
-and the log is applied again. Key patterns come from the key builders in keys.py called with
-"*" (handles and ids never contain one), so a pattern cannot drift from its key; no key
-matches two families' patterns (tests/audit/test_projections.py).
+A family is rebuilt by replay (muster.ops.replay): its keys are dropped (one SCAN pass, then
+UNLINK) and the log is applied again. Each projection declares its own families beside the
+code that writes them (keys.Family, with patterns made by the key builders, so a pattern
+cannot drift from its key); no key matches two families' patterns
+(tests/audit/test_projections.py):
 
-| family      | keys                                                           | rebuilt by         |
-| ----------- | -------------------------------------------------------------- | ------------------ |
-| graph       | followers, xfollowers, fapplied (and v1 fver), BIG_ACCOUNTS    | timeline worker    |
-| posts       | post store, account and public logs, replies                   | timeline worker    |
-| timelines   | home timelines                                                 | timeline worker    |
-| dms         | DM store, conversations, conversation lists                    | timeline worker    |
-| deliveries  | delivery status (only with --redeliver: it is not in the log)  | timeline routing   |
-| audit       | the audit index (not the archive)                              | audit projection   |
-| accounts    | the api's write-side state: accounts, tokens, posters, follows | writeside.py       |
-|             | and their seqs, handles, members, reach, dmchannels, rules     |                    |
+| family                          | declared by                               |
+| ------------------------------- | ----------------------------------------- |
+| graph, posts, timelines, dms    | projections/timeline.py                   |
+| deliveries (only --redeliver)   | projections/routing.py                    |
+| audit                           | projections/audit.py                      |
+| accounts (the write side)       | writeside.py                              |
 
 Never a projection, never dropped or checksummed: the event-log streams and their groups,
 dead letters, delivery streams and retries, idempotency keys, the live stream (keys.LIVE),
@@ -31,89 +29,29 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from muster import keys
+from muster import keys, writeside
+from muster.keys import Family
+from muster.projections import audit, routing, timeline
 
-PartitionPattern = Callable[[int], str]
-
-_ALL = "*"
 _SCAN_COUNT = 1000
 _READ_BATCH = 500
-
-
-@dataclass(frozen=True, slots=True)
-class Family:
-    name: str
-    per_partition: tuple[PartitionPattern, ...]
-    global_patterns: tuple[str, ...] = ()
-
-    def patterns(self, partitions: int) -> list[str]:
-        found = [pattern(p) for p in range(partitions) for pattern in self.per_partition]
-        return found + list(self.global_patterns)
-
 
 FAMILIES: dict[str, Family] = {
     family.name: family
     for family in (
-        Family(
-            "graph",
-            (
-                lambda p: keys.followers(p, _ALL),
-                lambda p: keys.external_followers(p, _ALL),
-                lambda p: keys.follow_applied(p, _ALL),
-                lambda p: keys.follow_versions_v1(p, _ALL),
-            ),
-            (keys.BIG_ACCOUNTS,),
-        ),
-        Family(
-            "posts",
-            (
-                lambda p: keys.post(p, _ALL),
-                lambda p: keys.account_log(p, _ALL),
-                lambda p: keys.public_log(p, _ALL),
-                lambda p: keys.replies(p, _ALL),
-            ),
-        ),
-        Family("timelines", (lambda p: keys.home(p, _ALL),)),
-        Family(
-            "dms",
-            (
-                lambda p: keys.message(p, _ALL),
-                lambda p: keys.conversation(p, _ALL, _ALL),
-                lambda p: keys.conversations(p, _ALL),
-            ),
-        ),
-        Family("deliveries", (lambda p: keys.delivery_status(p, _ALL),)),
-        Family(
-            "audit",
-            (
-                keys.audit_index,
-                lambda p: keys.audit_by_account(p, _ALL),
-                lambda p: keys.audit_by_type(p, _ALL),
-                keys.audit_events,
-            ),
-        ),
-        Family(
-            "accounts",
-            (
-                lambda p: keys.account(p, _ALL),
-                lambda p: keys.posters(p, _ALL),
-                lambda p: keys.follows(p, _ALL),
-                lambda p: keys.follow_seq(p, _ALL),
-                keys.handles,
-                keys.members,
-                lambda p: keys.reach(p, _ALL),
-                keys.dm_channels,
-            ),
-            (keys.token(_ALL), keys.ENROLMENT_RULES),
-        ),
+        *timeline.FAMILIES,
+        *routing.FAMILIES,
+        *audit.FAMILIES,
+        *writeside.FAMILIES,
     )
 }
+"""Every family, as each projection declares its own (in the order `muster replay` lists)."""
 
 TIMELINE_FAMILIES = ("graph", "posts", "timelines", "dms")
 """Built together, in one pass, by the timeline worker's projection."""

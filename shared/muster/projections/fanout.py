@@ -16,7 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from muster import keys
-from muster.timeline.routing import ROUTED_FANOUT, PostRoute
+from muster.projections.routing import ROUTED_FANOUT, PostRoute
 
 FANOUT_BATCH = 2000
 

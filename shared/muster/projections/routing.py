@@ -38,6 +38,10 @@ import redis.asyncio as aioredis
 from muster import events, keys, scripts, views
 from muster.events import DirectMessageSent, PostPublished
 
+FAMILIES = (keys.Family("deliveries", (lambda p: keys.delivery_status(p, keys.ANY),)),)
+"""Delivery statuses: created here with each request, moved on by the delivery workers; not
+in the log, so rebuilt only by routing again (`muster replay --redeliver`)."""
+
 # The per-recipient part shared by the fan-out and DM scripts. Expects in scope: `f` (the
 # recipient), `chosen` (channels csv), `critical` (bool), `K` (first KEYS index of: reach
 # email, sms, webhook, webhooks disabled, status, deliveries email, sms, webhook), `head` and

@@ -1,10 +1,10 @@
-"""Timeline worker: projects the event log into the follower graph, the post store, account
+"""The timeline projection: the event log into the follower graph, the post store, account
 logs, reply index, home timelines (fan-out on write) and DM conversations, and announces
 posts and DMs to the live hub. Every write is keyed by id, so handling an event twice leaves
 the same state, and a worker killed at any instant is simply replaced.
 
 A batch is applied in runs (`apply_batch`) of a few round trips each, not one per event;
-replay (muster.audit.replay) rebuilds projections with this same code, routing and live
+replay (muster.ops.replay) rebuilds projections with this same code, routing and live
 announcements off. It never sends anything outside Redis: off-app delivery belongs to the
 delivery workers.
 """
@@ -21,7 +21,8 @@ from redis.exceptions import NoScriptError
 
 from muster import graph, keys, views
 from muster.connection import texts
-from muster.consumer import Handler, Message
+from muster.consumer import Message
+from muster.enrolments import Enrolments
 from muster.events import (
     AccountFollowed,
     AccountUnfollowed,
@@ -34,18 +35,48 @@ from muster.events import (
     PostPublished,
 )
 from muster.ids import id_time_ms
+from muster.projections.batch import WriteBatches, Writes
+from muster.projections.fanout import Fanout, Walk
+from muster.projections.live import Live
+from muster.projections.routing import LateFollow, Router
 from muster.settings import Settings
-from muster.timeline.batch import WriteBatches, Writes
-from muster.timeline.enrolments import Enrolments
-from muster.timeline.fanout import Fanout, Walk
-from muster.timeline.live import Live
-from muster.timeline.routing import LateFollow, Router
 
-GROUP = keys.GROUP_TIMELINE
 GraphChange = AccountFollowed | FollowerEnrolled | FollowChannelsChanged | AccountUnfollowed
 """Events that change the follower graph (a `graph_changes` run)."""
 GraphEvent = (AccountFollowed, FollowerEnrolled, FollowChannelsChanged, AccountUnfollowed)
 log = structlog.get_logger("muster.timeline")
+
+FAMILIES = (
+    keys.Family(
+        "graph",
+        (
+            lambda p: keys.followers(p, keys.ANY),
+            lambda p: keys.external_followers(p, keys.ANY),
+            lambda p: keys.follow_applied(p, keys.ANY),
+            lambda p: keys.follow_versions_v1(p, keys.ANY),
+        ),
+        (keys.BIG_ACCOUNTS,),
+    ),
+    keys.Family(
+        "posts",
+        (
+            lambda p: keys.post(p, keys.ANY),
+            lambda p: keys.account_log(p, keys.ANY),
+            lambda p: keys.public_log(p, keys.ANY),
+            lambda p: keys.replies(p, keys.ANY),
+        ),
+    ),
+    keys.Family("timelines", (lambda p: keys.home(p, keys.ANY),)),
+    keys.Family(
+        "dms",
+        (
+            lambda p: keys.message(p, keys.ANY),
+            lambda p: keys.conversation(p, keys.ANY, keys.ANY),
+            lambda p: keys.conversations(p, keys.ANY),
+        ),
+    ),
+)
+"""The key families this projection owns (muster.projections.families)."""
 
 
 def _csv(channels: Sequence[str]) -> str:
@@ -432,7 +463,3 @@ class Timeline:
         writes.zadd_gt(ps, keys.conversations(ps, sender), recipient, at)
         writes.zadd_gt(pr, keys.conversations(pr, recipient), sender, at)
         return data
-
-
-async def make_handler(redis: aioredis.Redis, settings: Settings) -> Handler:
-    return Timeline(redis, settings).handle

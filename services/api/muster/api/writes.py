@@ -26,8 +26,8 @@ from muster.api.schemas import CreateAccount, UpdateMe
 from muster.api.state import ApiState
 from muster.errors import Conflict, Forbidden
 from muster.events import utcnow
-from muster.records import Account, Follow, Rule, account_of, follow_of, rule_of
-from muster.writeside import account_of_event
+from muster.records import Account, Follow, Rule, account_of, follow_of
+from muster.writeside import account_of_event, enrolment_rules
 
 log = structlog.get_logger("muster.api.writes")
 T = TypeVar("T")
@@ -103,7 +103,7 @@ async def create_account(
     )
     account = account_of_event(created)
     employee = account.is_employee
-    rules = await _enrolment_rules(redis) if employee else {}
+    rules = await _enrolment_rules(state) if employee else {}
     if token_hash is not None and not await redis.set(keys.token(token_hash), req.handle, nx=True):
         raise Conflict("token collision; try again", code="token_collision")  # 2^-256: never
     p = keys.partition_of(req.handle, partitions)
@@ -127,7 +127,7 @@ async def create_account(
     if employee:
         # A rule written while we were creating the account: its expansion may have read the
         # members before we joined them, so apply it here (its done set enrols us once).
-        late = [r for t, r in (await _enrolment_rules(redis)).items() if t not in rules]
+        late = [r for t, r in (await _enrolment_rules(state)).items() if t not in rules]
         if late:
             async with redis.pipeline(transaction=False) as pipe:
                 for rule in late:
@@ -360,7 +360,7 @@ async def enrol(
 ) -> tuple[str, int]:
     """Append one enrolment: `followers` (handle → is external) or, None, every member now
     and future. The timeline worker expands it into one FollowerEnrolled per person, once
-    each, however often it is handled (muster.timeline.enrolments). Constant work here,
+    each, however often it is handled (muster.enrolments). Constant work here,
     whatever the member count: the enrolment's id and how many it will enrol (members: as
     of now)."""
     redis, partitions = state.redis, state.settings.partitions
@@ -394,12 +394,12 @@ async def enrol(
         )
         count = len(targets)
     async with redis.pipeline(transaction=True) as pipe:
+        await state.writeside.apply(pipe, enrolment)  # an `all_members` rule, with its event
         eventlog.append(pipe, enrolment, partitions)
         await pipe.execute()
     state.metrics.ingested.labels(events.event_type(enrolment)).inc()
     return enrolment.id, count
 
 
-async def _enrolment_rules(redis: aioredis.Redis) -> dict[str, Rule]:
-    raw: dict[Any, Any] = await redis.hgetall(keys.ENROLMENT_RULES)
-    return {k.decode(): rule_of(k.decode(), v) for k, v in raw.items()}
+async def _enrolment_rules(state: ApiState) -> dict[str, Rule]:
+    return await enrolment_rules(state.redis, state.settings.partitions)

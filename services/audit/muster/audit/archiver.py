@@ -19,13 +19,12 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
-from muster import eventlog, events, keys
-from muster.audit import streamids
-from muster.audit.archive import Entry, PartitionArchive, Tail
+from muster import eventlog, events, keys, streamids
+from muster.archive import Entry, PartitionArchive, Tail
 from muster.consumer import Message
 from muster.settings import Settings
 
-log = structlog.get_logger("muster.audit.archive")
+log = structlog.get_logger("muster.archive")
 
 
 class Archiver:

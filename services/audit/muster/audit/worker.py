@@ -17,11 +17,11 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 
 from muster.audit.archiver import Archiver
-from muster.audit.projection import AuditIndex
-from muster.audit.trim import trim_forever
 from muster.consumer import Message
 from muster.keys import GROUP_AUDIT
+from muster.projections.audit import AuditIndex
 from muster.settings import Settings
+from muster.trim import trim_forever
 
 GROUP = GROUP_AUDIT
 

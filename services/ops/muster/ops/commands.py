@@ -7,7 +7,7 @@
     muster trim [--dry-run]
     muster worker ops                                   (run through muster.cli.run_worker)
 
-Each is a thin entrypoint: arguments in, the work done by replay.py, ops.py, projections.py,
+Each is a thin entrypoint: arguments in, the work done by replay.py, jobs.py, muster.projections.families,
 verify.py or trim.py, a report and an exit code out (cli.py's: 0 done, 1 failed, 2 usage).
 """
 
@@ -29,8 +29,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from muster import keys
-from muster.cli import Failed, Usage, require_redis
-from muster.connection import async_client, blocking_sync_client, text
+from muster.connection import async_client, blocking_sync_client, require_redis, text
+from muster.errors import CommandFailed, CommandUsage
 from muster.ids import is_id, lowest_id_at
 from muster.settings import Settings
 
@@ -52,7 +52,7 @@ def _with_redis(
     try:
         return asyncio.run(run())
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise Failed(f"muster {command}: cannot reach Redis: {exc}") from exc
+        raise CommandFailed(f"muster {command}: cannot reach Redis: {exc}") from exc
 
 
 def since_id(raw: str) -> str:
@@ -72,18 +72,19 @@ def since_id(raw: str) -> str:
 
 # --- replay -------------------------------------------------------------------------------------
 def run_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from muster.audit import ops, projections
-    from muster.audit.replay import ReplayError, ReplayRequest
+    from muster.ops import jobs
+    from muster.ops.replay import ReplayError, ReplayRequest
+    from muster.projections import families
 
     require_redis(settings, "replay")
     if args.attach:
         return _attach(settings, args.attach)
     try:
-        chosen = projections.parse_families(args.projections)
+        chosen = families.parse_families(args.projections)
     except ValueError as exc:
-        raise Usage(f"muster replay: {exc}") from None
+        raise CommandUsage(f"muster replay: {exc}") from None
     if "deliveries" in chosen and not args.redeliver:
-        raise Usage(
+        raise CommandUsage(
             "muster replay: delivery status is not in the log; rebuilding it routes every "
             "delivery again: add --redeliver (email, SMS and webhooks are sent again)"
         )
@@ -98,20 +99,20 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
         return _inline(settings, request)
     connection = blocking_sync_client(settings)
     try:
-        job = ops.enqueue_replay(connection, request)
-        print(f"replay queued as job {job.id} on {keys.QUEUE_OPS}: {ops.describe(request)}")
+        job = jobs.enqueue_replay(connection, request)
+        print(f"replay queued as job {job.id} on {keys.QUEUE_OPS}: {jobs.describe(request)}")
         if not args.wait:
             print(f"`muster worker ops` runs it; watch it with `muster replay --attach {job.id}`")
             return 0
-        if not ops.watch(job):
-            print(f"muster replay: failed: {ops.failure_of(job)}", file=sys.stderr)
+        if not jobs.watch(job):
+            print(f"muster replay: failed: {jobs.failure_of(job)}", file=sys.stderr)
             return 1
         _print_result(job.return_value())
         return 0
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise Failed(f"muster replay: cannot reach Redis: {exc}") from exc
+        raise CommandFailed(f"muster replay: cannot reach Redis: {exc}") from exc
     except ReplayError as exc:
-        raise Failed(f"muster replay: {exc}") from exc
+        raise CommandFailed(f"muster replay: {exc}") from exc
     finally:
         connection.close()
 
@@ -120,18 +121,18 @@ def _attach(settings: Settings, job_id: str) -> int:
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
 
-    from muster.audit import ops
+    from muster.ops import jobs
 
     connection = blocking_sync_client(settings)
     try:
         try:
             job = Job.fetch(job_id, connection=connection)
         except NoSuchJobError:
-            raise Failed(
+            raise CommandFailed(
                 f"muster replay: no job {job_id} (finished jobs are kept 7 days)"
             ) from None
-        if not ops.watch(job):
-            print(f"muster replay: failed: {ops.failure_of(job)}", file=sys.stderr)
+        if not jobs.watch(job):
+            print(f"muster replay: failed: {jobs.failure_of(job)}", file=sys.stderr)
             return 1
         _print_result(job.return_value())
         return 0
@@ -143,8 +144,8 @@ def _inline(settings: Settings, request: Any) -> int:
     """Run the replay in this process (no ops worker needed: a restore before anything runs)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from muster.audit import ops
-    from muster.audit.replay import ReplayError
+    from muster.ops import jobs
+    from muster.ops.replay import ReplayError
 
     with Progress(
         TextColumn("{task.description:<10}"),
@@ -162,10 +163,10 @@ def _inline(settings: Settings, request: Any) -> int:
 
         try:
             result = _with_redis(
-                settings, "replay", lambda _: ops.run_replay(settings, request, progress)
+                settings, "replay", lambda _: jobs.run_replay(settings, request, progress)
             )
         except ReplayError as exc:
-            raise Failed(f"muster replay: {exc}") from exc
+            raise CommandFailed(f"muster replay: {exc}") from exc
     _print_result(msgspec.to_builtins(result))
     return 0
 
@@ -183,18 +184,16 @@ def _print_result(result: Any) -> None:
 
 # --- checksum, verify, trim --------------------------------------------------------------------
 def run_checksum(args: argparse.Namespace, settings: Settings) -> int:
-    from muster.audit import projections
+    from muster.projections import families
 
     try:
-        chosen = (
-            projections.parse_families(args.projections) if args.projections else projections.ALL
-        )
+        chosen = families.parse_families(args.projections) if args.projections else families.ALL
     except ValueError as exc:
-        raise Usage(f"muster projections checksum: {exc}") from None
+        raise CommandUsage(f"muster projections checksum: {exc}") from None
     result = _with_redis(
         settings,
         "projections checksum",
-        lambda client: projections.checksum(client, settings.partitions, chosen),
+        lambda client: families.checksum(client, settings.partitions, chosen),
     )
     if args.json:
         print(
@@ -217,11 +216,11 @@ def run_checksum(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from muster.audit.verify import verify
+    from muster.ops.verify import verify
 
     root: Path = args.dir or settings.archive_dir
     if not root.is_dir():
-        raise Failed(f"muster audit verify: no archive at {root}")
+        raise CommandFailed(f"muster audit verify: no archive at {root}")
     recorded = _recorded_heads(settings) if args.dir is None else {}
     reports = verify(root, recorded)
     if not reports:
@@ -257,13 +256,13 @@ def _recorded_heads(settings: Settings) -> dict[int, tuple[int, str]]:
 
     try:
         return _with_redis(settings, "audit verify", read)
-    except Failed as exc:
+    except CommandFailed as exc:
         print(f"warning: {exc}; checking the files only", file=sys.stderr)
         return {}
 
 
 def run_trim(args: argparse.Namespace, settings: Settings) -> int:
-    from muster.audit.trim import trim
+    from muster.trim import trim
 
     reports = _with_redis(
         settings, "trim", lambda client: trim(client, settings, dry_run=args.dry_run)
@@ -294,8 +293,8 @@ def _batch(raw: str) -> int:
 
 def add_commands(commands: Any) -> None:
     """Add replay, projections, audit and trim to `muster`'s subcommands."""
-    from muster.audit.projections import DEFAULT_REPLAY, FAMILIES
-    from muster.audit.replay import DEFAULT_BATCH
+    from muster.ops.replay import DEFAULT_BATCH
+    from muster.projections.families import DEFAULT_REPLAY, FAMILIES
 
     families = ", ".join(FAMILIES)
     replay = commands.add_parser(

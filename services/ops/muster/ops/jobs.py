@@ -32,11 +32,11 @@ from rq import Queue, Worker, get_current_job
 from rq.job import Job, JobStatus
 
 from muster import keys
-from muster.audit.replay import ReplayRequest, ReplayResult, replay
 from muster.connection import async_client, blocking_sync_client
+from muster.ops.replay import ReplayRequest, ReplayResult, replay
 from muster.settings import Settings, load_settings
 
-log = structlog.get_logger("muster.audit.ops")
+log = structlog.get_logger("muster.ops.jobs")
 
 JOB_TIMEOUT_S = 24 * 3600
 """A replay may run this long before rq stops it."""

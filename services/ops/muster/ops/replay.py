@@ -1,6 +1,6 @@
 """Replay: rebuild projections from the event log or the archive; restore after a total loss.
 
-`replay()` drops the chosen projection families (projections.py), reads the history in order
+`replay()` drops the chosen projection families (muster.projections.families), reads the history in order
 (history.py) and applies it in batches with the very code the workers run: the timeline
 worker's `Timeline.apply_batch` (with delivery routing off unless `redeliver`, and no live
 announcements), the audit projection (never the archive: it is the source, not a copy), and
@@ -17,7 +17,7 @@ back, the audit index is rebuilt, and the archive continues its chains.
 Email, SMS and webhooks are never sent again unless `redeliver` (routing then runs as on the
 live path, and only for what has no delivery status yet).
 
-It is run as an rq job (ops.py) or inline; `progress` is told how far it got.
+It is run as an rq job (jobs.py) or inline; `progress` is told how far it got.
 """
 
 from __future__ import annotations
@@ -33,17 +33,17 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ResponseError
 
-from muster import eventlog, keys
-from muster.audit import archive, history, projections, streamids
-from muster.audit.history import Item
-from muster.audit.projection import AuditIndex
-from muster.audit.streamids import StreamId
+from muster import archive, eventlog, history, keys, streamids
 from muster.connection import text
+from muster.history import Item
+from muster.projections import families
+from muster.projections.audit import AuditIndex
+from muster.projections.timeline import Timeline
 from muster.settings import Settings
-from muster.timeline.worker import Timeline
+from muster.streamids import StreamId
 from muster.writeside import WriteSide
 
-log = structlog.get_logger("muster.audit.replay")
+log = structlog.get_logger("muster.ops.replay")
 
 DEFAULT_BATCH = 2000
 READ_AHEAD = 2
@@ -59,7 +59,7 @@ class ReplayError(Exception):
 
 
 class ReplayRequest(msgspec.Struct, frozen=True, kw_only=True):
-    projections: tuple[str, ...] | None = None  # None: projections.DEFAULT_REPLAY
+    projections: tuple[str, ...] | None = None  # None: families.DEFAULT_REPLAY
     from_archive: bool = False
     since: str | None = None  # an event id; None: everything, after dropping
     redeliver: bool = False
@@ -86,11 +86,11 @@ async def log_is_empty(redis: aioredis.Redis, partitions: int) -> bool:
 
 def _choose(request: ReplayRequest, restore: bool) -> tuple[str, ...]:
     try:
-        chosen = projections.parse_families(request.projections)
+        chosen = families.parse_families(request.projections)
     except ValueError as exc:
         raise ReplayError(str(exc)) from None
     if restore:
-        chosen = tuple(f for f in projections.ALL if f != "deliveries" or request.redeliver)
+        chosen = tuple(f for f in families.ALL if f != "deliveries" or request.redeliver)
     if "deliveries" in chosen and not request.redeliver:
         raise ReplayError(
             "delivery status is not in the log: rebuilding it means routing every delivery "
@@ -249,10 +249,10 @@ async def replay(
     dropped = 0
     if since is None:
         report("dropping", 0, 0, 0.0)
-        dropped = await projections.drop(redis, chosen, settings.partitions)
+        dropped = await families.drop(redis, chosen, settings.partitions)
     total = await _total(redis, settings, request)
     timeline = None
-    if set(chosen) & {*projections.TIMELINE_FAMILIES, "deliveries"}:
+    if set(chosen) & {*families.TIMELINE_FAMILIES, "deliveries"}:
         timeline = Timeline(
             redis,
             settings,

@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 
 from muster import events
-from muster.audit.archive import (
+from muster.archive import (
     GENESIS,
     decode_record,
     line_hash,

@@ -2,7 +2,7 @@
 
 Accounts, posters and enrolments go through the JSON API in-process like every other page.
 Two things have no JSON route, so these pages use what the CLI uses on the same Redis: the
-`all_members` enrolment rules (keys.ENROLMENT_RULES, read only) and dead letters (muster.dlq,
+`all_members` enrolment rules (writeside.enrolment_rules, read only) and dead letters (muster.dlq,
 whose blocking client runs in a worker thread). A dead letter's payload is never shown, only
 its event type: it may be a DM, whose text is for its recipient alone.
 """
@@ -25,10 +25,10 @@ from muster.api.web import forms, session
 from muster.api.web.html import Redirect, WebRoute, render
 from muster.api.web.inprocess import JsonApi, Refused, path
 from muster.api.web.session import Session
-from muster.connection import sync_client, text
+from muster.connection import sync_client
 from muster.errors import ApiError
-from muster.records import rule_of
 from muster.settings import Settings
+from muster.writeside import enrolment_rules
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
@@ -179,8 +179,9 @@ async def enrolments_page(
     status: int = 200,
     done: EnrolmentOut | None = None,
 ) -> Response:
-    raw: dict[Any, Any] = await state(request).redis.hgetall(keys.ENROLMENT_RULES)
-    rules = sorted((rule_of(text(k), v) for k, v in raw.items()), key=lambda f: f.account)
+    st = state(request)
+    found = await enrolment_rules(st.redis, st.settings.partitions)
+    rules = sorted(found.values(), key=lambda rule: rule.account)
     return render(
         request,
         "admin/enrolments.html",
