@@ -10,7 +10,6 @@ MusterError
 │   ├── Forbidden               403 authenticated but not allowed
 │   ├── NotFound                404 no such thing, or not visible to the caller
 │   ├── Conflict                409 handle taken, idempotency key reused
-│   ├── PayloadTooLarge         413 body over MUSTER_MAX_BODY_BYTES
 │   ├── Invalid                 422 well-formed but invalid
 │   └── TooManyRequests         429 backpressure or rate limit; carries retry_after
 ├── PermanentError              retrying cannot help: the consumer loop dead-letters at once
@@ -74,11 +73,6 @@ class NotFound(ApiError):
 class Conflict(ApiError):
     status = 409
     code = "conflict"
-
-
-class PayloadTooLarge(ApiError):
-    status = 413
-    code = "payload_too_large"
 
 
 class Invalid(ApiError):

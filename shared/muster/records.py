@@ -46,13 +46,6 @@ class Account:
         return out
 
 
-NULLABLE_FIELDS = tuple(
-    f.name
-    for f in fields(Account)
-    if f.name not in {"handle", "id", "kind", "display_name", "dm_channels", "created_at", "rev"}
-)
-
-
 def account_of(raw: dict[Any, Any]) -> Account | None:
     """An account's hash as HGETALL returns it (bytes) → Account; None when empty."""
     if not raw:

@@ -115,12 +115,12 @@ async def held_before_its_write(
     reached, resume = asyncio.Event(), asyncio.Event()
     execute = timeline.writes.execute
 
-    async def paused(pipe: Any) -> list[Any]:
+    async def paused(pipe: Any) -> None:
         writes = any(args[0] in {"EVALSHA", "EVAL"} for args, _ in pipe.command_stack)
         if writes and not reached.is_set():
             reached.set()
             await resume.wait()
-        return await execute(pipe)
+        await execute(pipe)
 
     timeline.writes.execute = paused  # type: ignore[method-assign]
     handling = asyncio.create_task(timeline.apply_batch(batch))

@@ -165,17 +165,29 @@ return out
 _encode = msgspec.msgpack.Encoder().encode
 
 
+class Reply:
+    """The reply to one command queued on a pipeline, in `value` once WriteBatches.execute
+    has run the pipeline: a caller keeps the Reply of what it queued instead of counting
+    its way through the pipeline's replies."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+
 class Writes:
     """A buffer of writes, grouped by partition; `queue` puts one script call per partition
     on a pipeline, in the order the writes were added, and the fan-outs after every other
-    write; `continued` reads back which fan-outs have more pages.
+    write; `continued` reads back, from their replies, which fan-outs have more pages.
 
     Fan-outs go last so that a post is in its account's log before any fan-out reads the
     followers: a follow handled at the same moment elsewhere writes its follow record, then
     reads that log (worker.graph_changes), so the post reaches the new follower one way or
     the other. A pipeline runs in order on one connection."""
 
-    def __init__(self, script: Any, cap: int) -> None:
+    def __init__(self, batches: WriteBatches, script: Any, cap: int) -> None:
+        self._batches = batches
         self._script = script
         self._cap = cap
         self._ops: dict[int, list[Any]] = {}
@@ -255,9 +267,9 @@ class Writes:
     def __bool__(self) -> bool:
         return bool(self._ops or self._fanouts)
 
-    async def queue(self, pipe: Any) -> int:
-        """Queue the calls; how many (their replies come first, in order, for `continued`)."""
-        calls = 0
+    async def queue(self, pipe: Any) -> list[Reply]:
+        """Queue the calls; their replies (for `continued`)."""
+        replies = []
         for buffers in (self._ops, self._fanouts):
             for p, ops in buffers.items():
                 await self._script(
@@ -265,17 +277,18 @@ class Writes:
                     args=[self._cap, FANOUT_BATCH, _encode(ops)],
                     client=pipe,
                 )
-                calls += 1
+                replies.append(self._batches.reply(pipe))
         self._ops, self._fanouts = {}, {}
-        return calls
+        return replies
 
     @staticmethod
-    def continued(replies: Sequence[Any]) -> list[tuple[int, str]]:
+    def continued(replies: Sequence[Reply]) -> list[tuple[int, str]]:
         """(walk, cursor) of every fan-out that has more pages, from the calls' replies."""
         found = []
         for reply in replies:
-            for i in range(0, len(reply), 2):
-                found.append((int(reply[i]), text(reply[i + 1])))
+            pairs = reply.value
+            for i in range(0, len(pairs), 2):
+                found.append((int(pairs[i]), text(pairs[i + 1])))
         return found
 
 
@@ -288,12 +301,20 @@ class WriteBatches:
         self._hlens = redis.register_script(_HLENS)
         self.cap = cap
         self._known: set[str] = set()  # shas this process has seen the server run
+        self._expected: dict[int, list[tuple[int, Reply]]] = {}  # by pipeline
 
-    async def execute(self, pipe: Any) -> list[Any]:
-        """pipe.execute(), minus redis-py's SCRIPT EXISTS round trip before every pipeline
-        whose scripts this process has seen the server run. A server that lost them (a
-        restart, SCRIPT FLUSH) answers NOSCRIPT: that raises here, the caller runs again, and
-        the next pipeline asks (and loads) again."""
+    def reply(self, pipe: Any) -> Reply:
+        """The Reply of the command just queued on `pipe`, filled by `execute`."""
+        reply = Reply()
+        self._expected.setdefault(id(pipe), []).append((len(pipe.command_stack) - 1, reply))
+        return reply
+
+    async def execute(self, pipe: Any) -> None:
+        """pipe.execute(), filling the Replies taken on it, minus redis-py's SCRIPT EXISTS
+        round trip before every pipeline whose scripts this process has seen the server run.
+        A server that lost them (a restart, SCRIPT FLUSH) answers NOSCRIPT: that raises here,
+        the caller runs again, and the next pipeline asks (and loads) again."""
+        expected = self._expected.pop(id(pipe), [])
         used = {script.sha for script in pipe.scripts}
         if used <= self._known:
             pipe.scripts.clear()
@@ -303,11 +324,13 @@ class WriteBatches:
             self._known.clear()
             raise
         self._known |= used
-        return replies
+        for index, reply in expected:
+            reply.value = replies[index]
 
     def new(self) -> Writes:
-        return Writes(self._script, self.cap)
+        return Writes(self, self._script, self.cap)
 
-    async def hlens(self, pipe: Any, p: int, names: Sequence[str]) -> None:
+    async def hlens(self, pipe: Any, p: int, names: Sequence[str]) -> Reply:
         """Queue the HLENs of `names` (hashes of partition p) as one call; its reply a list."""
         await self._hlens(keys=[keys.events(p)], args=[_encode(list(names))], client=pipe)
+        return self.reply(pipe)

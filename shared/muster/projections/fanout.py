@@ -163,13 +163,3 @@ class Fanout:
         for walk in self.walks(account, post_id, public=public, route=route, homes=homes):
             calls += await walk.run()
         return calls
-
-    async def to_home(self, handle: str, post_ids: list[str]) -> None:
-        """Insert ids into one home timeline and trim it (own posts, follow backfill)."""
-        if not post_ids:
-            return
-        home = keys.home(keys.partition_of(handle, self.partitions), handle)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(home, dict.fromkeys(map(keys.home_member, post_ids), 0))
-            pipe.zremrangebyrank(home, self.cap, -1)
-            await pipe.execute()

@@ -315,12 +315,7 @@ class Router:
             [recipient, head, mid, keys.DELIVERY_STATUS_TTL_S],
         )
 
-    async def direct_message(self, event: DirectMessageSent) -> int:
-        """Requests for the recipient's DM channels; how many were appended (0 on a re-run)."""
-        keys_, args = self._dm_call(event)
-        return int(await self._route_dm(keys=keys_, args=args))
-
     async def queue_direct_message(self, pipe: Any, event: DirectMessageSent) -> None:
-        """The same, queued on a pipeline with other writes."""
+        """Queue the requests for the recipient's DM channels on `pipe` (none on a re-run)."""
         keys_, args = self._dm_call(event)
         await self._route_dm(keys=keys_, args=args, client=pipe)

@@ -35,7 +35,7 @@ from muster.events import (
     PostPublished,
 )
 from muster.ids import id_time_ms
-from muster.projections.batch import WriteBatches, Writes
+from muster.projections.batch import Reply, WriteBatches, Writes
 from muster.projections.fanout import Fanout, Walk
 from muster.projections.live import Live
 from muster.projections.routing import LateFollow, Router
@@ -102,6 +102,33 @@ class _GraphPlan:
     homes: list[_HomeChange] = field(default_factory=list)
     late: list[LateFollow] = field(default_factory=list)  # may have missed a newer post
     news: list[tuple[str, dict[str, str | bytes]]] = field(default_factory=list)
+
+
+@dataclass
+class _PublishPlan:
+    writes: Writes
+    marks: list[str] = field(default_factory=list)  # accounts merged at read from now on
+    walks: list[Walk] = field(default_factory=list)  # every fan-out, numbered for batch.py
+    routed: list[Walk] = field(default_factory=list)  # walks that also route: own script
+    dms: list[DirectMessageSent] = field(default_factory=list)  # to route
+    news: list[tuple[str, dict[str, str | bytes]]] = field(default_factory=list)
+    pages: list[Reply] = field(default_factory=list)  # the buffer calls' replies
+    started: list[tuple[Walk, Reply]] = field(default_factory=list)  # routed walks' first
+
+
+def _post_news(event: PostPublished, data: bytes) -> dict[str, str | bytes]:
+    return {
+        "kind": "post",
+        "id": event.id,
+        "account": event.as_account,
+        "author": event.author,
+        "visibility": event.visibility,
+        "data": data,
+    }
+
+
+def _dm_news(event: DirectMessageSent, data: bytes) -> dict[str, str | bytes]:
+    return {"kind": "dm", "id": event.id, "from": event.actor, "to": event.recipient, "data": data}
 
 
 def _follow_news(
@@ -197,96 +224,74 @@ class Timeline:
         return keys.account_log(p, account), keys.public_log(p, account)
 
     async def publish(self, run: Sequence[PostPublished | DirectMessageSent]) -> None:
-        """Posts and DMs in order, in a few round trips: the store, logs, replies, homes,
-        DM conversations and the first page of each plain fan-out as one buffer of writes
-        per partition (batch.py); routed fan-outs and DM routing on the same pipeline; a
-        fan-out with more followers than one page is finished after. Live announcements go
-        last, so a client told of a post finds it in its home."""
+        """Posts and DMs in order, in a few round trips however long the run: plan, write
+        (the store, logs, replies, homes, DM conversations and the first page of each plain
+        fan-out as one buffer of writes per partition — batch.py — with routed fan-outs and
+        DM routing on the same pipeline), then finish (fan-outs with more followers than
+        one page, then live announcements, last, so a client told of a post finds it in its
+        home)."""
+        plan = await self._publish_plan(run)
+        await self._publish_write(plan)
+        await self._publish_finish(plan)
+
+    async def _publish_plan(self, run: Sequence[PostPublished | DirectMessageSent]) -> _PublishPlan:
         posts = [e for e in run if isinstance(e, PostPublished)]
         bigs, counts, active = await self._post_context(posts)
-        writes = self.writes.new()
-        marks: list[str] = []  # accounts found to need merging at read from now on
-        walks: list[Walk] = []
-        routed: list[Walk] = []  # walks that route deliveries: their own script
-        routed_dms: list[DirectMessageSent] = []
-        news: list[tuple[str, dict[str, str | bytes]]] = []
+        plan = _PublishPlan(self.writes.new())
         for event in run:
-            if isinstance(event, PostPublished):
-                data = self._post_writes(writes, event)
-                big = event.as_account in bigs
-                if not big and counts.get(event.as_account, 0) > self.threshold:
-                    bigs.add(event.as_account)
-                    marks.append(event.as_account)
-                    log.info("account merged at read from now on", account=event.as_account)
-                    big = True
-                public = event.visibility == "public"
-                route = await self.router.post_route(event, active) if self.route else None
-                found: list[Walk] = []
-                if not big:
-                    found = self.fanout.walks(
-                        event.as_account, event.id, public=public, route=route
-                    )
-                elif route is not None:  # no fan-out for read-merged accounts, but deliveries
-                    found = self.fanout.walks(
-                        event.as_account, event.id, public=public, route=route, homes=False
-                    )
-                for walk in found:
+            if isinstance(event, DirectMessageSent):
+                data = self._dm_writes(plan.writes, event)
+                if self.route:
+                    plan.dms.append(event)
+                if self.announce:
+                    plan.news.append((event.id, _dm_news(event, data)))
+                continue
+            data = self._post_writes(plan.writes, event)
+            big = event.as_account in bigs
+            if not big and counts.get(event.as_account, 0) > self.threshold:
+                bigs.add(event.as_account)
+                plan.marks.append(event.as_account)
+                log.info("account merged at read from now on", account=event.as_account)
+                big = True
+            route = await self.router.post_route(event, active) if self.route else None
+            if not big or route is not None:  # read-merged accounts: deliveries, no homes
+                for walk in self.fanout.walks(
+                    event.as_account,
+                    event.id,
+                    public=event.visibility == "public",
+                    route=route,
+                    homes=not big,
+                ):
                     if walk.page is not None:
                         q, source, post_id = walk.page
-                        writes.fanout(q, len(walks), source, post_id)
+                        plan.writes.fanout(q, len(plan.walks), source, post_id)
                     else:
-                        routed.append(walk)
-                    walks.append(walk)
-                if not self.announce:
-                    continue
-                news.append(
-                    (
-                        event.id,
-                        {
-                            "kind": "post",
-                            "id": event.id,
-                            "account": event.as_account,
-                            "author": event.author,
-                            "visibility": event.visibility,
-                            "data": data,
-                        },
-                    )
-                )
-            else:
-                data = self._dm_writes(writes, event)
-                if self.route:
-                    routed_dms.append(event)
-                if not self.announce:
-                    continue
-                news.append(
-                    (
-                        event.id,
-                        {
-                            "kind": "dm",
-                            "id": event.id,
-                            "from": event.actor,
-                            "to": event.recipient,
-                            "data": data,
-                        },
-                    )
-                )
+                        plan.routed.append(walk)
+                    plan.walks.append(walk)
+            if self.announce:
+                plan.news.append((event.id, _post_news(event, data)))
+        return plan
+
+    async def _publish_write(self, plan: _PublishPlan) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            calls = await writes.queue(pipe)
-            for account in marks:
+            plan.pages = await plan.writes.queue(pipe)
+            for account in plan.marks:
                 pipe.sadd(keys.BIG_ACCOUNTS, account)
-            for walk in routed:
+            for walk in plan.routed:
                 await walk.start(pipe)
-            for dm in routed_dms:
+                plan.started.append((walk, self.writes.reply(pipe)))
+            for dm in plan.dms:
                 await self.router.queue_direct_message(pipe, dm)
-            replies = await self.writes.execute(pipe)
-        for index, cursor in writes.continued(replies[:calls]):
-            await walks[index].finish(cursor)
-        first = calls + len(marks)
-        for walk, reply in zip(routed, replies[first : first + len(routed)], strict=True):
-            await walk.finish(reply)
-        if self.announce and news:
+            await self.writes.execute(pipe)
+
+    async def _publish_finish(self, plan: _PublishPlan) -> None:
+        for index, cursor in Writes.continued(plan.pages):
+            await plan.walks[index].finish(cursor)
+        for walk, reply in plan.started:
+            await walk.finish(reply.value)
+        if plan.news:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for event_id, fields in news:
+                for event_id, fields in plan.news:
                     await self.live.announce(event_id, fields, pipe=pipe)
                 await self.writes.execute(pipe)
 
@@ -301,16 +306,19 @@ class Timeline:
         accounts = list(dict.fromkeys(e.as_account for e in posts))
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.smismember(keys.BIG_ACCOUNTS, accounts)
-            for q in range(self.partitions):  # one call per partition: HLENs of its share
-                names = [n for a in accounts for n in graph.follower_hashes_in(q, a)]
-                await self.writes.hlens(pipe, q, names)
-            flags, *per_partition = await self.writes.execute(pipe)
-        bigs = {a for a, flag in zip(accounts, flags, strict=True) if flag}
-        per_account = len(graph.follower_hashes_in(0, accounts[0]))
+            flags = self.writes.reply(pipe)
+            lengths = []  # one call per partition: HLENs of its share
+            for q in range(self.partitions):
+                names = {a: graph.follower_hashes_in(q, a) for a in accounts}
+                every = [name for hashes in names.values() for name in hashes]
+                lengths.append((names, await self.writes.hlens(pipe, q, every)))
+            await self.writes.execute(pipe)
+        bigs = {a for a, flag in zip(accounts, flags.value, strict=True) if flag}
         counts = dict.fromkeys(accounts, 0)
-        for lengths in per_partition:
-            for i, a in enumerate(accounts):
-                counts[a] += sum(lengths[i * per_account : (i + 1) * per_account])
+        for names, reply in lengths:
+            sizes = iter(reply.value)
+            for account, hashes in names.items():
+                counts[account] += sum(next(sizes) for _ in hashes)
         active = await self.router.active() if self.route else set()
         return bigs, counts, active
 
@@ -434,11 +442,13 @@ class Timeline:
 
     async def _recent(self, sources: list[str]) -> dict[str, list[str]]:
         """The newest `cap` post ids of each account log, newest first."""
+        newest: dict[str, Reply] = {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for source in sources:
                 pipe.zrange(source, "+", "-", desc=True, bylex=True, offset=0, num=self.cap)
-            replies = await pipe.execute()
-        return {source: texts(ids) for source, ids in zip(sources, replies, strict=True)}
+                newest[source] = self.writes.reply(pipe)
+            await self.writes.execute(pipe)
+        return {source: texts(reply.value) for source, reply in newest.items()}
 
     async def _merged_at_read(self, accounts: list[str]) -> set[str]:
         """Which of `accounts` are merged into homes at read (nothing to backfill)."""
