@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(settings, process=f"consumer-proc:{args.group}")
 
     async def make_handler(redis: aioredis.Redis, _settings: Settings) -> Handler:
-        async def handle(messages: Sequence[Message]) -> None:
+        async def handle(messages: Sequence[Message[Any]]) -> None:
             await asyncio.sleep(args.sleep)
             async with redis.pipeline(transaction=False) as pipe:
                 for message in messages:

@@ -25,6 +25,7 @@ import msgspec
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
+from muster import events
 from muster.api.app import create_app
 from muster.connection import async_client
 from muster.consumer import ConsumerLoop, Handler
@@ -181,7 +182,12 @@ async def event_log_worker(
     try:
         handler = await make_handler(redis, settings)
         loops = build_loops(
-            redis, settings, group=group, handler=handler, streams_for=event_log_streams(group)
+            redis,
+            settings,
+            group=group,
+            handler=handler,
+            streams_for=event_log_streams(group),
+            decode=events.decode,
         )
         async with running_loops(loops, name=name):
             yield

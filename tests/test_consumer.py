@@ -51,7 +51,7 @@ def post(text: str) -> events.PostPublished:
     )
 
 
-def text_of(message: Message) -> str:
+def text_of(message: Message[Any]) -> str:
     assert isinstance(message.event, events.PostPublished)
     return message.event.text
 
@@ -81,10 +81,10 @@ class Recorder:
 
     def __init__(self, *failing: str) -> None:
         self.failing = set(failing)
-        self.calls: list[list[Message]] = []
-        self.handled: list[Message] = []
+        self.calls: list[list[Message[Any]]] = []
+        self.handled: list[Message[Any]] = []
 
-    async def __call__(self, messages: Sequence[Message]) -> None:
+    async def __call__(self, messages: Sequence[Message[Any]]) -> None:
         self.calls.append(list(messages))
         for message in messages:
             if text_of(message) in self.failing:
@@ -179,10 +179,10 @@ async def test_batch_is_handled_then_acked(aredis: aioredis.Redis, settings: Set
     settings = unhurried(settings)
     sent = [post(f"p{i}") for i in range(10)]
     entry_ids = [await append(aredis, event) for event in sent]
-    batches: list[list[Message]] = []
+    batches: list[list[Message[Any]]] = []
     pending_while_handling: list[int] = []
 
-    async def handler(messages: Sequence[Message]) -> None:
+    async def handler(messages: Sequence[Message[Any]]) -> None:
         pending_while_handling.append(await pending(aredis))
         batches.append(list(messages))
 
@@ -256,7 +256,7 @@ async def test_outcomes_per_entry_settle_each_alone_and_never_rerun_the_batch(
     entry_ids = [await append(aredis, event) for event in sent]
     calls: list[list[tuple[str, int]]] = []
 
-    async def handler(messages: Sequence[Message]) -> Outcomes:
+    async def handler(messages: Sequence[Message[Any]]) -> Outcomes:
         calls.append([(text_of(m), m.attempt) for m in messages])
         outcomes: dict[str, Outcome] = {}
         for m in messages:
@@ -416,7 +416,7 @@ async def test_stop_finishes_and_acks_the_batch_in_hand(
     started = asyncio.Event()
     handled: list[str] = []
 
-    async def handler(messages: Sequence[Message]) -> None:
+    async def handler(messages: Sequence[Message[Any]]) -> None:
         started.set()
         await asyncio.sleep(0.5)
         handled.extend(text_of(m) for m in messages)
@@ -581,7 +581,7 @@ async def test_redis_lost_between_handling_and_ack(
     settings = make_settings(server)
     calls: list[list[str]] = []
 
-    async def handler(messages: Sequence[Message]) -> None:
+    async def handler(messages: Sequence[Message[Any]]) -> None:
         calls.append([text_of(m) for m in messages])
         if len(calls) == 1:
             server.stop()
@@ -647,9 +647,9 @@ async def test_a_slow_batch_is_neither_handed_out_again_nor_counted_as_an_attemp
     for event in sent:
         await append(aredis, event)
     slow = settings.claim_idle_ms / 1000 * 4
-    calls: list[list[Message]] = []
+    calls: list[list[Message[Any]]] = []
 
-    async def handler(messages: Sequence[Message]) -> None:
+    async def handler(messages: Sequence[Message[Any]]) -> None:
         calls.append(list(messages))
         if len(calls) == 1:
             await asyncio.sleep(slow)

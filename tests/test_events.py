@@ -180,7 +180,6 @@ PARTITION_FIELD = {
     "FollowerEnrolled": "follower",
     "PostPublished": "as_account",
     "DirectMessageSent": "actor",
-    "DeliveryRequested": "actor",  # not on the event log (delivery streams), default rule
 }
 
 

@@ -1,6 +1,6 @@
 """The one consumer loop every worker runs: read a batch, handle, ack in bulk, reclaim, dead-letter.
 
-A worker is a handler — `async def handle(messages: Sequence[Message]) -> Outcomes | None`
+A worker is a handler — `async def handle(messages: Sequence[Message[Any]]) -> Outcomes | None`
 whose effects are safe to repeat — run over `ConsumerLoop`. The loop gives at-least-once
 processing:
 
@@ -38,7 +38,7 @@ import random
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
 import structlog
@@ -49,7 +49,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from muster import events, keys
 from muster.connection import text
 from muster.errors import EventDecodeError, PermanentError
-from muster.events import AnyEvent
 from muster.tasks import cancel_and_wait
 
 log = structlog.get_logger("muster.consumer")
@@ -58,11 +57,17 @@ _TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 _CONSUMER_IDLE_FORGET_MS = 24 * 3600 * 1000
 
 
+E = TypeVar("E")
+Decode = Callable[[bytes], Any]
+"""A stream entry's payload → what handlers get (events.decode on the event log); raises
+EventDecodeError for what it cannot decode, which is dead-lettered."""
+
+
 @dataclass(frozen=True, slots=True)
-class Message:
+class Message(Generic[E]):
     stream: str
     entry_id: str
-    event: AnyEvent
+    event: E
     attempt: int  # 1 on first delivery; grows with each reclaim
     payload: bytes = b""  # the entry's event field exactly as stored (the audit archive keeps it)
 
@@ -85,7 +90,7 @@ class Failed:
 Outcome = Retry | Failed
 Outcomes = Mapping[str, Outcome]
 """A handler's answer: entry id → what went wrong with it; entries not named are done."""
-Handler = Callable[[Sequence[Message]], Awaitable[Outcomes | None]]
+Handler = Callable[[Sequence[Message[Any]]], Awaitable[Outcomes | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +140,13 @@ class ConsumerLoop:
         dead_letters: str,
         config: LoopConfig,
         consumer: str | None = None,
+        decode: Decode = events.decode,
     ) -> None:
         self.redis = redis
         self.streams = list(streams)
         self.group = group
         self.handler = handler
+        self.decode = decode
         self.dead_letters = dead_letters
         self.config = config
         self.consumer = consumer or consumer_name()
@@ -291,7 +298,7 @@ class ConsumerLoop:
     async def _process(
         self, stream: str, entries: list[Any], *, attempts: dict[str, int] | None
     ) -> None:
-        messages: list[Message] = []
+        messages: list[Message[Any]] = []
         for raw_id, fields in entries:
             entry_id = text(raw_id)
             attempt = attempts.get(entry_id, 1) if attempts is not None else 1
@@ -306,7 +313,7 @@ class ConsumerLoop:
                 await self._dead_letter(stream, entry_id, payload, error, attempt)
                 continue
             try:
-                event = events.decode(payload)
+                event = self.decode(payload)
             except EventDecodeError as exc:
                 await self._dead_letter(stream, entry_id, payload, f"undecodable: {exc}", attempt)
                 continue
@@ -343,7 +350,7 @@ class ConsumerLoop:
                     seconds=round(held),
                 )
 
-    async def _handle(self, stream: str, messages: list[Message]) -> None:
+    async def _handle(self, stream: str, messages: list[Message[Any]]) -> None:
         try:
             outcomes = await self.handler(messages)
         except Exception as exc:
@@ -368,7 +375,7 @@ class ConsumerLoop:
         await self._settle(stream, messages, outcomes)
 
     async def _settle(
-        self, stream: str, messages: Sequence[Message], outcomes: Outcomes | None
+        self, stream: str, messages: Sequence[Message[Any]], outcomes: Outcomes | None
     ) -> None:
         """Ack what is done, count what is to be retried, dead-letter what failed."""
         outcomes = outcomes or {}
@@ -380,7 +387,7 @@ class ConsumerLoop:
             if outcome is not None:
                 await self._failed(message, outcome)
 
-    async def _ack(self, stream: str, messages: Sequence[Message]) -> None:
+    async def _ack(self, stream: str, messages: Sequence[Message[Any]]) -> None:
         ids = [m.entry_id for m in messages]
         retried = [m.entry_id for m in messages if m.attempt > 1]
         if retried:
@@ -391,7 +398,7 @@ class ConsumerLoop:
         else:
             await self.redis.xack(stream, self.group, *ids)
 
-    async def _failed(self, message: Message, outcome: Outcome) -> None:
+    async def _failed(self, message: Message[Any], outcome: Outcome) -> None:
         failures_key = keys.failures(message.stream, self.group)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hincrby(failures_key, message.entry_id, 1)

@@ -165,25 +165,6 @@ class DirectMessageSent(Event, frozen=True, tag="DirectMessageSent"):
     in_reply_to: str | None = None
 
 
-class DeliveryRequested(Event, frozen=True, tag="DeliveryRequested"):
-    """One off-app delivery: `message_id` (a post or DM) to `recipient` over `channel`.
-
-    Not an event-log event: the timeline worker writes these to keys.deliveries streams.
-    `id` is `{message_id}.{recipient}.{channel}` — stable for that triple, so it is the
-    delivery's idempotency key and its Message-ID / webhook-id. `attempt` is how many sends
-    were made before this request was issued (a request is done once the status records more);
-    `schedule_from` is that count when the current retry schedule began (a redrive starts
-    a new schedule).
-    """
-
-    message_id: str
-    kind: str  # "post" | "dm"
-    recipient: str
-    channel: str
-    attempt: int = 0
-    schedule_from: int = 0
-
-
 AnyEvent: TypeAlias = (
     AccountCreated
     | AccountTokenReset
@@ -198,7 +179,6 @@ AnyEvent: TypeAlias = (
     | FollowersEnrolled
     | PostPublished
     | DirectMessageSent
-    | DeliveryRequested
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__

@@ -269,7 +269,7 @@ DELIVERY_STATUS_TTL_S: Final = 90 * 24 * 3600
 
 
 def delivery_retries(partition: int, channel: str) -> str:
-    """Sorted set: DeliveryRequested payload → due time (ms); moved back into
+    """Sorted set: records.DeliveryRequest payload → due time (ms); moved back into
     deliveries(partition, channel) when due. Retries never block a worker."""
     return f"{_tag(partition)}:dretry:{channel}"
 

@@ -1,14 +1,23 @@
-"""The write side's stored records, each with its one codec: an account's hash
-(keys.account) and a follow record (keys.follows).
+"""Every value Muster keeps in Redis that is not an event or a post/DM view, each with its
+one codec, here: an account's hash (keys.account), a follow record (keys.follows), an
+`all_members` rule (keys.enrolment_rules), a delivery request (keys.deliveries streams), a
+delivery status (keys.delivery_status) and a live-stream entry (keys.LIVE). Events have
+theirs in events.py, posts and DMs as readers see them in views.py.
 
-The api reads these to authorise and validate writes; they change only by applying an event
-(writeside.py), so the api's append and replay write the very same bytes.
+Lua that writes one of these (lua/enrol.lua: a follow record; lua/route_one.lua: a request
+and a first status) writes the same bytes; tests decode what it writes with these codecs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+from muster.errors import EventDecodeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,4 +119,136 @@ def rule_of(account: str, raw: bytes | str) -> Rule:
     mandatory, _, enrolment = rest.partition("|")
     return Rule(
         account, tuple(c for c in channels.split(",") if c), mandatory == "1", enrolment or None
+    )
+
+
+# --- delivery: requests and statuses ----------------------------------------------------------
+class DeliveryRequest(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="DeliveryRequested"
+):
+    """One off-app delivery: `message_id` (a post or DM) to `recipient` over `channel`, an
+    entry of keys.deliveries(q, channel), written by routing (lua/route_one.lua), read by
+    the delivery workers. Not an event: it is never in the event log. `id` is
+    `{message_id}.{recipient}.{channel}` — stable for that triple, so it is the delivery's
+    idempotency key and its Message-ID / webhook-id. `attempt` is how many sends were made
+    before this request was issued (a request is done once the status records more);
+    `schedule_from` is that count when the current retry schedule began (a re-drive starts
+    a new schedule). Tagged as it always was, so requests already queued still decode."""
+
+    id: str
+    actor: str
+    at: datetime
+    v: int = 1
+    message_id: str
+    kind: str  # "post" | "dm"
+    recipient: str
+    channel: str
+    attempt: int = 0
+    schedule_from: int = 0
+
+
+_request_encoder = msgspec.json.Encoder()
+_request_decoder = msgspec.json.Decoder(DeliveryRequest)
+
+
+def encode_request(request: DeliveryRequest) -> bytes:
+    return _request_encoder.encode(request)
+
+
+def decode_request(payload: bytes | str) -> DeliveryRequest:
+    """A delivery stream entry's payload; EventDecodeError (dead-lettered) if it is none."""
+    try:
+        return _request_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise EventDecodeError(f"not a delivery request: {exc}") from exc
+
+
+State = Literal["pending", "sent", "failed"]
+STATES: tuple[State, ...] = ("pending", "sent", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """One delivery's status (keys.delivery_status field "recipient:channel"), stored as
+    "state|attempts|last error": `pending` (requested, or waiting for a retry), `sent` (the
+    provider accepted it), `failed` (permanently, or retries exhausted); `attempts` counts
+    sends actually tried. Routing writes the first one, "pending|0|", in Lua."""
+
+    state: State
+    attempts: int
+    error: str = ""
+
+    def encode(self) -> str:
+        return f"{self.state}|{self.attempts}|{self.error}"
+
+
+def status_of(raw: bytes | str | None) -> Status | None:
+    """A stored status; None when there is none (or it is unreadable: treated as absent)."""
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    state, _, rest = text.partition("|")
+    attempts, _, error = rest.partition("|")
+    if state not in STATES or not attempts.isdigit():
+        return None
+    return Status(state, int(attempts), error)
+
+
+def status_field(recipient: str, channel: str) -> str:
+    return f"{recipient}:{channel}"
+
+
+# --- the live stream ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LiveEntry:
+    """One keys.LIVE entry, as stream fields: a post after its fan-out, a DM, a follow or an
+    unfollow. `data` is the post's or DM's JSON (views.py); `account` the account posted as,
+    or followed."""
+
+    kind: str  # "post" | "dm" | "follow" | "unfollow"
+    id: str = ""
+    account: str = ""
+    author: str = ""
+    visibility: str = ""
+    follower: str = ""
+    sender: str = ""
+    recipient: str = ""
+    data: bytes = b""
+
+    def fields(self) -> dict[str, str | bytes]:
+        if self.kind == "post":
+            return {
+                "kind": "post",
+                "id": self.id,
+                "account": self.account,
+                "author": self.author,
+                "visibility": self.visibility,
+                "data": self.data,
+            }
+        if self.kind == "dm":
+            return {
+                "kind": "dm",
+                "id": self.id,
+                "from": self.sender,
+                "to": self.recipient,
+                "data": self.data,
+            }
+        return {"kind": self.kind, "follower": self.follower, "account": self.account}
+
+
+def live_entry_of(fields: Mapping[bytes, bytes]) -> LiveEntry:
+    def get(name: bytes) -> str:
+        value = fields.get(name)
+        return value.decode() if value is not None else ""
+
+    return LiveEntry(
+        kind=get(b"kind"),
+        id=get(b"id"),
+        account=get(b"account"),
+        author=get(b"author"),
+        visibility=get(b"visibility"),
+        follower=get(b"follower"),
+        sender=get(b"from"),
+        recipient=get(b"to"),
+        data=fields.get(b"data", b""),
     )

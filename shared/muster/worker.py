@@ -14,9 +14,9 @@ from typing import Any, Protocol, runtime_checkable
 import redis.asyncio as aioredis
 import structlog
 
-from muster import keys
+from muster import events, keys
 from muster.connection import async_client
-from muster.consumer import ConsumerLoop, Handler, LoopConfig, Message, Outcomes
+from muster.consumer import ConsumerLoop, Decode, Handler, LoopConfig, Message, Outcomes
 from muster.settings import Settings
 
 log = structlog.get_logger("muster.worker")
@@ -32,7 +32,7 @@ class Service(Protocol):
     loops until stop, and `aclose()` once everything has stopped.
     """
 
-    async def __call__(self, messages: Sequence[Message]) -> Outcomes | None: ...
+    async def __call__(self, messages: Sequence[Message[Any]]) -> Outcomes | None: ...
 
     async def run_beside(self, stop: asyncio.Event) -> None: ...
 
@@ -72,7 +72,10 @@ def build_loops(
     group: str,
     handler: Handler,
     streams_for: Callable[[int], Sequence[str]],
+    decode: Decode,
 ) -> list[ConsumerLoop]:
+    """One loop per partition over `streams_for(partition)`, whose entries `decode` reads
+    (events.decode for the event log): named by every caller, since the streams decide it."""
     config = loop_config(settings)
     return [
         ConsumerLoop(
@@ -82,6 +85,7 @@ def build_loops(
             handler=handler,
             dead_letters=keys.dead_letters(partition),
             config=config,
+            decode=decode,
         )
         for partition in range(settings.partitions)
     ]
@@ -93,8 +97,12 @@ async def serve(
     group: str,
     make_handler: HandlerFactory,
     streams_for: Callable[[int], Sequence[str]] | None = None,
+    decode: Decode | None = None,
 ) -> None:
-    """Run `group` until SIGTERM or SIGINT; the batch in hand is finished and acked first."""
+    """Run `group` until SIGTERM or SIGINT; the batch in hand is finished and acked first.
+    Streams other than the event log come with the decoder of what they hold."""
+    if (streams_for is None) != (decode is None):
+        raise ValueError("streams_for and decode go together: the streams decide the decoder")
     stop = asyncio.Event()
     running = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -108,6 +116,7 @@ async def serve(
             group=group,
             handler=handler,
             streams_for=streams_for or event_log_streams(group),
+            decode=decode or events.decode,
         )
         log.info("worker started", group=group, partitions=settings.partitions)
         work = [loop.run(stop) for loop in loops]

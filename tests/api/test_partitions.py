@@ -4,6 +4,7 @@ belongs to (eventlog.partition_for), and checks that span partitions still hold.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import msgspec
@@ -206,6 +207,35 @@ async def test_a_retry_after_the_process_died_between_append_and_record_appends_
         "POST", "/v1/posts", token=token, json={"text": "other", "as": team}, headers=headers
     )
     assert_error(other, 409, "idempotency_key_reused")
+
+
+async def test_a_key_whose_request_died_after_its_append_is_never_reused_with_another_body(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies between the append and recording the answer; the key comes back
+    much later with a different body, posting as the caller (another partition than the
+    team's receipt). The claim lasts the key's whole window, so that is 409, not a second
+    post: a claim that expired after 30 s let it through."""
+    person, team, token = await _person_and_foreign_team(api)
+    headers = {"Idempotency-Key": "died-then-other"}
+
+    async def die(self: publishing._Append, record: str, response: bytes) -> None:
+        raise RuntimeError("the api process died here")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(publishing._Append, "_record", die)
+        with contextlib.suppress(RuntimeError):
+            await api.call(
+                "POST", "/v1/posts", token=token, json={"text": "x", "as": team}, headers=headers
+            )
+    record = keys.idempotency(keys.partition_of(person, PARTITIONS), person, "died-then-other")
+    assert await api.redis.ttl(record) > keys.IDEMPOTENCY_TTL_S - 60  # not a 30 s claim
+    before = await api.snapshot()
+    other = await api.call(
+        "POST", "/v1/posts", token=token, json={"text": "something else"}, headers=headers
+    )
+    assert_error(other, 409, "idempotency_key_reused")
+    assert await api.snapshot() == before
 
 
 async def test_racing_requests_with_one_key_across_partitions_append_once(api: Api) -> None:

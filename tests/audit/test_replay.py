@@ -24,6 +24,7 @@ from muster.ops.replay import ReplayError, ReplayRequest, replay
 from muster.ops.verify import verify
 from muster.projections import families as projections
 from muster.projections.timeline import Timeline
+from muster.records import decode_request
 from muster.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -46,8 +47,7 @@ async def requests(redis: aioredis.Redis) -> list[tuple[str, str, str]]:
     for channel in keys.OFFAPP_CHANNELS:
         entries: Any = await redis.xrange(keys.deliveries(0, channel))
         for _, fields in entries:
-            r = events.decode(fields[events.STREAM_FIELD])
-            assert isinstance(r, events.DeliveryRequested)
+            r = decode_request(fields[events.STREAM_FIELD])
             found.append((r.message_id, r.recipient, r.channel))
     return found
 

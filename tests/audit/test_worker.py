@@ -80,7 +80,7 @@ async def test_every_event_is_archived_once_in_log_order_and_indexed(
             assert await s.redis.zscore(keys.audit_index(p), event.id) == 0
 
 
-async def _messages(redis: aioredis.Redis, partition: int = 0) -> list[Message]:
+async def _messages(redis: aioredis.Redis, partition: int = 0) -> list[Message[Any]]:
     entries: Any = await redis.xrange(keys.events(partition))
     return [
         Message(

@@ -56,6 +56,7 @@ from muster.delivery.content import ACCOUNT_FIELDS, Recipient, decode_content  #
 from muster.delivery.sms import sms_text  # noqa: E402
 from muster.delivery.webhook import body_of, signature  # noqa: E402
 from muster.ids import IdGenerator  # noqa: E402
+from muster.records import DeliveryRequest, encode_request  # noqa: E402
 
 CHANNELS = ("webhook", "sms", "email")
 GOAL_RATIO = 10.0
@@ -112,8 +113,8 @@ def seed(client: redis.Redis, n: int, http_url: str) -> str:
 
 
 def request(post_id: str, handle: str, channel: str) -> bytes:
-    return events.encode(
-        events.DeliveryRequested(
+    return encode_request(
+        DeliveryRequest(
             id=f"{post_id}.{handle}.{channel}",
             actor="ops",
             at=events.utcnow(),

@@ -36,6 +36,7 @@ from delivery.peers import HttpReceiver, SmtpSink, TwilioFake
 from muster import keys
 from muster.connection import async_client, text
 from muster.delivery import worker as delivery
+from muster.records import decode_request
 from muster.settings import Settings
 from muster.timeline import worker as timeline
 from muster.worker import build_loops
@@ -133,6 +134,7 @@ async def delivery_worker(
             group=delivery.GROUP,
             handler=handler,
             streams_for=delivery.streams_for,
+            decode=delivery.decode,
         )
         async with running_loops(loops, handler.run_beside):
             yield handler
@@ -195,8 +197,7 @@ class Stack(HttpStack):
         found = []
         for p in range(self.settings.partitions):
             for _, fields in await entries(self.redis, keys.deliveries(p, channel)):
-                request = events.decode(fields[events.STREAM_FIELD])
-                assert isinstance(request, events.DeliveryRequested)
+                request = decode_request(fields[events.STREAM_FIELD])
                 found.append((request.message_id, request.recipient))
         return sorted(found)
 

@@ -15,7 +15,7 @@ from standardwebhooks.webhooks import Webhook
 from delivery.conftest import ADMIN_TOKEN, PUBLIC_URL, OpenStack, Peers, Stack
 from delivery.peers import SmtpSink
 from muster import events, keys
-from muster.events import DeliveryRequested
+from muster.records import DeliveryRequest, encode_request
 from muster.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -121,7 +121,7 @@ async def test_an_internal_post_never_reaches_an_external_recipient(
     await s.account("eve", role="external", webhook_url=peers.hook("eve"))
     post = await s.post(pat, "internal only")
     await s.routed()
-    forged = DeliveryRequested(
+    forged = DeliveryRequest(
         id=f"{post['id']}.eve.webhook",
         actor="pat",
         at=events.utcnow(),
@@ -130,7 +130,7 @@ async def test_an_internal_post_never_reaches_an_external_recipient(
         recipient="eve",
         channel="webhook",
     )
-    await s.redis.xadd(keys.deliveries(0, "webhook"), {events.STREAM_FIELD: events.encode(forged)})
+    await s.redis.xadd(keys.deliveries(0, "webhook"), {events.STREAM_FIELD: encode_request(forged)})
     await s.delivered()
     assert peers.webhooks.arrived == []
     report = await s.deliveries(post["id"])

@@ -14,10 +14,9 @@ from muster.delivery.content import Content, decode_content, link
 from muster.delivery.email import SmtpTarget, message_id, render
 from muster.delivery.retries import next_delay_s, retry_payload
 from muster.delivery.sms import SMS_CHARS, sms_text
-from muster.delivery.status import Status, parse
 from muster.delivery.webhook import WebhookGone, body_of, check_target, classify, signature
 from muster.errors import PermanentDeliveryError, PermanentError, TransientDeliveryError
-from muster.events import DeliveryRequested, decode
+from muster.records import DeliveryRequest, Status, decode_request, status_of
 from muster.settings import Settings
 
 AT = datetime(2024, 5, 1, 12, 0, 1, tzinfo=UTC)
@@ -50,8 +49,8 @@ def dm(text: str = "are you safe?") -> Content:
     return decode_content("dm", view.id, views.encode(view))
 
 
-def request(attempt: int = 0, schedule_from: int = 0) -> DeliveryRequested:
-    return DeliveryRequested(
+def request(attempt: int = 0, schedule_from: int = 0) -> DeliveryRequest:
+    return DeliveryRequest(
         id="1.mia.webhook",
         actor="ops",
         at=AT,
@@ -67,10 +66,10 @@ def request(attempt: int = 0, schedule_from: int = 0) -> DeliveryRequested:
 # --- statuses ---------------------------------------------------------------------------------
 def test_status_round_trips_and_keeps_pipes_in_errors() -> None:
     status = Status("failed", 3, "webhook answered 500 | upstream")
-    assert parse(status.encode().encode()) == status
-    assert parse("pending|0|") == Status("pending", 0, "")
+    assert status_of(status.encode().encode()) == status
+    assert status_of("pending|0|") == Status("pending", 0, "")
     for broken in (None, "", "sent", "sent|x|", "queued|1|"):
-        assert parse(broken) is None
+        assert status_of(broken) is None
 
 
 # --- the retry schedule -------------------------------------------------------------------------
@@ -88,7 +87,7 @@ def test_retries_follow_the_schedule_with_jitter_then_give_up() -> None:
 
 
 def test_a_retry_payload_is_the_same_request_one_attempt_on() -> None:
-    again = decode(retry_payload(request(1)))
+    again = decode_request(retry_payload(request(1)))
     assert again == request(2)
     assert retry_payload(request(1)) == retry_payload(request(1))  # one member in the set
 

@@ -17,8 +17,8 @@ import pytest
 from delivery.conftest import ADMIN_TOKEN, OpenStack, Stack, entries
 from muster import events, keys
 from muster.consumer import Message
-from muster.events import DeliveryRequested
 from muster.projections.routing import event_time, request_json
+from muster.records import DeliveryRequest, decode_request
 from muster.settings import Settings
 from muster.timeline import worker as timeline
 
@@ -128,9 +128,8 @@ async def test_requests_decode_to_the_event_the_python_side_builds(routing: Stac
     await s.routed()
     found = await entries(s.redis, keys.deliveries(0, "webhook"))
     (raw,) = [fields[events.STREAM_FIELD] for _, fields in found]
-    request = events.decode(raw)
-    assert isinstance(request, DeliveryRequested)
-    assert request == DeliveryRequested(
+    request = decode_request(raw)
+    assert request == DeliveryRequest(
         id=f"{post['id']}.mia.webhook",
         actor="pat",
         at=request.at,
@@ -195,8 +194,7 @@ async def test_dms_go_to_the_recipients_dm_channels(routing: Stack) -> None:
     }
     assert d3["id"] not in {m for found in got.values() for m, _ in found}
     raw = (await entries(s.redis, keys.deliveries(0, "webhook")))[0][1][events.STREAM_FIELD]
-    request = events.decode(raw)
-    assert isinstance(request, DeliveryRequested)
+    request = decode_request(raw)
     assert (request.kind, request.actor) == ("dm", "mia")
 
 

@@ -37,7 +37,7 @@ from muster import events, keys
 from muster.connection import text
 from muster.ids import IdGenerator
 from muster.projections.timeline import Timeline
-from muster.records import Follow
+from muster.records import Follow, decode_request
 from muster.settings import Settings
 from muster.timeline.worker import GROUP
 from muster.writeside import WriteSide
@@ -424,8 +424,7 @@ async def test_sigkill_mid_enrolment_then_every_member_is_enrolled_once_and_aler
     for q in range(PARTITIONS):
         entries = await aredis.xrange(keys.deliveries(q, "sms"))
         for _, fields in entries:
-            request = events.decode(fields[events.STREAM_FIELD])
-            assert isinstance(request, events.DeliveryRequested)
+            request = decode_request(fields[events.STREAM_FIELD])
             assert request.message_id == alert["id"]
             requests.append(request.recipient)
     assert sorted(requests) == sorted(reachable)

@@ -27,6 +27,7 @@ from muster.events import (
 )
 from muster.ids import IdGenerator
 from muster.projections.timeline import Timeline
+from muster.records import decode_request
 from muster.settings import Settings
 from muster.writeside import WriteSide
 from timeline.conftest import zmembers
@@ -317,8 +318,7 @@ async def requested(redis: aioredis.Redis, handle: str) -> set[tuple[str, str]]:
     for channel in keys.OFFAPP_CHANNELS:
         entries: Any = await redis.xrange(keys.deliveries(p_of(handle), channel))
         for _, fields in entries:
-            request = events.decode(fields[b"e"])
-            assert isinstance(request, events.DeliveryRequested)
+            request = decode_request(fields[b"e"])
             if request.recipient == handle:
                 found.add((request.message_id, request.channel))
     return found

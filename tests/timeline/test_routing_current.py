@@ -20,6 +20,7 @@ from harness import app_running, asgi_client
 
 from muster import events, keys
 from muster.projections.timeline import Timeline
+from muster.records import decode_request
 from muster.settings import Settings
 from timeline.conftest import ADMIN_TOKEN, Stack
 
@@ -48,8 +49,7 @@ async def requested(redis: aioredis.Redis) -> set[tuple[str, str, str]]:
         for channel in keys.OFFAPP_CHANNELS:
             entries: Any = await redis.xrange(keys.deliveries(p, channel))
             for _, fields in entries:
-                r = events.decode(fields[events.STREAM_FIELD])
-                assert isinstance(r, events.DeliveryRequested)
+                r = decode_request(fields[events.STREAM_FIELD])
                 found.add((r.message_id, r.recipient, r.channel))
     return found
 

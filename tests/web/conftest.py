@@ -35,7 +35,7 @@ import uvicorn
 from redis.exceptions import ResponseError
 from redis_server import RedisServer, free_port
 
-from muster import keys
+from muster import events, keys
 from muster.api.app import create_app
 from muster.api.web import readback
 from muster.connection import async_client, text
@@ -122,6 +122,7 @@ class Background:
                 group=GROUP,
                 handler=handler,
                 streams_for=event_log_streams(GROUP),
+                decode=events.decode,
             )
             worker = asyncio.ensure_future(asyncio.gather(*(loop.run(self.stop) for loop in loops)))
             serving = asyncio.ensure_future(server.serve())

@@ -26,6 +26,7 @@ from muster.connection import require_redis, sync_client
 from muster.dlq import DeadLetter, list_dead_letters, redrive
 from muster.errors import CommandFailed, CommandUsage, ConfigError, EventDecodeError
 from muster.logs import configure_logging
+from muster.records import decode_request
 from muster.settings import Settings, load_settings
 
 WORKER_KINDS = ("timeline", "delivery", "audit")
@@ -87,6 +88,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
             group=module.GROUP,
             make_handler=module.make_handler,
             streams_for=getattr(module, "streams_for", None),
+            decode=getattr(module, "decode", None),
         )
     )
     return 0
@@ -156,7 +158,11 @@ def _letter_json(letter: DeadLetter) -> dict[str, object]:
         try:
             event = events.decode(letter.payload)
         except EventDecodeError:
-            pass
+            try:  # a delivery stream's dead letter
+                event_id = decode_request(letter.payload).id
+                event_type = "DeliveryRequested"
+            except EventDecodeError:
+                pass
         else:
             event_type, event_id = events.event_type(event), event.id
     # The payload itself stays out: it may be a direct message's text.

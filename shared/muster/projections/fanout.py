@@ -15,38 +15,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from muster import keys
+from muster import keys, scripts
 from muster.projections.routing import ROUTED_FANOUT, PostRoute
 
 FANOUT_BATCH = 2000
 
-# One page of one post's fan-out, as a Lua function, so that the same code runs alone
-# (_FANOUT) and inside batch.py's script, which fans a whole run of posts out in one call.
-# routing.ROUTED_FANOUT repeats this home insert (plus delivery routing) for partitions where
-# someone is reachable off-app: change both together.
-FANOUT_PAGE = """
-local function fanout_page(source, cursor, batch, id, prefix, cap)
-  local page = redis.call('HSCAN', source, cursor, 'COUNT', batch)
-  local fields = page[2]
-  for i = 1, #fields, 2 do
-    local home = prefix .. fields[i]
-    redis.call('ZADD', home, 0, id)
-    if redis.call('ZCARD', home) > cap then
-      redis.call('ZREMRANGEBYRANK', home, cap, -1)
-    end
-  end
-  return page[1]
-end
-"""
 
-# KEYS: followers hash (one partition)   ARGV: cursor, batch, home member, home prefix, cap
-# → next cursor ("0" when done).
-_FANOUT = (
-    FANOUT_PAGE
-    + """
-return fanout_page(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
-"""
-)
+_FANOUT = scripts.source("fanout")
 
 
 class Walk:

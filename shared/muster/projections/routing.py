@@ -22,7 +22,7 @@ Each request's status field (keys.delivery_status: "recipient:channel") is creat
 HSETNX in the same script call that appends the request, so a fan-out run again after a crash
 appends nothing twice and never resets a status the delivery worker has since moved on.
 The request JSON is built in Lua by concatenation: handles are [a-z0-9_] and ids are digits,
-so nothing needs escaping (tests check it decodes to the same DeliveryRequested).
+so nothing needs escaping (tests check it decodes to the same records.DeliveryRequest).
 
 It never sends anything; the delivery workers do.
 """
@@ -42,108 +42,13 @@ FAMILIES = (keys.Family("deliveries", (lambda p: keys.delivery_status(p, keys.AN
 """Delivery statuses: created here with each request, moved on by the delivery workers; not
 in the log, so rebuilt only by routing again (`muster replay --redeliver`)."""
 
-# The per-recipient part shared by the fan-out and DM scripts. Expects in scope: `f` (the
-# recipient), `chosen` (channels csv), `critical` (bool), `K` (first KEYS index of: reach
-# email, sms, webhook, webhooks disabled, status, deliveries email, sms, webhook), `head` and
-# `mid` (request JSON pieces); counts appended requests in `added`.
-_ROUTE_ONE = """
-    for c = 1, 3 do
-      local ch = CHANNELS[c]
-      if (critical or string.find(chosen, ch, 1, true))
-          and redis.call('SISMEMBER', KEYS[K + c - 1], f) == 1
-          and (c ~= 3 or redis.call('SISMEMBER', KEYS[K + 3], f) == 0)
-          and redis.call('HSETNX', KEYS[K + 4], f .. ':' .. ch, 'pending|0|') == 1 then
-        redis.call('XADD', KEYS[K + 4 + c], '*', 'e',
-          head .. f .. '.' .. ch .. mid .. f .. '","channel":"' .. ch .. '"}')
-        added = added + 1
-      end
-    end
-"""
 
-_PRELUDE = """
-local CHANNELS = {'email', 'sms', 'webhook'}
-local added = 0
-"""
+ROUTED_FANOUT = scripts.source("routed_fanout")
 
-# KEYS: followers hash (one partition q), then the 8 routing keys of q (see _ROUTE_ONE)
-# ARGV: cursor, batch, home member, home prefix, cap, homes (1|0), author, critical (1|0),
-#       head, mid, status ttl, follows prefix of q, the followed account
-# → next cursor ("0" when done). Same home insert as fanout._FANOUT, plus routing on the
-# channels of each follower's current follow record (none: they unfollowed, no routing).
-ROUTED_FANOUT = (
-    scripts.source("channels")
-    + _PRELUDE
-    + """
-local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
-local fields = page[2]
-local id, prefix, cap = ARGV[3], ARGV[4], tonumber(ARGV[5])
-local homes, author, critical = ARGV[6] == '1', ARGV[7], ARGV[8] == '1'
-local head, mid = ARGV[9], ARGV[10]
-local follows, account = ARGV[12], ARGV[13]
-local K = 2
-for i = 1, #fields, 2 do
-  local f = fields[i]
-  if homes then
-    local home = prefix .. f
-    redis.call('ZADD', home, 0, id)
-    if redis.call('ZCARD', home) > cap then
-      redis.call('ZREMRANGEBYRANK', home, cap, -1)
-    end
-  end
-  local record = f ~= author and redis.call('HGET', follows .. f, account)
-  if record then
-    local chosen = record_channels(record)
-"""
-    + _ROUTE_ONE
-    + """
-  end
-end
-if added > 0 then redis.call('EXPIRE', KEYS[K + 4], ARGV[11]) end
-return page[1]
-"""
-)
-
-# KEYS: dm channels hash, then the 8 routing keys of the recipient's partition
-# ARGV: recipient, head, mid, status ttl  → requests appended
-_ROUTE_DM = (
-    _PRELUDE
-    + """
-local f, head, mid = ARGV[1], ARGV[2], ARGV[3]
-local chosen = redis.call('HGET', KEYS[1], f) or 'app,email'
-local critical = false
-local K = 2
-"""
-    + _ROUTE_ONE
-    + """
-if added > 0 then redis.call('EXPIRE', KEYS[K + 4], ARGV[4]) end
-return added
-"""
-)
+_ROUTE_DM = scripts.source("route_dm")
 
 
-# KEYS: the follower's follows hash (keys.follows, partition q), then the 8 routing keys of q
-# ARGV: follower, author, critical (1|0), head, mid, status ttl, followed account
-# → requests appended. One post to one follower, on the channels their follow record holds
-# now (a late follow); none if they no longer follow.
-_ROUTE_FOLLOWER = (
-    scripts.source("channels")
-    + _PRELUDE
-    + """
-local f = ARGV[1]
-local record = redis.call('HGET', KEYS[1], ARGV[7])
-if not record then return 0 end
-local chosen = record_channels(record)
-local critical, head, mid = ARGV[3] == '1', ARGV[4], ARGV[5]
-local K = 2
-if f ~= ARGV[2] then
-"""
-    + _ROUTE_ONE
-    + """
-end
-if added > 0 then redis.call('EXPIRE', KEYS[K + 4], ARGV[6]) end
-return added
-"""
-)
+_ROUTE_FOLLOWER = scripts.source("route_follower")
 
 
 class LateFollow(NamedTuple):
@@ -159,7 +64,7 @@ class LateFollow(NamedTuple):
 
 
 def routing_keys(q: int, message_id: str) -> list[str]:
-    """The 8 keys of partition q a routing script reads and writes (in _ROUTE_ONE's order)."""
+    """The 8 keys of partition q a routing script reads and writes (in lua/route_one.lua's order)."""
     return [
         *(keys.reach(q, c) for c in keys.OFFAPP_CHANNELS),
         keys.webhooks_disabled(q),
@@ -170,7 +75,7 @@ def routing_keys(q: int, message_id: str) -> list[str]:
 
 def request_pieces(message_id: str, kind: str, actor: str, at: str) -> tuple[str, str]:
     """`head` and `mid` such that head + f + "." + c + mid + f + '","channel":"' + c + '"}'
-    is the JSON of DeliveryRequested(id=f"{message_id}.{f}.{c}", recipient=f, channel=c)."""
+    is the JSON of records.DeliveryRequest(id=f"{message_id}.{f}.{c}", recipient=f, channel=c)."""
     head = f'{{"type":"DeliveryRequested","id":"{message_id}.'
     mid = (
         f'","actor":"{actor}","at":"{at}","message_id":"{message_id}","kind":"{kind}","recipient":"'

@@ -39,6 +39,7 @@ from muster.projections.batch import Reply, WriteBatches, Writes
 from muster.projections.fanout import Fanout, Walk
 from muster.projections.live import Live
 from muster.projections.routing import LateFollow, Router
+from muster.records import LiveEntry
 from muster.settings import Settings
 
 GraphChange = AccountFollowed | FollowerEnrolled | FollowChannelsChanged | AccountUnfollowed
@@ -117,24 +118,27 @@ class _PublishPlan:
 
 
 def _post_news(event: PostPublished, data: bytes) -> dict[str, str | bytes]:
-    return {
-        "kind": "post",
-        "id": event.id,
-        "account": event.as_account,
-        "author": event.author,
-        "visibility": event.visibility,
-        "data": data,
-    }
+    return LiveEntry(
+        kind="post",
+        id=event.id,
+        account=event.as_account,
+        author=event.author,
+        visibility=event.visibility,
+        data=data,
+    ).fields()
 
 
 def _dm_news(event: DirectMessageSent, data: bytes) -> dict[str, str | bytes]:
-    return {"kind": "dm", "id": event.id, "from": event.actor, "to": event.recipient, "data": data}
+    entry = LiveEntry(
+        kind="dm", id=event.id, sender=event.actor, recipient=event.recipient, data=data
+    )
+    return entry.fields()
 
 
 def _follow_news(
     kind: str, event: AccountFollowed | FollowerEnrolled | AccountUnfollowed
 ) -> dict[str, str | bytes]:
-    return {"kind": kind, "follower": event.follower, "account": event.account}
+    return LiveEntry(kind=kind, follower=event.follower, account=event.account).fields()
 
 
 class Timeline:
@@ -168,7 +172,7 @@ class Timeline:
         self.writes = WriteBatches(redis, cap=self.cap)
         self.enrolments = Enrolments(redis, partitions=self.partitions) if expand else None
 
-    async def handle(self, messages: Sequence[Message]) -> None:
+    async def handle(self, messages: Sequence[Message[AnyEvent]]) -> None:
         await self.apply_batch([message.event for message in messages])
 
     async def apply_batch(self, batch: Sequence[AnyEvent]) -> None:

@@ -17,11 +17,12 @@ from redis.exceptions import RedisError
 
 from muster import keys
 from muster.connection import text
+from muster.records import LiveEntry, live_entry_of
 from muster.tasks import cancel_and_wait
 
 log = structlog.get_logger("muster.api.live")
 
-Entry = tuple[str, dict[bytes, bytes]]
+Entry = tuple[str, LiveEntry]
 QUEUE_MAX = 10_000
 
 
@@ -77,7 +78,7 @@ class LiveHub:
             for _, entries in reply or ():
                 for raw_id, fields in entries:
                     self.position = text(raw_id)
-                    self._publish((self.position, fields))
+                    self._publish((self.position, live_entry_of(fields)))
 
     def _publish(self, entry: Entry) -> None:
         for subscription in list(self.subscriptions):

@@ -1,4 +1,4 @@
-"""Posts and DMs: the ingest hot path. One script call checks and appends (scripts.APPEND_CHECKED);
+"""Posts and DMs: the ingest hot path. One script call checks and appends (lua/append_checked.lua);
 with nothing to check (no Idempotency-Key, posting as oneself) a plain XADD does the same.
 
 An Idempotency-Key belongs to its caller (docs/api.md): the record lives in the caller's
@@ -6,9 +6,10 @@ partition (keys.idempotency). When that is also the partition the event goes to 
 with one partition, and for every DM — the record is checked and written by the same
 script that appends, atomically. Otherwise it cannot share the script's slot, so:
 
-1. the key is claimed in the caller's partition (a short-lived "in progress" marker holding
-   the body's fingerprint): a key already answered replays that answer, a key in use with
-   another body is 409 — whatever account either body posts as;
+1. the key is claimed in the caller's partition (an "in progress" marker holding the body's
+   fingerprint, kept for the key's whole window): a key already answered replays that
+   answer, a key claimed with another body is 409 — whatever account either body posts as,
+   and even when the claiming request died (its append may have happened);
 2. the script appends, checked against a *receipt* of the same key in the event's partition
    and writing it atomically with the event: a retry of a request that died after its
    append, or one racing it, gets the first answer and appends nothing;
@@ -23,16 +24,14 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from muster import eventlog, events, keys, views
-from muster.api import bodies, scripts
+from muster import eventlog, events, keys, scripts, views
+from muster.api import bodies
 from muster.api.schemas import CreateDm, CreatePost
 from muster.api.state import ApiState
 from muster.errors import Conflict, Forbidden
 from muster.events import utcnow
 from muster.records import Account
 
-CLAIM_MS = 30_000
-"""How long an in-progress claim on an Idempotency-Key lasts if its request dies."""
 _PENDING = b"~"
 
 
@@ -92,7 +91,7 @@ class _Append:
         if record is not None:
             script_keys.append(record)
         reply = await self.state.redis.eval(
-            scripts.APPEND_CHECKED,
+            _APPEND_CHECKED,
             len(script_keys),
             *script_keys,
             events.encode(self.event),
@@ -117,7 +116,7 @@ class _Append:
     async def _claimed(self, record: str, receipt: str) -> bytes:
         redis = self.state.redis
         claim = _PENDING + self.fingerprint.encode()
-        mine = bool(await redis.set(record, claim, nx=True, px=CLAIM_MS))
+        mine = bool(await redis.set(record, claim, nx=True, ex=keys.IDEMPOTENCY_TTL_S))
         if not mine:
             previous: Any = await redis.get(record)  # bytes: our clients never decode
             if previous is not None and not previous.startswith(_PENDING):
@@ -125,7 +124,7 @@ class _Append:
             if previous is not None and previous[1:].decode() != self.fingerprint:
                 raise _reused()
             # In progress with this very body (a retry racing the first request, or after it
-            # died), or the claim just expired: the receipt makes the append happen once.
+            # died): the receipt makes the append happen once.
         try:
             response = await self._script(receipt)
         except BaseException:
@@ -148,14 +147,12 @@ class _Append:
         return response
 
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+_APPEND_CHECKED = scripts.source("append_checked")
+_RELEASE = scripts.source("idempotency_release")
 
 
 async def _release(redis: aioredis.Redis, record: str, claim: bytes) -> None:
-    """Drop our claim (only ours: it may have expired and been taken by another request)."""
+    """Drop our claim (only ours: another request may hold it by now)."""
     await redis.eval(_RELEASE, 1, record, claim)
 
 

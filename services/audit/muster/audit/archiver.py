@@ -22,6 +22,7 @@ import structlog
 from muster import eventlog, events, keys, streamids
 from muster.archive import Entry, PartitionArchive, Tail
 from muster.consumer import Message
+from muster.events import AnyEvent
 from muster.settings import Settings
 
 log = structlog.get_logger("muster.archive")
@@ -45,9 +46,9 @@ class Archiver:
             self._locks[partition] = asyncio.Lock()
         return found
 
-    async def archive(self, messages: Sequence[Message]) -> int:
+    async def archive(self, messages: Sequence[Message[AnyEvent]]) -> int:
         """Archive every message not archived yet; how many records were appended."""
-        by_partition: dict[int, list[Message]] = {}
+        by_partition: dict[int, list[Message[AnyEvent]]] = {}
         for message in messages:
             p = eventlog.partition_for(message.event, self.partitions)
             by_partition.setdefault(p, []).append(message)
@@ -56,7 +57,7 @@ class Archiver:
             appended += await self._archive_partition(p, batch)
         return appended
 
-    async def _archive_partition(self, p: int, batch: list[Message]) -> int:
+    async def _archive_partition(self, p: int, batch: list[Message[AnyEvent]]) -> int:
         archive = self.archive_of(p)
         async with self._locks[p]:
             fd = await asyncio.to_thread(archive.acquire)
@@ -65,7 +66,9 @@ class Archiver:
             finally:
                 archive.release(fd)
 
-    async def _append_locked(self, p: int, archive: PartitionArchive, batch: list[Message]) -> int:
+    async def _append_locked(
+        self, p: int, archive: PartitionArchive, batch: list[Message[AnyEvent]]
+    ) -> int:
         tail: Tail = await asyncio.to_thread(archive.tail)
         ids = list(dict.fromkeys(m.event.id for m in batch))
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -96,7 +99,7 @@ class Archiver:
                 archive_n=tail.n,
                 recorded_n=recorded_n,
             )
-        fresh: list[Message] = []
+        fresh: list[Message[AnyEvent]] = []
         for message in batch:
             if message.event.id not in done:
                 done.add(message.event.id)

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from muster.audit.archiver import Archiver
 from muster.consumer import Message
+from muster.events import AnyEvent
 from muster.keys import GROUP_AUDIT
 from muster.projections.audit import AuditIndex
 from muster.settings import Settings
@@ -35,7 +36,7 @@ class AuditWorker:
         self.archiver = Archiver(redis, settings)
         self.index = AuditIndex(redis, partitions=settings.partitions)
 
-    async def __call__(self, messages: Sequence[Message]) -> None:
+    async def __call__(self, messages: Sequence[Message[AnyEvent]]) -> None:
         await self.archiver.archive(messages)
         await self.index.write([(m.event, m.payload) for m in messages])
 

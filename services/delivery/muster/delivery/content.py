@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 import redis.asyncio as aioredis
 
 from muster import keys, views
-from muster.events import DeliveryRequested
+from muster.records import DeliveryRequest
 
 ACCOUNT_FIELDS = ("kind", "role", "email", "phone", "webhook_url", "webhook_secret")
 
@@ -80,7 +80,7 @@ def decode_content(kind: str, content_id: str, raw: bytes) -> Content:
 
 
 async def load(
-    redis: aioredis.Redis, requests: Iterable[DeliveryRequested], partitions: int
+    redis: aioredis.Redis, requests: Iterable[DeliveryRequest], partitions: int
 ) -> tuple[dict[str, Content], dict[str, Recipient]]:
     """Contents by message id and recipients by handle, for a batch, in one round trip."""
     contents: dict[str, str] = {}

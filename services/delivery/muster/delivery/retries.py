@@ -23,27 +23,18 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from muster import events, keys
-from muster.events import DeliveryRequested
+from muster import keys, scripts
+from muster.records import DeliveryRequest, encode_request
 
 log = structlog.get_logger("muster.delivery.retries")
 
 TICK_S = 0.2
 MOVE_BATCH = 500
 
-# KEYS: delayed set, deliveries stream (same partition)   ARGV: now (ms), limit
-# → how many were moved
-_MOVE_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for i = 1, #due do
-  redis.call('XADD', KEYS[2], '*', 'e', due[i])
-end
-if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
-return #due
-"""
+_MOVE_DUE = scripts.source("retry_due")
 
 
-def next_delay_s(request: DeliveryRequested, schedule: Sequence[int]) -> float | None:
+def next_delay_s(request: DeliveryRequest, schedule: Sequence[int]) -> float | None:
     """Seconds until the next send after this request's send failed; None when exhausted."""
     made = request.attempt + 1 - request.schedule_from  # sends in this schedule, this one included
     if made > len(schedule):
@@ -51,11 +42,11 @@ def next_delay_s(request: DeliveryRequested, schedule: Sequence[int]) -> float |
     return schedule[made - 1] * random.uniform(0.8, 1.2)
 
 
-def retry_payload(request: DeliveryRequested) -> bytes:
+def retry_payload(request: DeliveryRequest) -> bytes:
     """The request to send next: one more attempt recorded. The same bytes for the same
     (request, attempt), so scheduling it twice leaves one member in the set."""
-    return events.encode(
-        DeliveryRequested(
+    return encode_request(
+        DeliveryRequest(
             id=request.id,
             actor=request.actor,
             at=request.at,

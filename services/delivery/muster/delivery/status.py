@@ -1,10 +1,8 @@
-"""The delivery status projection: one field per (message, recipient, channel), every attempt.
+"""Recording delivery statuses: one field per (message, recipient, channel), every attempt.
 
-keys.delivery_status(q, message_id) holds "recipient:channel" → "state|attempts|last error"
-for recipients living in partition q; the timeline worker creates each field ("pending|0|")
-with the request, the delivery worker moves it on, and GET /v1/posts/{id}/deliveries reads it.
-States: `pending` (requested, or waiting for a retry), `sent` (the provider accepted it),
-`failed` (permanently, or retries exhausted). `attempts` counts sends actually tried.
+keys.delivery_status(q, message_id) holds "recipient:channel" → records.Status for
+recipients living in partition q; routing creates each field ("pending|0|") with the
+request, the delivery worker moves it on here, and GET /v1/posts/{id}/deliveries reads it.
 keys.DELIVERY_TOTALS counts outcomes per channel for /metrics ("channel:sent", ...).
 
 A batch's writes go to Redis in one pipeline (`Recorder`), after its sends and before its ack.
@@ -13,39 +11,12 @@ A batch's writes go to Redis in one pipeline (`Recorder`), after its sends and b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from muster import keys
+from muster.records import Status, status_field
 
-State = Literal["pending", "sent", "failed"]
-STATES: tuple[State, ...] = ("pending", "sent", "failed")
 MAX_ERROR_CHARS = 500
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    state: State
-    attempts: int
-    error: str = ""
-
-    def encode(self) -> str:
-        return f"{self.state}|{self.attempts}|{self.error}"
-
-
-def parse(raw: bytes | str | None) -> Status | None:
-    """A stored status; None when there is none (or it is unreadable: treated as absent)."""
-    if raw is None:
-        return None
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    state, _, rest = text.partition("|")
-    attempts, _, error = rest.partition("|")
-    if state not in STATES or not attempts.isdigit():
-        return None
-    return Status(state, int(attempts), error)
-
-
-def status_field(recipient: str, channel: str) -> str:
-    return f"{recipient}:{channel}"
 
 
 def clip(error: str) -> str:

@@ -38,17 +38,24 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp.abc import AbstractResolver
 
-from muster import events, failpoints, keys
+from muster import failpoints, keys, scripts
 from muster.consumer import Failed, Handler, Message, Outcomes
 from muster.delivery import content as contents
 from muster.delivery.email import EmailSender
 from muster.delivery.retries import Scheduler, next_delay_s, now_ms, retry_payload
 from muster.delivery.sms import SmsProvider, provider_for, sms_text
-from muster.delivery.status import Recorder, Status, clip, parse, status_field
+from muster.delivery.status import Recorder, clip
 from muster.delivery.webhook import WebhookGone, WebhookSender
 from muster.errors import PermanentDeliveryError, TransientDeliveryError
-from muster.events import DeliveryRequested
 from muster.keys import GROUP_DELIVERY
+from muster.records import (
+    DeliveryRequest,
+    Status,
+    decode_request,
+    encode_request,
+    status_field,
+    status_of,
+)
 from muster.settings import Settings
 
 GROUP = GROUP_DELIVERY
@@ -56,17 +63,7 @@ log = structlog.get_logger("muster.delivery")
 
 _KINDS = {"post", "dm"}
 
-# KEYS: status hash, deliveries stream   ARGV: field, expected status ('' = none), new
-# status, request, ttl  → 1 if re-issued. Only the status seen when the re-drive was read
-# is replaced, so a re-driven entry handled twice re-issues once.
-_REISSUE = """
-local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
-if current ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('XADD', KEYS[2], '*', 'e', ARGV[4])
-return 1
-"""
+_REISSUE = scripts.source("delivery_reissue")
 
 
 def streams_for(partition: int) -> list[str]:
@@ -77,7 +74,7 @@ def streams_for(partition: int) -> list[str]:
 
 @dataclass(slots=True)
 class _Job:
-    request: DeliveryRequested
+    request: DeliveryRequest
     q: int
     status: Status | None
     entry: str  # the stream entry it came from, for its outcome
@@ -137,21 +134,14 @@ class Delivery:
             await self.email.aclose()
 
     # --- one batch ----------------------------------------------------------------------------
-    async def __call__(self, messages: Sequence[Message]) -> Outcomes:
+    async def __call__(self, messages: Sequence[Message[DeliveryRequest]]) -> Outcomes:
         outcomes: dict[str, Failed] = {}
         latest: dict[str, _Job] = {}  # by request id: copies of one request are sent once
         redriven: list[_Job] = []
         for message in messages:
             request = message.event
-            if (
-                not isinstance(request, DeliveryRequested)
-                or request.channel not in keys.OFFAPP_CHANNELS
-                or request.kind not in _KINDS
-            ):
-                # type and id only: an event that strayed here may carry a DM's text
-                outcomes[message.entry_id] = Failed(
-                    f"not a delivery request: {type(request).__name__} {request.id}"
-                )
+            if request.channel not in keys.OFFAPP_CHANNELS or request.kind not in _KINDS:
+                outcomes[message.entry_id] = Failed(f"not a delivery request: {request.id}")
                 continue
             q = keys.partition_of(request.recipient, self.partitions)
             job = _Job(request, q, None, message.entry_id)
@@ -203,7 +193,7 @@ class Delivery:
             replies: list[Any] = await pipe.execute()
         at = 0
         for job in jobs:
-            job.status = parse(replies[at])
+            job.status = status_of(replies[at])
             at += 1
             if job.request.channel == "webhook":
                 job.disabled = bool(replies[at])
@@ -212,8 +202,8 @@ class Delivery:
     async def _reissue_one(self, job: _Job) -> None:
         r, status = job.request, job.status
         made = status.attempts if status is not None else 0
-        fresh = events.encode(
-            DeliveryRequested(
+        fresh = encode_request(
+            DeliveryRequest(
                 id=r.id,
                 actor=r.actor,
                 at=r.at,
@@ -347,7 +337,7 @@ class Delivery:
         return _SENT
 
     def _sender(
-        self, r: DeliveryRequested, content: contents.Content, person: contents.Recipient
+        self, r: DeliveryRequest, content: contents.Content, person: contents.Recipient
     ) -> Callable[[], Awaitable[None]]:
         if r.channel == "webhook":
             return lambda: self.webhooks.send(r.id, content, person)
@@ -369,7 +359,7 @@ class Delivery:
             recorder.count(r.channel, "sent")
             return
         if outcome.state == "deferred":  # not tried: the same request, again in a moment
-            recorder.retry(job.q, r.channel, events.encode(r), now_ms() + DEFER_S * 1000)
+            recorder.retry(job.q, r.channel, encode_request(r), now_ms() + DEFER_S * 1000)
             recorder.count(r.channel, "deferred")
             return
         if outcome.state == "retry":
@@ -400,6 +390,10 @@ class Delivery:
 async def _missing() -> _Outcome:
     """The post or DM is not in the store (yet: a projection being rebuilt): try later."""
     return _Outcome("retry", "content not found in the post store")
+
+
+decode = decode_request
+"""What the delivery streams hold (the consumer loop decodes each entry with it)."""
 
 
 async def make_handler(redis: aioredis.Redis, settings: Settings) -> Handler:

@@ -33,7 +33,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ResponseError
 
-from muster import archive, eventlog, history, keys, streamids
+from muster import archive, eventlog, history, keys, scripts, streamids
 from muster.connection import text
 from muster.history import Item
 from muster.projections import families
@@ -118,16 +118,7 @@ async def _release_groups(redis: aioredis.Redis, partitions: int) -> None:
             await redis.xgroup_setid(keys.events(p), group, id=last)
 
 
-# KEYS: the partition's stream, its archived-ids set   ARGV: msgpack list of entry id, event
-# (text), event id, ... — XADD each under its id, and note the event as archived.
-_RESTORE = """
-local items = cmsgpack.unpack(ARGV[1])
-for i = 1, #items, 3 do
-  redis.call('XADD', KEYS[1], items[i], 'e', items[i + 1])
-  redis.call('ZADD', KEYS[2], 0, items[i + 2])
-end
-return #items / 3
-"""
+_RESTORE = scripts.source("restore")
 
 
 class _Restorer:

@@ -27,26 +27,25 @@ from muster.api.schemas import DeliveriesOut, DeliveryCounts, RecipientDelivery
 from muster.api.state import state
 from muster.api.tokens import authenticate
 from muster.errors import Forbidden, NotFound
+from muster.records import status_of
 
 router = APIRouter(tags=["posts"])
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-_STATES = ("pending", "sent", "failed")
 
 
 def _parse(field: bytes, value: bytes) -> RecipientDelivery | None:
     handle, _, channel = field.decode().rpartition(":")
-    state, _, rest = value.decode().partition("|")
-    attempts, _, error = rest.partition("|")
-    if state not in _STATES or channel not in keys.OFFAPP_CHANNELS or not attempts.isdigit():
+    status = status_of(value)
+    if status is None or channel not in keys.OFFAPP_CHANNELS:
         return None
     return RecipientDelivery(
         handle=handle,
         channel=channel,  # type: ignore[arg-type]
-        status=state,  # type: ignore[arg-type]
-        attempts=int(attempts),
-        last_error=error or None,
+        status=status.state,
+        attempts=status.attempts,
+        last_error=status.error or None,
     )
 
 

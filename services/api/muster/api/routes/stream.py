@@ -29,7 +29,7 @@ from muster.api.state import state
 from muster.api.tokens import require_person
 from muster.connection import text, texts
 from muster.errors import Invalid
-from muster.records import Account
+from muster.records import Account, LiveEntry, live_entry_of
 from muster.views import decode_post
 
 router = APIRouter(tags=["live"])
@@ -47,23 +47,20 @@ class Filter:
         self.viewer = viewer
         self.follows = follows
 
-    def render(self, entry_id: str, fields: dict[bytes, bytes]) -> str | None:
-        kind = text(fields.get(b"kind", b""))
-        me = self.viewer.handle
+    def render(self, entry_id: str, entry: LiveEntry) -> str | None:
+        kind, me = entry.kind, self.viewer.handle
         if kind in {"follow", "unfollow"}:
-            if text(fields[b"follower"]) == me:
-                account = text(fields[b"account"])
-                (self.follows.add if kind == "follow" else self.follows.discard)(account)
+            if entry.follower == me:
+                (self.follows.add if kind == "follow" else self.follows.discard)(entry.account)
             return None
         if kind == "post":
-            account, author = text(fields[b"account"]), text(fields[b"author"])
-            if account not in self.follows and me not in (account, author):
+            if entry.account not in self.follows and me not in (entry.account, entry.author):
                 return None
-            if not can_see(decode_post(fields[b"data"]), self.viewer):
+            if not can_see(decode_post(entry.data), self.viewer):
                 return None
-            return f"id: {entry_id}\nevent: post\ndata: {text(fields[b'data'])}\n\n"
-        if kind == "dm" and text(fields[b"to"]) == me:
-            return f"id: {entry_id}\nevent: dm\ndata: {text(fields[b'data'])}\n\n"
+            return f"id: {entry_id}\nevent: post\ndata: {entry.data.decode()}\n\n"
+        if kind == "dm" and entry.recipient == me:
+            return f"id: {entry_id}\nevent: dm\ndata: {entry.data.decode()}\n\n"
         return None
 
 
@@ -72,17 +69,17 @@ class PublicFilter:
     no follows, no internal post even if a LIVE entry were mislabelled: the post decides)."""
 
     def __init__(self, account: str) -> None:
-        self.account = account.encode()
+        self.account = account
 
-    def render(self, entry_id: str, fields: dict[bytes, bytes]) -> str | None:
-        if fields.get(b"kind") != b"post" or fields.get(b"account") != self.account:
+    def render(self, entry_id: str, entry: LiveEntry) -> str | None:
+        if entry.kind != "post" or entry.account != self.account:
             return None
-        if not can_see(decode_post(fields[b"data"]), None):
+        if not can_see(decode_post(entry.data), None):
             return None
-        return f"id: {entry_id}\nevent: post\ndata: {text(fields[b'data'])}\n\n"
+        return f"id: {entry_id}\nevent: post\ndata: {entry.data.decode()}\n\n"
 
 
-Render = Callable[[str, dict[bytes, bytes]], str | None]
+Render = Callable[[str, LiveEntry], str | None]
 """A filter: a LIVE entry → its SSE text for this connection, or None to skip it."""
 
 
@@ -92,7 +89,7 @@ async def _missed(hub: LiveHub, cursor: str) -> AsyncIterator[Entry]:
     while True:
         page: Any = await hub.redis.xrange(keys.LIVE, start, "+", count=500)
         for raw_id, fields in page:
-            yield text(raw_id), fields
+            yield text(raw_id), live_entry_of(fields)
         if len(page) < 500:
             return
         start = f"({text(page[-1][0])}"
@@ -142,9 +139,9 @@ def sse(
             if position is not None:
                 if await _gap(hub, position):
                     yield "event: reset\ndata: {}\n\n"
-                async for entry_id, fields in _missed(hub, position):
+                async for entry_id, entry in _missed(hub, position):
                     position = entry_id
-                    out = render(entry_id, fields)
+                    out = render(entry_id, entry)
                     if out:
                         yield out
             queue = subscription.queue
@@ -162,11 +159,11 @@ def sse(
                 while len(entries) < BATCH_MAX and not queue.empty():
                     entries.append(queue.get_nowait())
                 chunk: list[str] = []
-                for entry_id, fields in entries:
+                for entry_id, entry in entries:
                     if position is not None and entry_key(entry_id) <= entry_key(position):
                         continue  # already sent while catching up
                     position = entry_id
-                    out = render(entry_id, fields)
+                    out = render(entry_id, entry)
                     if out:
                         chunk.append(out)
                 if chunk:

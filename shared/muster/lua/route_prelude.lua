@@ -1,0 +1,2 @@
+local CHANNELS = {'email', 'sms', 'webhook'}
+local added = 0
