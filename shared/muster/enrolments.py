@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from muster import keys
 from muster.events import FollowerEnrolled, FollowersEnrolled, MembersEnrolled, utcnow
 from muster.ids import IdGenerator
+from muster.records import rule_of
 from muster.writeside import WriteSide
 
 CHUNK = 1000
@@ -33,8 +34,23 @@ class Enrolments:
         self._ids: IdGenerator | None = None
 
     async def expand(self, event: Enrolment) -> int:
-        """Enrol everyone `event` names who is not enrolled by it yet; how many were now."""
+        """Enrol everyone `event` names who is not enrolled by it yet; how many were now.
+
+        Nothing for an enrolment already expanded, nor for an `all_members` one that a later
+        one of the same account replaced (that one enrols everyone as the admin last said),
+        nor for a v1 MembersEnrolled (the api of its day enrolled everyone itself)."""
+        if isinstance(event, MembersEnrolled) and event.v < 2:
+            return 0
+        pa = keys.partition_of(event.account, self.partitions)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hexists(keys.enrolments_expanded(pa), event.id)
+            pipe.hget(keys.enrolment_rules(pa), event.account)
+            expanded, rule = await pipe.execute()
+        if expanded:
+            return 0
         if isinstance(event, MembersEnrolled):
+            if rule is None or rule_of(event.account, rule).enrolment != event.id:
+                return 0  # replaced by a later rule, whose own expansion enrols everyone
             people = sorted(await self._members())
             externals: frozenset[str] = frozenset()
         else:
@@ -65,6 +81,7 @@ class Enrolments:
                     pipe.expire(keys.enrolment_done(q, event.id), keys.ENROLMENT_DONE_TTL_S)
                 replies = await pipe.execute()
             enrolled += sum(1 for seq in replies[: len(chunk)] if int(seq))
+        await self.redis.hset(keys.enrolments_expanded(pa), event.id, "1")
         return enrolled
 
     async def _members(self) -> set[str]:

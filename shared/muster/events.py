@@ -126,10 +126,12 @@ class FollowerEnrolled(Event, frozen=True, kw_only=True, tag="FollowerEnrolled")
     enrolment: str | None = None
 
 
-class MembersEnrolled(Event, frozen=True, tag="MembersEnrolled"):
+class MembersEnrolled(Event, frozen=True, kw_only=True, tag="MembersEnrolled"):
     """Every member, now and future, follows `account`: the rule (keys.enrolment_rules) is
-    written with it; the timeline worker expands it into one FollowerEnrolled per member."""
+    written with it. v2: the timeline worker expands it into one FollowerEnrolled per member;
+    a v1 one was expanded by the api that appended it (its follows are in the log after it)."""
 
+    v: int = 2
     account: str
     channels: tuple[str, ...] = ("app",)
     mandatory: bool = False

@@ -142,6 +142,13 @@ def enrolment_rules(partition: int) -> str:
     return f"{_tag(partition)}:rules"
 
 
+def enrolments_expanded(partition: int) -> str:
+    """Hash: enrolment id → "1" for the enrolments of this partition's accounts whose
+    expansion finished, so one handled again later (a re-drive, after its done sets expired)
+    enrols nobody again. Written by the timeline worker; one field per enrolment."""
+    return f"{_tag(partition)}:expanded"
+
+
 def idempotency(partition: int, caller: str, key: str) -> str:
     """String: fingerprint + first response of (caller, posting account, key); IDEMPOTENCY_TTL_S."""
     return f"{_tag(partition)}:idem:{caller}:{key}"

@@ -2,8 +2,9 @@
 
 A line `--! include <snippet>` is replaced by lua/<snippet>.lua, so a rule that several
 scripts need (merging channel lists, say) is written once. Every script is read once per
-process; redis-py's `register_script` then runs it by SHA. Scripts touch only the keys they
-are given, all in one slot (one partition's hash tag), so each runs as is on Redis Cluster.
+process; redis-py's `register_script` then runs it by SHA (the ingest path's EVAL sends
+it whole: it is short). A script touches keys of one slot only (one partition's hash tag):
+those it is given, and names it builds from a prefix it is given (homes, follow records).
 """
 
 from __future__ import annotations

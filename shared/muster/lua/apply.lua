@@ -2,7 +2,6 @@
 -- ARGV: cap, fan-out page size, msgpack list of writes, each an op and its operands:
 -- S key value | Z key member (score 0) | G key member score (ZADD GT) |
 -- H key member (ZADD score 0, then keep the first `cap`: homes hold newest first) |
--- HS key field value (HSET) | HD key field (HDEL) | SA key member | SR key member |
 -- F walk source post-id home-prefix (the first page of a fan-out) |
 -- FC applied follower seq target other kind channels order (a follow change, below) |
 -- FM guard follower home count members... (a follow's backfill: ZADD them, keep the first
@@ -65,10 +64,15 @@ while i <= n do
   elseif op == 'FC' then
     local applied, f, seq = ops[i + 1], ops[i + 2], tonumber(ops[i + 3])
     local target, other, kind, channels = ops[i + 4], ops[i + 5], ops[i + 6], ops[i + 7]
-    local newer = true
+    local last = redis.call('HGET', applied, f)
+    local newer
     if seq > 0 then
-      newer = tonumber(redis.call('HGET', applied, f) or '0') < seq
+      newer = tonumber(last or '0') < seq
       if newer then redis.call('HSET', applied, f, seq) end
+    else
+      -- v1 (seq 0): in log order, and always before any v2 change of the pair, so one
+      -- handled after a v2 change (a reclaim, a replay beside live workers) is older
+      newer = not last
     end
     if newer then
       if kind == 'S' then
@@ -98,18 +102,6 @@ while i <= n do
       remove_many(ops[i + 4], i + 6, i + 5 + count)
     end
     i = i + 6 + count
-  elseif op == 'HS' then
-    redis.call('HSET', ops[i + 1], ops[i + 2], ops[i + 3])
-    i = i + 4
-  elseif op == 'HD' then
-    redis.call('HDEL', ops[i + 1], ops[i + 2])
-    i = i + 3
-  elseif op == 'SA' then
-    redis.call('SADD', ops[i + 1], ops[i + 2])
-    i = i + 3
-  elseif op == 'SR' then
-    redis.call('SREM', ops[i + 1], ops[i + 2])
-    i = i + 3
   elseif op == 'F' then
     local cursor = fanout_page(ops[i + 2], '0', page_size, ops[i + 3], ops[i + 4], cap)
     if cursor ~= '0' then

@@ -1,4 +1,4 @@
--- KEYS: followers hash (one partition q), then the 8 routing keys of q (see _ROUTE_ONE)
+-- KEYS: followers hash (one partition q), then the 8 routing keys of q (see route_one.lua)
 -- ARGV: cursor, batch, home member, home prefix, cap, homes (1|0), author, critical (1|0),
 -- head, mid, status ttl, follows prefix of q, the followed account
 -- → next cursor ("0" when done). Same home insert as fanout._FANOUT, plus routing on the

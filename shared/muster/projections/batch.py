@@ -52,7 +52,7 @@ class Writes:
 
     Fan-outs go last so that a post is in its account's log before any fan-out reads the
     followers: a follow handled at the same moment elsewhere writes its follow record, then
-    reads that log (worker.graph_changes), so the post reaches the new follower one way or
+    reads that log (Timeline.graph_changes), so the post reaches the new follower one way or
     the other. A pipeline runs in order on one connection."""
 
     def __init__(self, batches: WriteBatches, script: Any, cap: int) -> None:
@@ -114,18 +114,6 @@ class Writes:
         if post_ids:
             members = [keys.home_member(i) for i in post_ids]
             self._of(p).extend(("FX", *guards, follower, home, len(members), *members))
-
-    def hset(self, p: int, key: str, field: str, value: str) -> None:
-        self._of(p).extend(("HS", key, field, value))
-
-    def hdel(self, p: int, key: str, field: str) -> None:
-        self._of(p).extend(("HD", key, field))
-
-    def sadd(self, p: int, key: str, member: str) -> None:
-        self._of(p).extend(("SA", key, member))
-
-    def srem(self, p: int, key: str, member: str) -> None:
-        self._of(p).extend(("SR", key, member))
 
     def fanout(self, p: int, walk: int, source: str, post_id: str) -> None:
         """The first page of a plain fan-out of `post_id` to the followers in `source`."""

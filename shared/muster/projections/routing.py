@@ -97,7 +97,7 @@ def event_time(event: events.Event) -> str:
 
 
 class PostRoute:
-    """One post's routing, handed to Fanout.to_followers (which runs ROUTED_FANOUT where
+    """One post's routing, handed to Fanout.walks (which runs ROUTED_FANOUT where
     `active` says some follower partition has a contact point at all)."""
 
     def __init__(self, event: PostPublished, active: set[int]) -> None:
@@ -130,7 +130,8 @@ class PostRoute:
 
 
 class Router:
-    """Keeps the reach sets and DM channels, and routes DMs; builds each post's PostRoute."""
+    """Routes DMs and late follows, and builds each post's PostRoute; reads the reach sets
+    and DM channels the write side keeps."""
 
     def __init__(self, redis: aioredis.Redis, *, partitions: int) -> None:
         self.redis = redis
@@ -148,7 +149,7 @@ class Router:
         among them: its home gets the post by backfill, and this gives it the deliveries. A
         post whose fan-out did see the follower is not routed twice: each request's status is
         created with HSETNX. `recent`: each log's newest posts, read after the follow records
-        were written (worker.graph_changes). How many requests were appended."""
+        were written (Timeline.graph_changes). How many requests were appended."""
         pairs = [
             (post_id, follow)
             for follow in follows
@@ -202,13 +203,10 @@ class Router:
         n = len(keys.OFFAPP_CHANNELS)
         return {q for q in range(self.partitions) if any(sizes[q * n : (q + 1) * n])}
 
-    async def post_route(
-        self, event: PostPublished, active: set[int] | None = None
-    ) -> PostRoute | None:
-        """None when no partition has anyone reachable off-app: the plain fan-out runs.
-        `active`: what `active()` answered, when the caller already asked (a batch)."""
-        if active is None:
-            active = await self.active()
+    @staticmethod
+    def post_route(event: PostPublished, active: set[int]) -> PostRoute | None:
+        """None when no partition has anyone reachable off-app (`active()`, asked once for
+        a run): the plain fan-out runs."""
         return PostRoute(event, active) if active else None
 
     def _dm_call(self, event: DirectMessageSent) -> tuple[list[str], list[Any]]:

@@ -257,7 +257,7 @@ class Timeline:
                 plan.marks.append(event.as_account)
                 log.info("account merged at read from now on", account=event.as_account)
                 big = True
-            route = await self.router.post_route(event, active) if self.route else None
+            route = self.router.post_route(event, active) if self.route else None
             if not big or route is not None:  # read-merged accounts: deliveries, no homes
                 for walk in self.fanout.walks(
                     event.as_account,
@@ -373,7 +373,7 @@ class Timeline:
     async def _graph_plan(self, run: Sequence[GraphChange]) -> _GraphPlan:
         """What a graph run writes first (follow changes, reach sets), and what it does after."""
         bigs = await self._merged_at_read(
-            [e.account for e in run if isinstance(e, AccountFollowed | FollowerEnrolled)]
+            [e.account for e in run if not isinstance(e, AccountUnfollowed)]
         )
         plan = _GraphPlan(self.writes.new())
         for event in run:

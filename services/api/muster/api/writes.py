@@ -127,7 +127,7 @@ async def create_account(
     if employee:
         # A rule written while we were creating the account: its expansion may have read the
         # members before we joined them, so apply it here (its done set enrols us once).
-        late = [r for t, r in (await _enrolment_rules(state)).items() if t not in rules]
+        late = [r for t, r in (await _enrolment_rules(state)).items() if rules.get(t) != r]
         if late:
             async with redis.pipeline(transaction=False) as pipe:
                 for rule in late:
@@ -343,10 +343,10 @@ async def _enrol_member(state: ApiState, pipe: Any, handle: str, rule: Rule) -> 
     if rule.enrolment is None:  # a rule stored before rules named their enrolment
         await state.writeside.enrol(pipe, event)
         return
+    # The rule's done set, so the expansion and this enrol them once; but not its id as the
+    # event's `enrolment`: they join now, and the posts made before are no news to route
     done = keys.enrolment_done(p, rule.enrolment)
-    await state.writeside.enrol(
-        pipe, msgspec.structs.replace(event, enrolment=rule.enrolment), done=done
-    )
+    await state.writeside.enrol(pipe, event, done=done)
     pipe.expire(done, keys.ENROLMENT_DONE_TTL_S)
 
 

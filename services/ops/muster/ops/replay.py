@@ -272,9 +272,16 @@ async def replay(
                 await writeside.apply_batch(pipe, [item.event for item in batch])
             await pipe.execute()
 
+    # Routing (--redeliver) reads the write side (follow records, reach), so when that is being
+    # rebuilt too, a batch's write-side state goes first; otherwise the two write disjoint
+    # keys, on two connections: one is built while the other runs.
+    in_order = request.redeliver and writeside is not None
     async for batch in _batches(redis, settings, request, since):
-        # The two write disjoint keys, on two connections: one is built while the other runs.
-        work = [log_and_index(batch)]
+        if in_order:
+            await log_and_index(batch)
+            work = []
+        else:
+            work = [log_and_index(batch)]
         if timeline is not None:
             work.append(timeline.apply_batch([item.event for item in batch]))
         for outcome in await asyncio.gather(*work, return_exceptions=True):
