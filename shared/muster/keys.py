@@ -226,6 +226,12 @@ def public_log(partition: int, handle: str) -> str:
     return f"{_tag(partition)}:publog:{handle}"
 
 
+def authored(partition: int, handle: str) -> str:
+    """Sorted set like `home`, capped the same: the newest posts `handle` wrote, as
+    themselves or as a team, so unfollowing that team leaves their own posts in their home."""
+    return f"{_tag(partition)}:authored:{handle}"
+
+
 def post(partition: int, post_id: str) -> str:
     """String: a post's public JSON (views.Post), at keys.partition_of_id(post_id)."""
     return f"{_tag(partition)}:post:{post_id}"

@@ -6,7 +6,8 @@
 -- FC applied follower seq target other kind channels order (a follow change, below) |
 -- FM guard follower home count members... (a follow's backfill: ZADD them, keep the first
 -- `cap`, if `follower` is in hash `guard`) |
--- FX guard other follower home count members... (an unfollow: ZREM them if in neither)
+-- FX guard other follower authored home count members... (an unfollow: ZREM them if in
+-- neither hash, but for the follower's own: those in their `authored` set)
 -- → {walk, cursor, ...} for fan-outs that have more pages
 --
 -- FC compares the change's seq with the pair's last applied (hash `applied`) and applies it
@@ -34,12 +35,6 @@ local function insert_many(home, from, to)
     redis.call('ZADD', home, unpack(args))
   end
   redis.call('ZREMRANGEBYRANK', home, cap, -1)
-end
-
-local function remove_many(key, from, to)
-  for j = from, to, 500 do
-    redis.call('ZREM', key, unpack(ops, j, math.min(j + 499, to)))
-  end
 end
 
 local i, n = 1, #ops
@@ -97,11 +92,13 @@ while i <= n do
     end
     i = i + 5 + count
   elseif op == 'FX' then
-    local f, count = ops[i + 3], ops[i + 5]
+    local f, authored, home, count = ops[i + 3], ops[i + 4], ops[i + 5], ops[i + 6]
     if redis.call('HEXISTS', ops[i + 1], f) == 0 and redis.call('HEXISTS', ops[i + 2], f) == 0 then
-      remove_many(ops[i + 4], i + 6, i + 5 + count)
+      for j = i + 7, i + 6 + count do  -- their own posts (as the account) stay
+        if not redis.call('ZSCORE', authored, ops[j]) then redis.call('ZREM', home, ops[j]) end
+      end
     end
-    i = i + 6 + count
+    i = i + 7 + count
   elseif op == 'F' then
     local cursor = fanout_page(ops[i + 2], '0', page_size, ops[i + 3], ops[i + 4], cap)
     if cursor ~= '0' then

@@ -110,10 +110,12 @@ class Writes:
     def unfollow_home(
         self, p: int, guards: Sequence[str], follower: str, home: str, post_ids: Sequence[str]
     ) -> None:
-        """`unhome`, only if `follower` is in neither followers hash by then."""
+        """Take posts out of a home, only if `follower` is in neither followers hash by then,
+        and never the ones they wrote themselves (keys.authored)."""
         if post_ids:
             members = [keys.home_member(i) for i in post_ids]
-            self._of(p).extend(("FX", *guards, follower, home, len(members), *members))
+            authored = keys.authored(p, follower)
+            self._of(p).extend(("FX", *guards, follower, authored, home, len(members), *members))
 
     def fanout(self, p: int, walk: int, source: str, post_id: str) -> None:
         """The first page of a plain fan-out of `post_id` to the followers in `source`."""

@@ -65,6 +65,7 @@ FAMILIES = (
             lambda p: keys.account_log(p, keys.ANY),
             lambda p: keys.public_log(p, keys.ANY),
             lambda p: keys.replies(p, keys.ANY),
+            lambda p: keys.authored(p, keys.ANY),
         ),
     ),
     keys.Family("timelines", (lambda p: keys.home(p, keys.ANY),)),
@@ -342,6 +343,7 @@ class Timeline:
             writes.zadd(pr, keys.replies(pr, parent), event.id)
         ph = keys.partition_of(event.author, self.partitions)
         writes.home(ph, keys.home(ph, event.author), event.id)
+        writes.home(ph, keys.authored(ph, event.author), event.id)  # an unfollow keeps it
         return data
 
     # --- follows ----------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The chaos run: every process kind twice, SIGKILLs, a Redis restart, failing receivers."""
