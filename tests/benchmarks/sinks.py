@@ -5,7 +5,10 @@
 - HTTP on 127.0.0.1:HTTP_PORT (keep-alive HTTP/1.1): any POST is a webhook or an SMS to the
   Twilio-compatible path and is answered 200 (201 for `/2010-04-01/...`); each request's
   `webhook-id` (or `Idempotency-Key`) is counted. `GET /count` answers
-  `{"requests": N, "distinct": D, "mails": M, "distinct_mails": DM}`; `POST /reset` clears.
+  `{"requests": N, "distinct": D, "mails": M, "distinct_mails": DM}`; `GET /times` answers
+  `{"webhook": [t, ...], "sms": [...], "email": [...]}`, when each message arrived since the
+  last reset (CLOCK_MONOTONIC seconds, which every process on the machine shares: the
+  end-to-end benchmark compares them with the moment it posted); `POST /reset` clears.
 - SMTP on 127.0.0.1:SMTP_PORT: a minimal RFC 5321 server (EHLO, MAIL, RCPT, DATA, RSET,
   NOOP, QUIT) that accepts every message and counts Message-IDs.
 
@@ -19,6 +22,7 @@ import asyncio
 import json
 import re
 import sys
+import time
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 
@@ -29,6 +33,7 @@ class Counts:
         self.ids: set[bytes] = set()
         self.mails = 0
         self.mail_ids: set[bytes] = set()
+        self.times: dict[str, list[float]] = {"webhook": [], "sms": [], "email": []}
 
     def as_json(self) -> bytes:
         return json.dumps(
@@ -79,6 +84,8 @@ class Http(asyncio.Protocol):
         if method == b"GET" and path == b"/count":
             body = COUNTS.as_json()
             status = b"200 OK"
+        elif method == b"GET" and path == b"/times":
+            body, status = json.dumps(COUNTS.times).encode(), b"200 OK"
         elif method == b"POST" and path == b"/reset":
             COUNTS.__init__()  # type: ignore[misc]
             body, status = b"{}", b"200 OK"
@@ -86,8 +93,10 @@ class Http(asyncio.Protocol):
             COUNTS.requests += 1
             COUNTS.ids.add(request_id)
             if path.startswith(b"/2010-04-01/"):
+                COUNTS.times["sms"].append(time.monotonic())
                 body, status = b'{"sid": "SM0", "status": "queued"}', b"201 Created"
             else:
+                COUNTS.times["webhook"].append(time.monotonic())
                 body, status = b"ok", b"200 OK"
         self.transport.write(
             b"HTTP/1.1 "
@@ -121,6 +130,7 @@ class Smtp(asyncio.Protocol):
                 message, self.buffer = self.buffer[:end], self.buffer[end + 5 :]
                 self.in_data = False
                 COUNTS.mails += 1
+                COUNTS.times["email"].append(time.monotonic())
                 found = _MESSAGE_ID.search(message)
                 if found:
                     COUNTS.mail_ids.add(found.group(1))
