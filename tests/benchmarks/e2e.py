@@ -52,6 +52,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/: redis_server and benchmarks._servers
 
+import httpx  # noqa: E402
 import redis  # noqa: E402
 from benchmarks import delivery as part  # noqa: E402
 from benchmarks._servers import (  # noqa: E402
@@ -97,7 +98,7 @@ class NodeReceiver(part.Sinks):
         )
         assert self.process.stdout is not None
         assert self.process.stdout.readline().strip() == b"ready", "receiver.js did not start"
-        self.client = part.httpx.Client(base_url=self.http_url, timeout=10)
+        self.client = httpx.Client(base_url=self.http_url, timeout=10)
 
 
 @dataclass
@@ -315,10 +316,10 @@ class Cpu:
         return f"cpu: {ours}; whole machine {machine:.0%} of {os.cpu_count()} cores"
 
 
-def profiler(system: System, name: str) -> subprocess.Popen[bytes] | None:
+def profiler(system: System, name: str) -> list[subprocess.Popen[bytes]]:
     """--profile DIR: py-spy samples the timeline and delivery workers through the run."""
     if system.profile is None:
-        return None
+        return []
     system.profile.mkdir(parents=True, exist_ok=True)
     spies = []
     for kind in ("timeline", "delivery"):
@@ -334,7 +335,7 @@ def profiler(system: System, name: str) -> subprocess.Popen[bytes] | None:
             )
         )
     time.sleep(1.0)  # py-spy attaches
-    return spies  # type: ignore[return-value]
+    return spies
 
 
 def run_ours(system: System, channel: str, n: int, number: int = 1) -> Figures:
@@ -358,7 +359,7 @@ def run_ours(system: System, channel: str, n: int, number: int = 1) -> Figures:
     usage = cpu.report()
     sampler.halt.set()
     sampler.join()
-    for spy in spies or ():
+    for spy in spies:
         spy.send_signal(signal.SIGINT)
         spy.wait(timeout=30)
     result = figures(system, channel, n, start, accepted)
@@ -374,7 +375,8 @@ def run_ours(system: System, channel: str, n: int, number: int = 1) -> Figures:
 
 def run_rq(system: System, channel: str, m: int) -> Figures:
     sink(system, channel).reset()
-    post_id = system.client.zrevrange(keys.account_log(0, TEAMS[channel]), 0, 0)[0].decode()
+    newest: list[bytes] = system.client.zrevrange(keys.account_log(0, TEAMS[channel]), 0, 0)  # type: ignore[assignment]
+    post_id = newest[0].decode()
     queue = Queue(f"e2e-{channel}", connection=system.client)
     start = time.monotonic()
     queue.enqueue_many(
@@ -418,7 +420,7 @@ def main() -> int:
         system = start(stack, Path(tmp), args.aof, args.receiver)
         system.profile = args.profile
         part.RQ.redis = system.client
-        part.RQ.http = part.httpx.Client(base_url=system.sinks.http_url, timeout=10)
+        part.RQ.http = httpx.Client(base_url=system.sinks.http_url, timeout=10)
         part.RQ.smtp_port = system.sinks.smtp_port
         stack.callback(part.close_rq, part.RQ)
         log(
