@@ -9,16 +9,16 @@ headers) and appends the same events as the FastAPI routes it stands in for.
 from __future__ import annotations
 
 import inspect
-import typing
 from typing import Any
 
+import msgspec
 import pytest
 from fastapi.routing import APIRoute
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from api.conftest import TEAM, Api, Cast
-from muster.api import hotpath, publishing
-from muster.api.hotpath import HotPath
+from api.conftest import TEAM, Api, Cast, OpenApi
+from muster.api import hotpath, publishing, replication
+from muster.api.app import MusterApi
 from muster.api.routes import posts
 from muster.api.tokens import authenticate
 
@@ -43,10 +43,9 @@ def test_the_endpoints_keep_the_calling_convention_the_hot_path_uses() -> None:
 
 def without_hot_path(api: Api) -> None:
     """From now on every request goes through FastAPI's router, as before the hot path."""
-    kept = [m for m in api.app.user_middleware if typing.cast(object, m.cls) is not HotPath]
-    assert len(kept) == len(api.app.user_middleware) - 1
-    api.app.user_middleware = kept
-    api.app.middleware_stack = None  # rebuilt, without it, on the next request
+    assert isinstance(api.app, MusterApi)
+    assert api.app.hot_path is not None
+    api.app.hot_path = None
 
 
 async def test_the_hot_path_serves_posts_and_dms(
@@ -157,3 +156,45 @@ async def test_redis_errors_answer_503_either_way(
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "unavailable"
     assert response.headers["Retry-After"] == "2"
+
+
+@pytest.mark.parametrize("hot", [True, False], ids=["hot-path", "fastapi"])
+async def test_an_unexpected_error_answers_500_either_way(
+    api: Api, cast: Cast, monkeypatch: pytest.MonkeyPatch, hot: bool
+) -> None:
+    """In front of FastAPI, the hot path calls the app's catch-all handler itself."""
+
+    async def broken(*args: Any, **kwargs: Any) -> bytes:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(publishing, "publish_post", broken)
+    if not hot:
+        without_hot_path(api)
+    try:
+        response = await api.call("POST", "/v1/posts", token=cast.member, json={"text": "hi"})
+    except RuntimeError:  # Starlette's error middleware re-raises after answering
+        assert not hot
+        return
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+
+
+@pytest.mark.parametrize("hot", [True, False], ids=["hot-path", "fastapi"])
+async def test_the_replica_wait_failing_answers_503_either_way(
+    api: Api, cast: Cast, open_api: OpenApi, monkeypatch: pytest.MonkeyPatch, hot: bool
+) -> None:
+    """An error in the layers around the endpoint (here the replica wait) is answered too."""
+
+    async def down(*args: Any, **kwargs: Any) -> int:
+        raise RedisConnectionError("connection refused")
+
+    monkeypatch.setattr(replication, "replicas_holding", down)
+    settings = msgspec.structs.replace(api.settings, write_replicas=1, write_wait_ms=100)
+    async with open_api(settings) as replicated:
+        if not hot:
+            without_hot_path(replicated)
+        response = await replicated.call(
+            "POST", "/v1/posts", token=cast.member, json={"text": "hi"}
+        )
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "unavailable"

@@ -6,8 +6,10 @@ builds the app (tests use it directly); `app_from_env()` is the factory uvicorn 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
@@ -17,6 +19,7 @@ from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from muster import keys
 from muster.api import bodies, crowd, openapi, web, writes
@@ -57,7 +60,20 @@ _HTTP_CODES = {
 }
 
 
-def create_app(settings: Settings) -> FastAPI:
+class MusterApi(FastAPI):
+    """FastAPI, with the ingest routes served in front of its stack (muster.api.hotpath)."""
+
+    hot_path: HotPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hot = self.hot_path
+        if hot is not None and hot.takes(scope):
+            await hot(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings) -> MusterApi:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = crowd.request_client(settings)
@@ -91,7 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
             await live_redis.aclose()
             await redis.aclose()
 
-    app = FastAPI(
+    app = MusterApi(
         title="Muster",
         version="0.1.0",
         description="Self-hosted crisis and incident communication on the follow model.",
@@ -142,16 +158,23 @@ def create_app(settings: Settings) -> FastAPI:
             503, "unavailable", "the event log is unavailable; retry", retry_after=2
         )
 
-    app.add_middleware(HotPath)  # inside BodyLimit: its 413 comes first
-    if settings.write_replicas:  # outside HotPath, so the ingest routes wait for replicas too
-        app.add_middleware(
-            Replicated, replicas=settings.write_replicas, wait_ms=settings.write_wait_ms
-        )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # Every write: the body limit first (its 413 before anything reads), then the replica wait.
+    # The ingest routes get the same two in front of FastAPI (HotPath's `outer`).
+    outer: list[tuple[Any, dict[str, Any]]] = [(BodyLimit, {"max_bytes": settings.max_body_bytes})]
+    if settings.write_replicas:
+        wait = {"replicas": settings.write_replicas, "wait_ms": settings.write_wait_ms}
+        outer.append((Replicated, wait))
+    for cls, options in reversed(outer):  # the last added is the outermost
+        app.add_middleware(cls, **options)
+    app.hot_path = HotPath(
+        app,
+        functools.partial(FastAPI.__call__, app),
+        [functools.partial(cls, **options) for cls, options in outer],
+    )
     return app
 
 
-def app_from_env() -> FastAPI:
+def app_from_env() -> MusterApi:
     """uvicorn factory (`muster api`): settings read once, logging set up once, the open-files
     limit raised once (crowd.py), per process."""
     settings = load_settings()

@@ -18,6 +18,7 @@ script that appends, atomically. Otherwise it cannot share the script's slot, so
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -56,17 +57,24 @@ class _Append:
         *,
         caller: str,
         poster_of: str | None,
-        fingerprint: str,
+        route: str,
+        request: msgspec.Struct,
     ) -> None:
         self.state = state
         self.event = event
         self.response = response
         self.caller = caller
         self.poster_of = poster_of
-        self.fingerprint = fingerprint
+        self.route = route
+        self.request = request
         partitions = state.settings.partitions
         self.partition = eventlog.partition_for(event, partitions)
         self.caller_partition = keys.partition_of(caller, partitions)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Of the request body: only requests with an Idempotency-Key need one."""
+        return _fingerprint(self.route, self.request)
 
     async def run(self, idempotency_key: str | None) -> bytes:
         if idempotency_key is None:
@@ -97,7 +105,7 @@ class _Append:
             events.encode(self.event),
             "1" if self.poster_of is not None else "0",
             self.caller,
-            self.fingerprint,
+            self.fingerprint if record is not None else "",
             self.response,
             keys.IDEMPOTENCY_TTL_S,
         )
@@ -182,7 +190,8 @@ async def publish_post(
         views.encode(views.post_of(event)),
         caller=caller.handle,
         poster_of=as_account if as_account != caller.handle else None,
-        fingerprint=_fingerprint("POST /v1/posts", req),
+        route="POST /v1/posts",
+        request=req,
     )
     return await append.run(idempotency_key)
 
@@ -204,6 +213,7 @@ async def send_dm(
         views.encode(views.message_of(event)),
         caller=caller.handle,
         poster_of=None,
-        fingerprint=_fingerprint("POST /v1/dms", req),
+        route="POST /v1/dms",
+        request=req,
     )
     return await append.run(idempotency_key)

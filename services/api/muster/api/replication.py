@@ -16,6 +16,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from muster import keys
@@ -49,7 +51,21 @@ class Replicated:
         async def send_after_replicas(message: Message) -> None:
             if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
                 redis: aioredis.Redis = scope["app"].state.muster.redis
-                acknowledged = await replicas_holding(redis, self.replicas, self.wait_ms)
+                try:
+                    acknowledged = await replicas_holding(redis, self.replicas, self.wait_ms)
+                except (RedisConnectionError, RedisTimeoutError) as exc:
+                    # Answered here: the app's handlers sit inside this layer, and its
+                    # response has begun as far as they can tell.
+                    log.error("redis unavailable for the replica wait", error=str(exc))
+                    held["refused"] = True
+                    unavailable = bodies.error(
+                        503,
+                        "unavailable",
+                        "the event log is unavailable; retry with the same Idempotency-Key",
+                        retry_after=2,
+                    )
+                    await unavailable(scope, receive, send)
+                    return
                 if acknowledged < self.replicas:
                     log.warning(
                         "write not replicated in time",
