@@ -26,7 +26,10 @@ async def app(
 ) -> None:
     if scope["type"] == "lifespan":
         while (message := await receive())["type"] != "lifespan.shutdown":
-            _clients.append(async_client(Settings(redis_url=os.environ["MUSTER_REDIS_URL"])))
+            # A connection per request in flight: redis-py's default of 100 refuses the 101st
+            # (MaxConnectionsError), which would fail requests at 256 connections.
+            settings = Settings(redis_url=os.environ["MUSTER_REDIS_URL"])
+            _clients.append(async_client(settings, max_connections=100_000))
             await send({"type": "lifespan.startup.complete"})
         await _clients[0].aclose()
         await send({"type": "lifespan.shutdown.complete"})
