@@ -512,6 +512,23 @@ def test_supervisor_stops_everything_when_a_child_refuses_its_config(
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
 
 
+def test_up_runs_as_many_delivery_workers_as_configured() -> None:
+    """One child per process, each named apart in the logs; every other kind once."""
+    names = [c.name for c in Supervisor(Settings(up_delivery_workers=3)).children]
+    assert names == [
+        "api",
+        "worker timeline",
+        "worker delivery",
+        "worker delivery #2",
+        "worker delivery #3",
+        "worker audit",
+        "worker ops",
+    ]
+    assert [c.name for c in Supervisor(Settings(up_delivery_workers=1)).children].count(
+        "worker delivery"
+    ) == 1
+
+
 # --- muster up ----------------------------------------------------------------------------------
 def up_env(**overrides: str) -> dict[str, str]:
     return clean_env(MUSTER_API_PORT=str(free_port()), **overrides)
@@ -594,7 +611,10 @@ def test_up_runs_everything_and_stops_cleanly(
     assert alive(replacement)
 
     processes = descendants(up.process.pid)
-    assert len(processes) >= 5  # redis, api, three workers
+    assert (
+        len(processes) >= 7
+    )  # redis, api, timeline, two delivery workers (the default), audit, ops
+    assert sum("worker delivery" in cmdline(p) for p in processes) == 2
     code, took = up.stop(signal.SIGINT)
     assert code == 0, up.output()[-4000:]
     assert took < STOP_TIMEOUT_S

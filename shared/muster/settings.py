@@ -26,6 +26,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_workers: int = 1
+    up_delivery_workers: int = 2
     redis_connections: int = 64
     admin_token: str | None = None
     partitions: int = 1
@@ -156,6 +157,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "redis_connections": _int(1, 10_000),
     "admin_token": _admin_token,
     "partitions": _int(1, 1024),
+    "up_delivery_workers": _int(1, 64),
     "max_post_chars": _int(1, 100_000),
     "max_body_bytes": _int(1024, 64 * 1024 * 1024),
     "max_lag": _int(1, 1 << 40),

@@ -1,8 +1,8 @@
 """`muster up`: every Muster process in the foreground, supervised.
 
 Starts the embedded Redis when MUSTER_REDIS_URL is unset (muster.embedded), then one
-`muster api` and one worker of each kind as child processes with MUSTER_REDIS_URL set for
-them. A child that dies is restarted after a capped backoff; one that refuses its
+`muster api` and one worker of each kind — MUSTER_UP_DELIVERY_WORKERS delivery workers —
+as child processes with MUSTER_REDIS_URL set for them. A child that dies is restarted after a capped backoff; one that refuses its
 configuration (exit 2) stops everything, since restarting cannot help. Ctrl-C or SIGTERM
 stops the children first (SIGTERM, then SIGKILL past the grace period) and the embedded
 server last, so every worker acks its last batch while Redis still answers.
@@ -36,7 +36,21 @@ CHILDREN: tuple[tuple[str, ...], ...] = (
     ("worker", "audit"),
     ("worker", "ops"),  # rq: replay and other operator jobs, timed jobs
 )
-"""The `muster` subcommands `muster up` runs, one process each."""
+"""The `muster` subcommands `muster up` runs, one process each (the delivery worker
+MUSTER_UP_DELIVERY_WORKERS times: `children_for`)."""
+
+
+def children_for(settings: Settings) -> list[tuple[str, ...]]:
+    """CHILDREN with the delivery worker repeated: it is the one kind bound by its own CPU
+    in a post's path (tests/benchmarks/e2e.py), and its processes share each partition's
+    consumer group, so another process is another core's worth of sends."""
+    delivery = ("worker", "delivery")
+    return [
+        args
+        for kind in CHILDREN
+        for args in [kind] * (settings.up_delivery_workers if kind == delivery else 1)
+    ]
+
 
 EXIT_CONFIG = 2
 """What a muster process exits with when it refuses its configuration (cli.main)."""
@@ -74,12 +88,14 @@ class Child:
     """One `muster <args>` child process."""
 
     args: tuple[str, ...]
+    number: int = 1  # among children of the same args
     process: subprocess.Popen[bytes] | None = None
     restarts: Restarts = field(default_factory=Restarts)
 
     @property
     def name(self) -> str:
-        return " ".join(self.args)
+        name = " ".join(self.args)
+        return f"{name} #{self.number}" if self.number > 1 else name
 
     def start(self, env: dict[str, str], now: float) -> None:
         # `python -m muster.cli` works without the `muster` script on PATH.
@@ -109,11 +125,14 @@ class Supervisor:
         self,
         settings: Settings,
         *,
-        children: Sequence[tuple[str, ...]] = CHILDREN,
+        children: Sequence[tuple[str, ...]] | None = None,
         stop_timeout: float = 10.0,
     ) -> None:
         self.settings = settings
-        self.children = [Child(args) for args in children]
+        self.children: list[Child] = []
+        for args in children_for(settings) if children is None else children:
+            number = 1 + sum(child.args == args for child in self.children)
+            self.children.append(Child(args, number))
         self.stop_timeout = stop_timeout
         self.signals = 0
         self.embedded: EmbeddedRedis | None = None

@@ -9,8 +9,9 @@ between "post" and "it is in every inbox". In one run it
    runs it (AOF, `appendfsync always`, zset-max-listpack-entries 1024), the local peers of
    sinks.py in a process of their own (webhooks, a Twilio-compatible SMS API, SMTP; each
    arrival timestamped on CLOCK_MONOTONIC, which every process shares), and the real processes
-   `muster up` runs: `muster api`, `muster worker timeline`, `... delivery`, `... audit`
-   (MUSTER_PARTITIONS=1, default settings but MUSTER_WEBHOOK_ALLOW_PRIVATE=1);
+   `muster up` runs: `muster api`, `muster worker timeline`, two `... delivery` (as
+   MUSTER_UP_DELIVERY_WORKERS; `--delivery-workers N`), `... audit` (MUSTER_PARTITIONS=1,
+   default settings but MUSTER_WEBHOOK_ALLOW_PRIVATE=1);
 2. through the API as admin: three teams, `hooks`, `texts`, `mails`, each with an
    `all_members` enrolment on one channel (webhook, sms, email), and a member `poster` who
    may post as each; then members with every contact point (their own webhook URL and
@@ -133,7 +134,9 @@ class System:
                 raise SystemExit(f"{name} exited:\n{tail(self.work / f'{name}.log')}")
 
 
-def start(stack: contextlib.ExitStack, work: Path, aof: str, receiver: str) -> System:
+def start(
+    stack: contextlib.ExitStack, work: Path, aof: str, receiver: str, deliveries: int
+) -> System:
     server = start_redis_server(work / "redis", appendonly=aof != "no", appendfsync=aof)
     stack.callback(server.kill)
     client = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=30)
@@ -159,8 +162,13 @@ def start(stack: contextlib.ExitStack, work: Path, aof: str, receiver: str) -> S
     system.redis_pid = server.process.pid
     system.processes["api"] = spawn(stack, muster("api"), env, work / "api.log")
     wait_for_port(port, system.processes["api"], work / "api.log")
-    for kind in ("timeline", "delivery", "audit"):
+    for kind in ("timeline", "audit"):
         system.processes[kind] = spawn(stack, muster("worker", kind), env, work / f"{kind}.log")
+    for number in range(1, deliveries + 1):  # as `muster up` runs MUSTER_UP_DELIVERY_WORKERS
+        name = "delivery" if number == 1 else f"delivery{number}"
+        system.processes[name] = spawn(
+            stack, muster("worker", "delivery"), env, work / f"{name}.log"
+        )
     system.poster_token = system.admin(
         "POST", "/v1/accounts", {"handle": POSTER, "kind": "person", "role": "member"}
     )["token"]
@@ -406,6 +414,12 @@ def main() -> int:
     parser.add_argument(
         "--profile", type=Path, help="py-spy the timeline and delivery workers; stacks to DIR"
     )
+    parser.add_argument(
+        "--delivery-workers",
+        type=int,
+        default=2,
+        help="delivery worker processes (default 2: MUSTER_UP_DELIVERY_WORKERS of muster up)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="runs per size and channel")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -417,14 +431,15 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="muster-bench-e2e-") as tmp,
         contextlib.ExitStack() as stack,
     ):
-        system = start(stack, Path(tmp), args.aof, args.receiver)
+        system = start(stack, Path(tmp), args.aof, args.receiver, args.delivery_workers)
         system.profile = args.profile
         part.RQ.redis = system.client
         part.RQ.http = httpx.Client(base_url=system.sinks.http_url, timeout=10)
         part.RQ.smtp_port = system.sinks.smtp_port
         stack.callback(part.close_rq, part.RQ)
         log(
-            f"end-to-end benchmark: sizes {sizes}, channels {channels}, AOF {args.aof}; "
+            f"end-to-end benchmark: sizes {sizes}, channels {channels}, AOF {args.aof}, "
+            f"{args.delivery_workers} delivery worker(s); "
             f"{os.cpu_count()} cores; load average {part.load_average()}"
         )
         for n in sizes:
