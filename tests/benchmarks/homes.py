@@ -15,6 +15,10 @@ time and Redis's CPU time (INFO cpu), the figure that decides:
 - zadd only: the insert alone, never trimmed (the floor of any sorted-set home);
 - trim at cap+64: ZADD, ZCARD, and a trim only once 64 over the cap ("trim less often");
 - zcard only: what a ZCARD call costs inside the loop (the script's per-call overhead);
+- list: the home as a LIST of post ids, newest first: LINDEX 0, then LPUSH + LTRIM when the
+  post is newer than the head (it cannot be there yet, so no lookup). Only the common case is
+  timed: a post older than the head (out of order, a backfill) would need an LPOS scan and an
+  LINSERT, and reads by `before=<id>` a search; what the layout would cost, not one Muster has;
 - two-level: a small "recent" set of <= 128 takes the inserts; every 64 inserts its oldest
   64 move into the "older" set with ZRANGESTORE + ZUNIONSTORE (a different capped structure
   that keeps the big set out of the per-insert path).
@@ -61,6 +65,16 @@ end""",
 for i = 1, #KEYS do redis.call('ZCARD', KEYS[i]) end""",
 }
 
+LIST = """
+local cap = tonumber(ARGV[2])
+for i = 1, #KEYS do
+  local head = redis.call('LINDEX', KEYS[i], 0)
+  if not head or ARGV[1] > head then  -- newer than every entry: it cannot be there yet
+    redis.call('LPUSH', KEYS[i], ARGV[1])
+    redis.call('LTRIM', KEYS[i], 0, cap - 1)
+  end
+end"""
+
 TWO_LEVEL = """
 local cap = tonumber(ARGV[2])
 for i = 1, #KEYS, 3 do
@@ -81,13 +95,17 @@ def cpu(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def fill(client: redis.Redis, names: list[str], cap: int, first: int) -> None:
+def fill(client: redis.Redis, names: list[str], cap: int, first: int, *, lists: bool) -> None:
     members = {keys.home_member(str(first + i)): 0 for i in range(cap)}
+    newest_first = [str(first + i) for i in reversed(range(cap))]
     for start in range(0, len(names), 500):
         with client.pipeline(transaction=False) as pipe:
             for name in names[start : start + 500]:
                 pipe.delete(name)
-                pipe.zadd(name, members)
+                if lists:
+                    pipe.rpush(name, *newest_first)
+                else:
+                    pipe.zadd(name, members)
             pipe.execute()
 
 
@@ -97,7 +115,7 @@ def run(
     call = client.register_script(script)
     started, cpu_before = time.perf_counter(), cpu(client)
     for n in range(posts):
-        member = keys.home_member(str(post + n))
+        member = str(post + n) if script is LIST else keys.home_member(str(post + n))
         for start in range(0, len(names), PER_CALL * stride):
             call(keys=names[start : start + PER_CALL * stride], args=[member, cap])
     inserts = posts * len(names) // stride
@@ -123,8 +141,8 @@ def main() -> int:
                 " out per way; figures per insert"
             )
             print(f"{'way':<16}{'wall µs':>9}{'redis cpu µs':>14}{'s per 100k':>12}{'entries':>9}")
-            for name, script in [*WAYS.items(), ("two-level", TWO_LEVEL)]:
-                fill(client, homes, args.cap, 10**14)
+            for name, script in [*WAYS.items(), ("list", LIST), ("two-level", TWO_LEVEL)]:
+                fill(client, homes, args.cap, 10**14, lists=script is LIST)
                 names = homes
                 stride = 1
                 if name == "two-level":
@@ -135,7 +153,8 @@ def main() -> int:
                         for k in (h + ":recent", h, h + ":moving")  # one slot: same {tag}
                     ]
                 wall, used, post = run(client, script, names, args.posts, post, args.cap, stride)
-                held = int(client.zcard(homes[0])) + (
+                size = client.llen if script is LIST else client.zcard
+                held = int(size(homes[0])) + (
                     int(client.zcard(homes[0] + ":recent")) if stride == 3 else 0
                 )
                 print(f"{name:<16}{wall:>9.2f}{used:>14.2f}{used * 100_000 / 1e6:>12.2f}{held:>9}")
