@@ -4,13 +4,13 @@ On these two routes FastAPI's per-request machinery costs more CPU than the endp
 matching the path against every router, solving the Idempotency-Key header parameter, its
 request and response wrappers, and the layers Starlette puts around every app (its error
 middleware, which wraps `send`; FastAPI's telemetry and body-limit layers; the app's own).
-Served inside that stack the API reached 0.56 of a bare one-XADD endpoint's posts/s; in front
-of it, 0.64 (tests/benchmarks/ingest.py; the issue asks for 0.6). So `MusterApi.__call__`
-hands these requests to `HotPath` before Starlette sees them. HotPath runs the same body
-limit and replica wait as every other write (the `outer` middleware, built once), calls the
-endpoint functions directly, and turns their exceptions into responses with the app's own
-exception handlers — the catch-all included, which Starlette's error middleware would
-otherwise call — so the answers are the same. Anything it does not fully handle (a
+Served inside that stack the API reached 0.56 of a bare one-XADD endpoint's posts/s; in
+front of it, 0.61-0.62 (tests/benchmarks/ingest.py, docs/performance.md; the goal is 0.6).
+So `MusterApi.__call__` hands these requests to `HotPath` before Starlette sees them.
+HotPath runs the same body limit and replica wait as every other write (the `outer`
+middleware, built once), calls the endpoint functions directly, and turns their exceptions
+into responses with the app's own exception handlers — the catch-all included, which
+Starlette's error middleware would otherwise call — so the answers are the same. Anything it does not fully handle (a
 root_path, an Idempotency-Key FastAPI would refuse) goes to FastAPI's whole stack
 unchanged. The routes stay registered there and in /openapi.json.
 
@@ -69,8 +69,9 @@ class HotPath:
         try:
             await self.stack(scope, receive, tracked)
         except Exception as exc:
-            # From the outer layers (the endpoint's own are answered in _serve): the replica
-            # wait's Redis error, say. Answered as the app would, unless already answering.
+            # From the outer layers (the endpoint's own are answered in _serve; the replica
+            # wait answers a Redis failure itself): a bug there. Answered as the app would,
+            # unless already answering.
             if started:
                 raise
             request = Request(scope, receive)
