@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket as net
 import subprocess
 import sys
 import time
@@ -512,6 +513,27 @@ def test_supervisor_stops_everything_when_a_child_refuses_its_config(
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
 
 
+def test_a_port_in_use_stops_up_and_api_at_once_naming_the_setting(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Not an api restarted forever behind a banner that says all is well."""
+    with net.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        up = run_muster("up", env=clean_env(MUSTER_API_PORT=str(port)), cwd=tmp_path)
+        api = run_muster(
+            "api", env=clean_env(MUSTER_API_PORT=str(port), MUSTER_REDIS_URL=redis_server.url)
+        )
+    assert time.monotonic() - started < 30
+    for result in (up, api):
+        assert result.returncode == 2, result.stderr
+        assert f"MUSTER_API_PORT {port} is already in use on 127.0.0.1" in result.stderr
+    assert "muster up:" in up.stderr
+    assert not (tmp_path / "var" / "redis").exists()  # nothing was started
+
+
 def test_up_runs_as_many_delivery_workers_as_configured() -> None:
     """One child per process, each named apart in the logs; every other kind once."""
     names = [c.name for c in Supervisor(Settings(up_delivery_workers=3)).children]
@@ -581,6 +603,8 @@ def test_up_runs_everything_and_stops_cleanly(
     banner = up.out.read_text()
     assert f"http://127.0.0.1:{port}" in banner
     assert f"unix://{socket}" in banner
+    for where in ("/app", "/@<account>", "/docs"):  # the web app, status pages, the reference
+        assert f"http://127.0.0.1:{port}{where}" in banner
 
     health = wait_for(
         "GET /healthz",

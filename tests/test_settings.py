@@ -261,3 +261,26 @@ def test_twilio_requires_its_credentials(missing: str) -> None:
 
 def test_the_log_provider_needs_no_credentials() -> None:
     assert load_settings({"MUSTER_SMS_PROVIDER": "log"}).sms_provider == "log"
+
+
+# --- MUSTER_PUBLIC_URL follows the api's address ------------------------------------------------
+@pytest.mark.parametrize(
+    ("environ", "url"),
+    [
+        ({}, "http://127.0.0.1:8000"),
+        ({"MUSTER_API_PORT": "9000"}, "http://127.0.0.1:9000"),
+        ({"MUSTER_API_HOST": "10.1.2.3"}, "http://10.1.2.3:8000"),
+        ({"MUSTER_API_HOST": "0.0.0.0", "MUSTER_API_PORT": "8080"}, "http://localhost:8080"),
+        ({"MUSTER_API_HOST": "::"}, "http://localhost:8000"),
+        ({"MUSTER_API_HOST": "::1", "MUSTER_API_PORT": "8001"}, "http://[::1]:8001"),
+        (
+            {"MUSTER_API_PORT": "9000", "MUSTER_PUBLIC_URL": "https://alerts.example.com"},
+            "https://alerts.example.com",
+        ),
+    ],
+)
+def test_the_public_url_follows_the_api_host_and_port_unless_set(
+    environ: dict[str, str], url: str
+) -> None:
+    """Changing only the port must not leave every link in email and SMS on port 8000."""
+    assert load_settings(environ).public_url == url

@@ -214,6 +214,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[field] = parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{name} {exc}") from None
+    if "public_url" not in values and ("api_host" in values or "api_port" in values):
+        defaults = Settings()
+        values["public_url"] = local_url(
+            values.get("api_host", defaults.api_host), values.get("api_port", defaults.api_port)
+        )
     if "archive_dir" not in values and "data_dir" in values:
         values["archive_dir"] = values["data_dir"] / "archive"
     if values.get("sms_provider") == "twilio":
@@ -223,6 +228,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if "smtp_url" in values and "mail_from" not in values:
         raise ConfigError("MUSTER_MAIL_FROM is required when MUSTER_SMTP_URL is set")
     return Settings(**values)
+
+
+def local_url(host: str, port: int) -> str:
+    """Where a browser on this machine reaches an API listening on host:port: the default
+    MUSTER_PUBLIC_URL follows MUSTER_API_HOST and MUSTER_API_PORT (a wildcard address is
+    reached as localhost)."""
+    if host in {"", "0.0.0.0", "::"}:  # noqa: S104 - a listen address being translated
+        host = "localhost"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def known_variables() -> list[str]:

@@ -13,8 +13,10 @@ then stops them in that order. This module runs processes; it never touches Must
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +27,7 @@ from types import FrameType
 import structlog
 
 from muster.embedded import DataDirLock, EmbeddedRedis, EmbeddedRedisError, die_with_parent
+from muster.errors import ConfigError
 from muster.settings import Settings
 
 log = structlog.get_logger("muster.up")
@@ -118,6 +121,24 @@ def api_url(settings: Settings) -> str:
     return f"http://{host}:{settings.api_port}"
 
 
+def require_free_api_port(settings: Settings) -> None:
+    """Refuse to start when MUSTER_API_PORT is taken: restarting the api cannot free it, so
+    `muster up` would only restart it, again and again, behind a working banner."""
+    host, port = settings.api_host, settings.api_port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise ConfigError(f"MUSTER_API_HOST {host}: cannot listen there ({exc})") from None
+            raise ConfigError(
+                f"MUSTER_API_PORT {port} is already in use on {host} (another program, or "
+                "another muster up): stop it, or set MUSTER_API_PORT to a free port"
+            ) from None
+
+
 class Supervisor:
     """Runs `children` (and the embedded server, if any) until told to stop."""
 
@@ -156,6 +177,8 @@ class Supervisor:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
         lock: DataDirLock | None = None
         try:
+            if any(child.args == ("api",) for child in self.children):
+                require_free_api_port(self.settings)  # before anything starts
             redis_url = self.settings.redis_url
             if redis_url is None:
                 lock = DataDirLock(self.settings.data_dir)
@@ -170,6 +193,9 @@ class Supervisor:
         except EmbeddedRedisError as exc:
             print(f"muster up: {exc}", file=sys.stderr)
             return 1
+        except ConfigError as exc:
+            print(f"muster up: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
         finally:
             self._stop_children()
             if self.embedded is not None:
@@ -181,7 +207,12 @@ class Supervisor:
                 signal.signal(sig, handler)
 
     def _banner(self, redis_url: str) -> None:
-        lines = [f"muster up: API      {api_url(self.settings)}"]
+        url = api_url(self.settings)
+        lines = [
+            f"muster up: web app  {url}/app  (sign in with a token: the admin's is MUSTER_ADMIN_TOKEN)",
+            f"muster up: status   {url}/@<account>  (an account's public status page)",
+            f"muster up: API      {url}  (reference: {url}/docs)",
+        ]
         if self.embedded is not None:
             lines.append(f"muster up: Redis    {redis_url}  (embedded {self.embedded.server})")
             lines.append(f"muster up: data in  {self.embedded.dir}")

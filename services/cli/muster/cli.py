@@ -52,6 +52,9 @@ def run_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     require_redis(settings, "api")
+    from muster.supervisor import require_free_api_port
+
+    require_free_api_port(settings)
     log.info(
         "api starting",
         url=f"http://{settings.api_host}:{settings.api_port}",
