@@ -265,3 +265,18 @@ def test_session_cookie_is_secure_behind_https(web: WebStack) -> None:
             attributes = {part.strip().lower() for part in cookie.split(";")[1:]}
             assert {"httponly", "samesite=strict", "path=/app"} <= attributes
             assert ("secure" in attributes) is secure, cookie
+
+
+def test_the_sign_in_page_tells_the_truth_about_tokens(web: WebStack) -> None:
+    """A new install's administrator signs in with MUSTER_ADMIN_TOKEN, which need not start
+    with mst_: the page says so, and that token signs in."""
+    assert not ADMIN_TOKEN.startswith("mst_")
+    with httpx.Client(base_url=web.url, timeout=10.0, follow_redirects=True) as session:
+        form = session.get("/app/signin")
+        assert "MUSTER_ADMIN_TOKEN" in form.text
+        assert "it starts with" not in form.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf is not None
+        signed = session.post("/app/signin", data={"csrf": csrf[1], "token": ADMIN_TOKEN})
+        assert signed.status_code == 200
+        assert signed.url.path == "/app"
