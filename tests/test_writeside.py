@@ -113,11 +113,11 @@ async def applied(redis: aioredis.Redis, *batch: events.AnyEvent) -> None:
 
 
 async def index(redis: aioredis.Redis) -> set[str]:
-    return {
-        entry.decode()
-        for p in range(2)
-        for entry in await redis.zrange(keys.emails(p), 0, -1)  # type: ignore[union-attr]
-    }
+    found: set[str] = set()
+    for p in range(2):
+        entries: list[bytes] = await redis.zrange(keys.emails(p), 0, -1)  # type: ignore[assignment]
+        found.update(entry.decode() for entry in entries)
+    return found
 
 
 async def test_the_email_index_follows_each_accounts_current_address(
