@@ -11,12 +11,18 @@
 // login (devInteractions: any password; the login names the account, unknown logins fail).
 // Clients are `native` so that their loopback redirect URI matches on any port (RFC 8252,
 // 7.3): each test's Muster listens on a free port. The first-party consent is granted
-// without a page (loadExistingGrant), as a company's provider does for its own apps.
+// without a page (loadExistingGrant, and no native-client confirmation), as a company's
+// provider does for its own apps.
 import { readFileSync } from 'node:fs';
 
-import Provider from 'oidc-provider';
+import Provider, { interactionPolicy } from 'oidc-provider';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+
+// The default policy asks a native client's user to confirm every time; these clients are
+// native only for the loopback port rule above, so their consent is the first-party one.
+const policy = interactionPolicy.base();
+policy.get('consent').checks.remove('native_client_prompt');
 
 const provider = new Provider(config.issuer, {
   clients: config.clients.map((client) => ({
@@ -34,6 +40,7 @@ const provider = new Provider(config.issuer, {
     profile: ['name'],
   },
   features: { devInteractions: { enabled: true } },
+  interactions: { policy },
   pkce: { required: () => true },
   async findAccount(ctx, id) {
     const account = config.accounts[id];

@@ -16,9 +16,10 @@ two accounts share is refused. The session is a named token (writes.create_named
 that expires with the session cookie; signing out revokes it (signin.py).
 
 Every refusal is a page saying what happened and linking back to sign-in; none creates
-anything. The callback answers a small page that moves on to the app by itself: the session
-cookie is SameSite=Strict, and a browser withholds it on the rest of a redirect chain that
-began at another site, so the next page must be loaded from here.
+anything. The callback answers a small page that moves on to the app by itself rather than a
+redirect: the session cookie is SameSite=Strict, and RFC 6265bis has browsers withhold such
+cookies for the rest of a redirect chain that passed through another site (Chromium does not
+enforce that yet), so the next page is loaded from here, as a same-site navigation.
 """
 
 from __future__ import annotations
