@@ -42,6 +42,8 @@ needs_browser()  # before Playwright: skips (or in CI fails) without it or Chrom
 from playwright.sync_api import BrowserContext, Page, expect  # noqa: E402
 
 COMPANY = "Example Corp"
+TOKEN_ENDPOINT_CALL = RelyingParty.exchange
+"""The real token endpoint call, as imported: each wrapper below wraps this one, never another."""
 PROVIDER_ACCOUNTS = {
     "mia": {"email": "mia@example.com", "email_verified": True, "name": "Mia Kowalski"},
     "pat": {"email": "Pat@Example.com", "email_verified": True, "name": "Pat Ode"},
@@ -140,7 +142,7 @@ def swap_id_token(
 ) -> list[dict[str, Any]]:
     """Wrap the token endpoint call: the real answer, its id_token replaced by
     forge(real claims). Returns the real claims seen, for the test to inspect."""
-    real = RelyingParty.exchange
+    real = TOKEN_ENDPOINT_CALL
     seen: list[dict[str, Any]] = []
 
     async def exchange(self: RelyingParty, code: str, verifier: str) -> dict[str, Any]:
@@ -306,10 +308,9 @@ def test_id_tokens_the_provider_did_not_issue_for_this_sign_in_are_refused(
 
     # A genuine sign-in first: its ID token is replayed below.
     kept: list[str] = []
-    real = RelyingParty.exchange
 
     async def keep(self: RelyingParty, code: str, verifier: str) -> dict[str, Any]:
-        tokens = await real(self, code, verifier)
+        tokens = await TOKEN_ENDPOINT_CALL(self, code, verifier)
         kept.append(tokens["id_token"])
         return tokens
 
