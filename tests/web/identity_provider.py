@@ -66,7 +66,8 @@ def install() -> Path:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         unavailable("node and npm must be on PATH (Node.js >= 20; .ci/run installs them)")
-    assert node is not None and npm is not None
+    assert node is not None
+    assert npm is not None
     version = _node_version(node)
     if version < NODE_MIN:
         unavailable(f"oidc-provider 9 needs Node.js >= 20, found {'.'.join(map(str, version))}")
@@ -159,7 +160,9 @@ class IdentityProvider:
                 break
             time.sleep(0.02)
         self.stop()
-        unavailable(f"oidc-provider did not start within {START_TIMEOUT_S:.0f}s: {self.output()[-2000:]}")
+        unavailable(
+            f"oidc-provider did not start within {START_TIMEOUT_S:.0f}s: {self.output()[-2000:]}"
+        )
 
     def output(self) -> str:
         """What the provider printed so far (its warnings, errors and `ready`)."""

@@ -31,12 +31,12 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from redis_server import free_port
-from web.conftest import ADMIN_TOKEN, ContextFactory, WebStack, needs_browser, shot
-from web.identity_provider import IdentityProvider, install, signing_key
 
 from muster import keys
 from muster.api.oidc import RelyingParty
 from muster.settings import Settings
+from web.conftest import ADMIN_TOKEN, ContextFactory, WebStack, needs_browser, shot
+from web.identity_provider import IdentityProvider, install, signing_key
 
 needs_browser()  # before Playwright: skips (or in CI fails) without it or Chromium
 from playwright.sync_api import BrowserContext, Page, expect  # noqa: E402
@@ -185,7 +185,9 @@ def test_company_sign_in_end_to_end(
     company.click()
     page.wait_for_url(f"{provider.issuer}/**")
     flow = next(c for c in browser.cookies() if c["name"] == "muster_oidc")
-    assert flow["httpOnly"] and flow["sameSite"] == "Lax" and flow["path"] == "/app/oidc"
+    assert flow["httpOnly"]
+    assert flow["sameSite"] == "Lax"
+    assert flow["path"] == "/app/oidc"
     page.locator("input[name=login]").fill("mia")
     page.locator("input[name=password]").fill("any password will do")
     page.get_by_role("button", name="Sign-in").click()
@@ -195,7 +197,9 @@ def test_company_sign_in_end_to_end(
     expect(page.get_by_role("heading", name="Home")).to_be_visible()
     expect(page.get_by_role("button", name=re.compile("Sign out @mia"))).to_be_visible()
     cookie = session_cookie(browser)
-    assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert cookie is not None
+    assert cookie["httpOnly"]
+    assert cookie["sameSite"] == "Strict"
     assert not any(c["name"] == "muster_oidc" for c in browser.cookies())
 
     # The session holds a named token of mia's, that expires with the session.
@@ -204,7 +208,8 @@ def test_company_sign_in_end_to_end(
     assert web.ok("GET", "/v1/me", token=session)["handle"] == "mia"
     named = web.ok("GET", "/v1/me/tokens", token=mia_token)
     mine = [t for t in named["tokens"] if t["name"] == "web sign-in via 127.0.0.1"]
-    assert len(mine) == 1 and mine[0]["expires_at"], named
+    assert len(mine) == 1, named
+    assert mine[0]["expires_at"], named
 
     # The provider's answer works once: replayed, even with the state cookie put back, no.
     assert len(callbacks) == 1
@@ -248,7 +253,8 @@ def test_a_member_account_is_made_for_an_allowed_domain_and_matched_by_address(
     expect(hire).to_have_url(re.compile(r"/app$"))
     expect(hire.get_by_role("button", name=re.compile("Sign out @new_hire"))).to_be_visible()
     account = web.ok("GET", "/v1/accounts/new_hire", token=ADMIN_TOKEN)
-    assert account["kind"] == "person" and account["role"] == "member"
+    assert account["kind"] == "person"
+    assert account["role"] == "member"
     assert account["display_name"] == "New Hire"
     assert account["email"] == "new.hire@example.com"
     assert ledger(web)[2] == before[2] | {b"new_hire"}
