@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from fastapi import Request
@@ -27,7 +27,6 @@ class ApiState:
     metrics: Metrics
     reader: Reader
     writeside: WriteSide
-    kinds: dict[str, str] = field(default_factory=dict)  # handle → kind; kinds never change
     oidc: RelyingParty | None = None  # company sign-in (MUSTER_OIDC_*), None when off
 
 

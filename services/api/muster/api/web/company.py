@@ -238,6 +238,6 @@ async def _session_token(st: ApiState, account: Account, identity: Identity) -> 
     host = urlsplit(identity.issuer).hostname or identity.issuer
     expires = datetime.now(UTC) + timedelta(seconds=session.MAX_AGE_S)
     _, token = await writes.create_named_token(
-        st, account, f"web sign-in via {host}", expires_at=expires
+        st, account, f"{session.SIGNIN_TOKEN_NAME}{host}", expires_at=expires
     )
     return token

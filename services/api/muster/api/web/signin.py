@@ -75,6 +75,13 @@ async def signin(request: Request) -> Response:
         return _form_page(
             request, target, error="That token is not known. Check it and try again.", status=401
         )
+    if not account.active:
+        return _form_page(
+            request,
+            target,
+            error=f"@{account.handle} is deactivated. Ask an administrator to reactivate it.",
+            status=403,
+        )
     if account.kind != "person":
         return _form_page(
             request,
@@ -93,6 +100,7 @@ async def signout(request: Request) -> Response:
     current = await session.current(request)
     if current is not None:
         session.check_csrf(request, current, form)
+        await session.discard(request, current)
     response = RedirectResponse("/app/signin?notice=signedout", status_code=303)
     session.end(request, response)
     return response
