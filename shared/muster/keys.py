@@ -381,6 +381,17 @@ AUTH_ACK_TTL_S: Final = 60
 """How long an auth_ack counter is kept: far longer than the writer waits for it."""
 
 
+def oidc_creating(address_hash: str) -> str:
+    """String (NX, OIDC_CREATING_TTL_S): a company sign-in is creating the account of the
+    address with this SHA-256 (of records.email_key), so two first sign-ins at once make one
+    account, not two. The api sets it before create_account and deletes it after."""
+    return f"{PREFIX}:oidc:creating:{address_hash}"
+
+
+OIDC_CREATING_TTL_S: Final = 30
+"""Longer than creating an account takes; a crashed creator's claim lapses after it."""
+
+
 ENROLMENT_RULES: Final = f"{PREFIX}:enrolments"
 """Hash followed handle → "channels|mandatory": where `all_members` rules were kept before
 they moved into the followed account's partition (enrolment_rules); read, never written."""

@@ -20,6 +20,7 @@ for the bad-signature case. Everything after that seam is what runs in productio
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -248,6 +249,17 @@ def test_a_member_account_is_made_for_an_allowed_domain_and_matched_by_address(
     expect(pat.get_by_role("button", name=re.compile("Sign out @pat"))).to_be_visible()
 
     before = ledger(web)
+
+    # While another first sign-in of the address is creating its account, this one waits its turn.
+    creating = keys.oidc_creating(hashlib.sha256(b"new.hire@example.com").hexdigest())
+    web.redis.set(creating, "1", ex=30)
+    racing = context().new_page()
+    seen = callback_statuses(racing)
+    log_in_at_provider(racing, provider, "newhire")
+    expect_refused(racing, 409, "Another sign-in is creating the account", seen)
+    assert ledger(web) == before
+    web.redis.delete(creating)
+
     hire = context().new_page()
     log_in_at_provider(hire, provider, "newhire")
     expect(hire).to_have_url(re.compile(r"/app$"))
@@ -371,11 +383,14 @@ def test_a_callback_without_this_browsers_state_is_refused(web: WebStack) -> Non
     with httpx.Client(base_url=web.url, timeout=10.0) as client:
         missing = client.get("/app/oidc/callback", params={"code": "x"})
         assert missing.status_code == 400
+        assert "frame-ancestors 'none'" in missing.headers["content-security-policy"]
+        assert missing.headers["cache-control"] == "no-store"
         assert "carries no state" in missing.text
         assert 'href="/app/signin"' in missing.text
 
         started = client.get("/app/oidc/start")
         assert started.status_code == 303
+        assert started.headers["cache-control"] == "no-store"
         assert started.headers["location"].startswith(web.settings.oidc_issuer or "?")
         assert "code_challenge_method=S256" in started.headers["location"]
         cookie = started.cookies["muster_oidc"]

@@ -40,13 +40,13 @@ from muster.api.oidc import Identity, RelyingParty
 from muster.api.schemas import CreateAccount
 from muster.api.state import ApiState, state
 from muster.api.web import session
-from muster.api.web.html import render
+from muster.api.web.html import WebRoute, render
 from muster.api.web.signin import safe_next
 from muster.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
-from muster.records import Account, decode_flow, encode_flow
+from muster.records import Account, decode_flow, email_key, encode_flow
 
 log = structlog.get_logger("muster.api.web.company")
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
 FLOW_COOKIE = "muster_oidc"
 FLOW_PATH = "/app/oidc"
@@ -182,8 +182,11 @@ async def _account_for(request: Request, identity: Identity) -> Account:
             code="oidc_ambiguous",
         )
     if not found:
-        return await _create_member(st, identity)
-    account = found[0]
+        return _usable(await _create_member(st, identity), identity)
+    return _usable(found[0], identity)
+
+
+def _usable(account: Account, identity: Identity) -> Account:
     if account.kind != "person":
         raise Forbidden(
             f"The address {identity.address} belongs to @{account.handle}, a {account.kind}; "
@@ -199,7 +202,8 @@ async def _account_for(request: Request, identity: Identity) -> Account:
 
 
 async def _create_member(st: ApiState, identity: Identity) -> Account:
-    """A member account for an allowed domain, through POST /v1/accounts' write path."""
+    """A member account for an allowed domain, through POST /v1/accounts' write path; one
+    per address even when two first sign-ins race (keys.oidc_creating)."""
     domain = identity.address.rpartition("@")[2].lower()
     if domain not in st.settings.oidc_allowed_domains:
         raise Forbidden(
@@ -207,6 +211,23 @@ async def _create_member(st: ApiState, identity: Identity) -> Account:
             "to create one with that address, then sign in again.",
             code="oidc_no_account",
         )
+    claim = keys.oidc_creating(hashlib.sha256(email_key(identity.address).encode()).hexdigest())
+    if not await st.redis.set(claim, "1", nx=True, ex=keys.OIDC_CREATING_TTL_S):
+        raise Conflict(
+            f"Another sign-in is creating the account of {identity.address} right now. "
+            "Try again in a moment.",
+            code="oidc_creating",
+        )
+    try:
+        made = await accounts.with_email(st.redis, identity.address, st.settings.partitions)
+        if made:  # the sign-in that held the claim before us made it
+            return made[0]
+        return await _create(st, identity, domain)
+    finally:
+        await st.redis.delete(claim)
+
+
+async def _create(st: ApiState, identity: Identity, domain: str) -> Account:
     local = identity.address.rpartition("@")[0].lower()
     base = _HANDLE_CHARS.sub("_", local).strip("_")[:30] or "person"
     for attempt in range(_HANDLE_TRIES):
