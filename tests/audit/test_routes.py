@@ -16,7 +16,7 @@ import pytest
 
 from audit.conftest import ADMIN_TOKEN, OpenSystem, System
 from muster.api import auditlog
-from muster.events import AnyEvent, event_type
+from muster.events import AnyEvent, AuditRead, event_type
 from muster.ids import id_time_ms
 from muster.projections.audit import handles_of
 from muster.settings import Settings
@@ -178,7 +178,8 @@ async def test_only_an_auditor_reads_dm_text_and_each_read_is_audited(populated:
         if token == member:
             assert response.status_code == 403
             continue
-        assert b"psst" not in response.content and b"yes?" not in response.content
+        assert b"psst" not in response.content
+        assert b"yes?" not in response.content
     before = await logged(populated)
     assert not [e for e in before if event_type(e) == "AuditRead"]  # admins' reads are not
 
@@ -189,15 +190,15 @@ async def test_only_an_auditor_reads_dm_text_and_each_read_is_audited(populated:
     export = await populated.call("GET", "/v1/audit/export", token=carol, params={"account": "mia"})
     assert b"psst" in export.content
 
-    reads = [e for e in await logged(populated) if event_type(e) == "AuditRead"]
-    assert [(r.actor, r.route) for r in reads] == [  # type: ignore[attr-defined]
+    reads = [e for e in await logged(populated) if isinstance(e, AuditRead)]
+    assert [(r.actor, r.route) for r in reads] == [
         ("carol", "GET /v1/audit"),
         ("carol", "GET /v1/audit/export"),
     ]
     first, second = reads
-    assert first.event_type == "DirectMessageSent"  # type: ignore[attr-defined]
-    assert first.since == datetime(2020, 1, 1, tzinfo=UTC)  # type: ignore[attr-defined]
-    assert second.account == "mia"  # type: ignore[attr-defined]
+    assert first.event_type == "DirectMessageSent"
+    assert first.since == datetime(2020, 1, 1, tzinfo=UTC)
+    assert second.account == "mia"
     await populated.settle()
     # The record of the read is itself in the audit log, for admins and auditors to find.
     listed = await audit(populated, type="AuditRead")
