@@ -158,7 +158,7 @@ class DirectoryEmail(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
 
     value: str
     type: str | None = None
-    primary: bool = False
+    primary: bool | None = None
 
 
 class DirectoryUserChanged(Event, frozen=True, kw_only=True, tag="DirectoryUserChanged"):

@@ -37,16 +37,31 @@ async def sapi(scim_settings: Settings, open_api: OpenApi) -> AsyncIterator[Api]
 
 
 async def scim(
-    api: Api, method: str, path: str, body: Any = None, *, token: str | None = SCIM_TOKEN, **params: Any
+    api: Api,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    token: str | None = SCIM_TOKEN,
+    **params: Any,
 ) -> httpx.Response:
     headers = {"Content-Type": "application/scim+json"}
-    content = None if body is None else (body if isinstance(body, bytes) else msgspec.json.encode(body))
+    content = (
+        None if body is None else (body if isinstance(body, bytes) else msgspec.json.encode(body))
+    )
     return await api.call(
-        method, f"/scim/v2{path}", token=token, content=content, headers=headers, params=params or None
+        method,
+        f"/scim/v2{path}",
+        token=token,
+        content=content,
+        headers=headers,
+        params=params or None,
     )
 
 
-def scim_error(response: httpx.Response, status: int, scim_type: str | None = None) -> dict[str, Any]:
+def scim_error(
+    response: httpx.Response, status: int, scim_type: str | None = None
+) -> dict[str, Any]:
     """RFC 7644 §3.12: the Error schema, `status` as a string, `scimType` when named."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/scim+json")
@@ -91,7 +106,9 @@ async def test_users_create_read_and_filter(sapi: Api) -> None:
     assert me["kind"] == "person"
 
     got = await scim(sapi, "GET", "/Users/barbara_jensen")
-    assert got.json()["emails"] == [{"value": "Barbara.Jensen@example.com", "type": "work", "primary": True}]
+    assert got.json()["emails"] == [
+        {"value": "Barbara.Jensen@example.com", "type": "work", "primary": True}
+    ]
     for query in (
         'userName eq "barbara.jensen@EXAMPLE.com"',
         'externalId eq "00ujl29u0le5T6Aj10h7"',
@@ -109,3 +126,211 @@ async def test_users_create_read_and_filter(sapi: Api) -> None:
     none = (await scim(sapi, "GET", "/Users", filter='userName eq "nobody@example.com"')).json()
     assert none["totalResults"] == 0
     assert none["Resources"] == [] or "Resources" not in none
+
+
+async def create_user(api: Api, user_name: str, **extra: Any) -> dict[str, Any]:
+    response = await scim(
+        api, "POST", "/Users", {"schemas": [USER], "userName": user_name, **extra}
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_handles_follow_the_rules_and_collisions_are_uniqueness_errors(sapi: Api) -> None:
+    assert (await create_user(sapi, "José.Ñúñez+ops@Example.com"))["id"] == "jose_nunez_ops"
+    assert (await create_user(sapi, "x" * 40))["id"] == "x" * 30
+    before = await sapi.snapshot()
+    # the same userName (case-insensitively), and another one that gives the same handle
+    for user_name in ("JOSE.NUNEZ+OPS@example.com", "jose.nunez.ops@elsewhere.org", "admin"):
+        scim_error(
+            await scim(sapi, "POST", "/Users", {"schemas": [USER], "userName": user_name}),
+            409,
+            "uniqueness",
+        )
+    scim_error(
+        await scim(sapi, "POST", "/Users", {"schemas": [USER], "userName": "@@@"}),
+        400,
+        "invalidValue",
+    )
+    assert await sapi.snapshot() == before
+
+
+async def test_updates_go_through_the_profile_write_path(sapi: Api) -> None:
+    await create_user(
+        sapi, "kim@example.com", emails=[{"value": "kim@example.com", "primary": True}]
+    )
+    put = await scim(
+        sapi,
+        "PUT",
+        "/Users/kim",
+        {
+            "schemas": [USER],
+            "userName": "kim@example.com",
+            "name": {"givenName": "Kim", "familyName": "Lee"},
+            "emails": [
+                {"value": "old@example.com"},
+                {"value": "kim.lee@example.com", "primary": True},
+            ],
+        },
+    )
+    assert put.status_code == 200, put.text
+    me = (await sapi.call("GET", "/v1/accounts/kim")).json()
+    assert me["display_name"] == "Kim Lee"
+    changed = [e for e in await sapi.events() if isinstance(e, events.ContactPointsChanged)]
+    assert changed[-1].email == "kim.lee@example.com"
+    assert changed[-1].actor == "scim-directory"
+    # A PATCH that changes nothing Muster keeps appends nothing
+    length = await sapi.log_length()
+    same = {
+        "schemas": [PATCH],
+        "Operations": [{"op": "replace", "path": "name.givenName", "value": "Kim"}],
+    }
+    assert (await scim(sapi, "PATCH", "/Users/kim", same)).status_code == 200
+    assert await sapi.log_length() == length
+
+
+async def test_entra_id_patch_shapes(sapi: Api) -> None:
+    """Entra ID: capitalised ops, a `work` email path, a value map without path."""
+    await create_user(
+        sapi,
+        "ana@example.com",
+        emails=[{"value": "ana@example.com", "type": "work", "primary": True}],
+    )
+    patch = {
+        "schemas": [PATCH],
+        "Operations": [
+            {"op": "Replace", "path": 'emails[type eq "work"].value', "value": "ana.b@example.com"},
+            {"op": "Add", "path": "displayName", "value": "Ana B"},
+            {"op": "Replace", "value": {"name.familyName": "B", "name.givenName": "Ana"}},
+            {
+                "op": "Add",
+                "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+                "value": "Ops",
+            },
+        ],
+    }
+    response = await scim(sapi, "PATCH", "/Users/ana", patch)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["emails"] == [{"value": "ana.b@example.com", "type": "work", "primary": True}]
+    assert body["name"] == {"givenName": "Ana", "familyName": "B"}
+    account = (await sapi.call("GET", "/v1/accounts/ana")).json()
+    assert account["display_name"] == "Ana B"
+
+
+async def test_refusals_are_scim_errors_and_change_nothing(sapi: Api) -> None:
+    await create_user(sapi, "lou@example.com")
+    before = await sapi.snapshot()
+    bad_patch = {
+        "schemas": [PATCH],
+        "Operations": [{"op": "jump", "path": "displayName", "value": "x"}],
+    }
+    cases: list[tuple[str, str, Any, dict[str, str], int, str | None]] = [
+        ("POST", "/Users", b"{not json", {}, 400, "invalidSyntax"),
+        ("POST", "/Users", b"[1, 2]", {}, 400, "invalidSyntax"),
+        (
+            "POST",
+            "/Users",
+            {"schemas": [USER], "userName": "a@b.c", "fooBar": 1},
+            {},
+            400,
+            "invalidSyntax",
+        ),
+        (
+            "POST",
+            "/Users",
+            {"schemas": ["urn:example:nothing"], "userName": "a@b.c"},
+            {},
+            400,
+            None,
+        ),
+        ("POST", "/Users", {"schemas": [USER]}, {}, 400, None),
+        (
+            "POST",
+            "/Users",
+            {"schemas": [USER], "userName": "q@b.c", "emails": [{"value": "not an address"}]},
+            {},
+            400,
+            "invalidValue",
+        ),
+        ("PATCH", "/Users/lou", bad_patch, {}, 400, "invalidValue"),
+        (
+            "PATCH",
+            "/Users/lou",
+            {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "fooBar", "value": 1}]},
+            {},
+            400,
+            None,
+        ),
+        (
+            "PATCH",
+            "/Users/lou",
+            {"schemas": [PATCH], "Operations": [{"op": "remove", "path": "userName"}]},
+            {},
+            400,
+            None,
+        ),
+        (
+            "PATCH",
+            "/Users/lou",
+            {
+                "schemas": [PATCH],
+                "Operations": [
+                    {"op": "replace", "path": 'emails[type eq "home"].value', "value": "nope"}
+                ],
+            },
+            {},
+            400,
+            "invalidValue",
+        ),
+        (
+            "PUT",
+            "/Users/lou",
+            {"schemas": [USER], "userName": "admin@example.com", "active": "sometimes"},
+            {},
+            400,
+            "invalidValue",
+        ),
+        ("GET", "/Users", None, {"filter": 'userName eq "x" and'}, 400, "invalidFilter"),
+        ("GET", "/Users", None, {"filter": 'fooBar eq "x"'}, 400, "invalidFilter"),
+        ("GET", "/Users", None, {"filter": "userName gt true"}, 400, "invalidFilter"),
+        ("GET", "/Users/nobody", None, {}, 404, None),
+        ("PUT", "/Users/nobody", {"schemas": [USER], "userName": "n@b.c"}, {}, 404, None),
+        ("DELETE", "/Users/nobody", None, {}, 404, None),
+        ("GET", "/Nothing", None, {}, 404, None),
+        ("GET", "/Schemas/urn:nothing", None, {}, 404, None),
+        ("GET", "/ResourceTypes/Nothing", None, {}, 404, None),
+        (
+            "POST",
+            "/Groups",
+            {"schemas": [GROUP], "displayName": "no_such_team"},
+            {},
+            400,
+            "invalidValue",
+        ),
+        ("POST", "/Groups", {"schemas": [GROUP], "displayName": "lou"}, {}, 400, "invalidValue"),
+        ("POST", "/Users", b"{" + b'"x":"' + b"y" * (64 * 1024) + b'"}', {}, 413, None),
+    ]
+    for method, path, body, params, status, scim_type in cases:
+        response = await scim(sapi, method, path, body, **params)
+        try:
+            scim_error(response, status, scim_type)
+        except AssertionError as failed:
+            raise AssertionError(f"{method} {path} {body!r:.200} {params}") from failed
+    assert await sapi.snapshot() == before
+
+
+async def test_the_directory_token_is_required_and_scim_is_off_without_one(
+    sapi: Api, api: Api
+) -> None:
+    for token in (None, "wrong", SCIM_TOKEN + "x", sapi.admin_token):
+        scim_error(await scim(sapi, "GET", "/Users", token=token), 401)
+    scim_error(
+        await scim(sapi, "POST", "/Users", {"schemas": [USER], "userName": "z@b.c"}, token="wrong"),
+        401,
+    )
+    assert (await scim(sapi, "GET", "/ServiceProviderConfig")).status_code == 200
+    # `api` runs without MUSTER_SCIM_TOKEN: SCIM is off
+    scim_error(await scim(api, "GET", "/ServiceProviderConfig"), 404)
+    scim_error(await scim(api, "GET", "/Users", token=SCIM_TOKEN), 404)

@@ -187,8 +187,6 @@ async def create_person(st: ApiState, user: scim.UserIn) -> Person:
             detail=f"userName {user.user_name!r} gives the handle {handle!r}, which is taken "
             "(handles are never reused, also after a deactivation)"
         )
-    if user.active is False:
-        raise InvalidValueException(detail="a User is created active; deactivate it after")
     req = CreateAccount(
         handle=handle,
         kind="person",
@@ -197,6 +195,8 @@ async def create_person(st: ApiState, user: scim.UserIn) -> Person:
     )
     changed = scim.user_changed(handle, user, st.ids.next())
     account, _ = await writes.create_account(st, scim.ACTOR, req, "member", with_events=[changed])
+    if user.active is False:
+        await writes.set_active(st, scim.ACTOR, handle, False)  # type: ignore[attr-defined]
     return await existing_person(st, account.handle)
 
 

@@ -271,7 +271,7 @@ def user_changed(handle: str, user: User[Any], event_id: str) -> events.Director
         given_name=name.given_name,
         family_name=name.family_name,
         emails=tuple(
-            events.DirectoryEmail(value=e.value, type=_email_type(e), primary=bool(e.primary))
+            events.DirectoryEmail(value=e.value, type=_email_type(e), primary=e.primary)
             for e in user.emails or ()
             if e.value
         ),
@@ -312,7 +312,7 @@ def user_of(account: Account, record: DirectoryUser, base_url: str, *, active: b
         "name": {k: v for k, v in name.items() if v is not None} or None,
         "displayName": record.display_name,
         "emails": [
-            {"value": e.value, "type": e.type, "primary": e.primary or None} for e in record.emails
+            {"value": e.value, "type": e.type, "primary": e.primary} for e in record.emails
         ]
         or None,
         "active": active,
