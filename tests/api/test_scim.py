@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from api.conftest import Api, OpenApi
 
+from api.conftest import Api, OpenApi
 from muster import events
 from muster.settings import Settings
 
@@ -68,7 +68,8 @@ def scim_error(
     body: dict[str, Any] = response.json()
     assert body["schemas"] == [ERROR], body
     assert body["status"] == str(status), body
-    assert isinstance(body.get("detail"), str) and body["detail"].strip(), body
+    assert isinstance(body.get("detail"), str), body
+    assert body["detail"].strip(), body
     assert set(body) <= {"schemas", "status", "scimType", "detail"}, body
     if scim_type is not None:
         assert body.get("scimType") == scim_type, body

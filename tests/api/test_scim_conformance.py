@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import httpx2
 import msgspec
-import pytest
-from api.conftest import serve
-from api.test_scim import SCIM_TOKEN
 from redis_server import free_port
 from scim2_client.engines.httpx2 import SyncSCIMClient
 from scim2_tester import Status, check_server
 
+from api.conftest import serve
+from api.test_scim import SCIM_TOKEN
 from muster.settings import Settings
 
 FAILED = {Status.ERROR, Status.CRITICAL}
