@@ -311,9 +311,7 @@ def user_of(account: Account, record: DirectoryUser, base_url: str, *, active: b
         "userName": record.user_name,
         "name": {k: v for k, v in name.items() if v is not None} or None,
         "displayName": record.display_name,
-        "emails": [
-            {"value": e.value, "type": e.type, "primary": e.primary} for e in record.emails
-        ]
+        "emails": [{"value": e.value, "type": e.type, "primary": e.primary} for e in record.emails]
         or None,
         "active": active,
         "meta": _meta("User", account.created_at, record.modified, base_url, account.handle),
