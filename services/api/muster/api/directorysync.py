@@ -159,11 +159,7 @@ async def search_people(
 
 
 def user_of(found: Person, base_url: str) -> scim.UserIn:
-    return scim.user_of(found.account, found.record, base_url, active=_active(found.account))
-
-
-def _active(account: Account) -> bool:
-    return bool(getattr(account, "active", True))
+    return scim.user_of(found.account, found.record, base_url, active=found.account.active)
 
 
 async def _user_name_taken(st: ApiState, user_name: str, by_other_than: str | None) -> bool:
@@ -196,7 +192,7 @@ async def create_person(st: ApiState, user: scim.UserIn) -> Person:
     changed = scim.user_changed(handle, user, st.ids.next())
     account, _ = await writes.create_account(st, scim.ACTOR, req, "member", with_events=[changed])
     if user.active is False:
-        await writes.set_active(st, scim.ACTOR, handle, False)  # type: ignore[attr-defined]
+        await writes.set_active(st, scim.ACTOR, handle, False)
     return await existing_person(st, account.handle)
 
 
@@ -216,8 +212,8 @@ async def replace_person(st: ApiState, current: Person, user: scim.UserIn) -> Pe
     changed = scim.user_changed(handle, user, st.ids.next())
     if req is not None or not scim.same_record(current.record, changed):
         await writes.update_account(st, scim.ACTOR, handle, req, with_events=[changed])
-    if user.active is not None and user.active != _active(account):
-        await writes.set_active(st, scim.ACTOR, handle, user.active)  # type: ignore[attr-defined]
+    if user.active is not None and user.active != account.active:
+        await writes.set_active(st, scim.ACTOR, handle, user.active)
     return await existing_person(st, handle)
 
 
@@ -225,8 +221,8 @@ async def remove_person(st: ApiState, current: Person) -> None:
     """DELETE: the person is deactivated and no longer the directory's; the account and its
     history stay and its handle is never reused."""
     handle = current.account.handle
-    if _active(current.account):
-        await writes.set_active(st, scim.ACTOR, handle, False)  # type: ignore[attr-defined]
+    if current.account.active:
+        await writes.set_active(st, scim.ACTOR, handle, False)
     removed = events.DirectoryUserRemoved(
         id=st.ids.next(), actor=scim.ACTOR, at=utcnow(), handle=handle
     )
