@@ -8,13 +8,23 @@ import httpx2
 import msgspec
 from redis_server import free_port
 from scim2_client.engines.httpx2 import SyncSCIMClient
-from scim2_tester import Status, check_server
+from scim2_tester import CheckResult, Status, check_server
 
 from api.conftest import serve
 from api.test_scim import SCIM_TOKEN
 from muster.settings import Settings
 
 FAILED = {Status.ERROR, Status.CRITICAL}
+LEFT_OUT = {
+    ("check_remove_attribute", "active"): "a person is active or not: PATCH remove `active` is "
+    "refused with 400 mutability (tests/api/test_scim.py checks that), which the tester counts "
+    "as a failure to remove it",
+}
+
+
+def left_out(result: CheckResult) -> bool:
+    urn = result.data.get("urn") if isinstance(result.data, dict) else None
+    return (result.title, urn) in LEFT_OUT
 
 
 def test_scim2_tester_checks_pass(api_settings: Settings) -> None:
@@ -30,8 +40,8 @@ def test_scim2_tester_checks_pass(api_settings: Settings) -> None:
         with httpx2.Client(
             base_url=f"{server.url}/scim/v2", headers=headers, limits=no_reuse
         ) as http:
-            results = check_server(SyncSCIMClient(http), resource_types=["User"])
+            results = check_server(SyncSCIMClient(http), resource_types=["User", "Group"])
     ran = [r for r in results if r.status != Status.SKIPPED]
-    failed = [r for r in ran if r.status in FAILED]
+    failed = [r for r in ran if r.status in FAILED and not left_out(r)]
     assert not failed, "\n".join(repr(r) for r in failed)
     assert len(ran) > 20, results

@@ -166,6 +166,12 @@ def search(params: Mapping[str, str], model: type[Any]) -> SearchRequest[Any]:
     return found
 
 
+def search_body(raw: bytes, model: type[Any]) -> SearchRequest[Any]:
+    """The body of a POST .../.search (RFC 7644 §3.4.3)."""
+    found: SearchRequest[Any] = parse(raw, SearchRequest[model], Context.SEARCH_REQUEST)  # type: ignore[valid-type]
+    return found
+
+
 def page(request: SearchRequest[Any], total: int) -> tuple[int, int]:
     """The slice [start, stop) of the sorted matches a list response holds."""
     start = max((request.start_index or 1) - 1, 0)

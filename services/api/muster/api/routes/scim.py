@@ -14,7 +14,9 @@ from fastapi import APIRouter, Depends, Request
 from scim2_models import (
     Context,
     Group,
+    MutabilityException,
     NotFoundException,
+    NotImplementedException,
     ResourceType,
     Schema,
     UnauthorizedException,
@@ -80,10 +82,25 @@ async def schema(schema_id: str, request: Request) -> Response:
     raise NotFoundException(detail=f"no schema {schema_id!r}")
 
 
+@router.post("/.search")
+async def search_everything() -> Response:
+    raise NotImplementedException(
+        detail="searching several resource types at once is not supported: "
+        "POST /Users/.search or /Groups/.search"
+    )
+
+
 # --- users ---------------------------------------------------------------------------------------
 @router.get("/Users")
 async def list_users(request: Request) -> Response:
     query = scim.search(request.query_params, scim.UserIn)
+    users, total, start = await directorysync.search_people(state(request), query)
+    return scim.listing(scim.UserIn, users, total, start, query)
+
+
+@router.post("/Users/.search")
+async def search_users(request: Request) -> Response:
+    query = scim.search_body(await request.body(), scim.UserIn)
     users, total, start = await directorysync.search_people(state(request), query)
     return scim.listing(scim.UserIn, users, total, start, query)
 
@@ -122,6 +139,11 @@ async def patch_user(user_id: str, request: Request) -> Response:
     operations = scim.patch_op(await request.body(), scim.UserIn)
     user = directorysync.user_of(current, st.settings.public_url)
     scim.apply_patch(operations, user)
+    if user.active is None:
+        raise MutabilityException(
+            detail="active cannot be removed: a person is active or not; replace it with "
+            "true or false"
+        )
     after = await directorysync.replace_person(st, current, user)
     found = directorysync.user_of(after, st.settings.public_url)
     return scim.resource(found, ctx=Context.RESOURCE_PATCH_RESPONSE)
@@ -138,6 +160,13 @@ async def delete_user(user_id: str, request: Request) -> Response:
 @router.get("/Groups")
 async def list_groups(request: Request) -> Response:
     query = scim.search(request.query_params, Group)
+    groups, total, start = await directorysync.search_teams(state(request), query)
+    return scim.listing(Group, groups, total, start, query)
+
+
+@router.post("/Groups/.search")
+async def search_groups(request: Request) -> Response:
+    query = scim.search_body(await request.body(), Group)
     groups, total, start = await directorysync.search_teams(state(request), query)
     return scim.listing(Group, groups, total, start, query)
 
