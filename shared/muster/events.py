@@ -236,11 +236,12 @@ class DirectoryUserRemoved(Event, frozen=True, kw_only=True, tag="DirectoryUserR
 
 
 class DirectoryGroupChanged(Event, frozen=True, kw_only=True, tag="DirectoryGroupChanged"):
-    """The directory mapped a group to the team `account` (its handle is the group's
-    displayName) or changed its members: `added` and `removed` are person handles. The
+    """The directory mapped a group to the team `account` (the handle its `display_name`
+    gives) or changed its members: `added` and `removed` are person handles. The
     follows themselves are their own events (FollowersEnrolled, AccountUnfollowed)."""
 
     account: str
+    display_name: str | None = None
     external_id: str | None = None
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()

@@ -180,6 +180,7 @@ class DirectoryGroup(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     """A directory group mapped to a team (keys.directory_groups); its members are the set
     keys.directory_members."""
 
+    display_name: str | None = None
     external_id: str | None = None
     modified: str = ""
 

@@ -214,7 +214,9 @@ class WriteSide:
             case DirectoryGroupChanged():
                 p = self._p(event.account)
                 group = DirectoryGroup(
-                    external_id=event.external_id, modified=views.rfc3339(event.at)
+                    display_name=event.display_name,
+                    external_id=event.external_id,
+                    modified=views.rfc3339(event.at),
                 )
                 pipe.hset(keys.directory_groups(p), event.account, encode_directory(group))
                 members = keys.directory_members(p, event.account)

@@ -261,13 +261,7 @@ async def existing_team(st: ApiState, handle: str) -> Team:
 async def group_of(st: ApiState, found: Team) -> Group:
     """The Group a directory reads; members the directory has since deleted are left out."""
     members = [p.account for p in await _people(st, found.members)]
-    return scim.group_of(
-        found.account,
-        found.record.external_id,
-        found.record.modified,
-        members,
-        st.settings.public_url,
-    )
+    return scim.group_of(found.account, found.record, members, st.settings.public_url)
 
 
 async def search_teams(st: ApiState, request: SearchRequest[Any]) -> tuple[list[Group], int, int]:
@@ -292,13 +286,12 @@ async def create_team(st: ApiState, group: Group) -> Team:
     account = await accounts.load(st.redis, handle, st.settings.partitions)
     if account is None or account.kind != "team":
         raise InvalidValueException(
-            detail=f"displayName {group.display_name!r} names no team: a group maps to the team "
-            "whose handle is its displayName; create the team in Muster first"
+            detail=f"displayName {group.display_name!r} names no team {handle!r}: a group maps "
+            "to the team whose handle its displayName gives; create the team in Muster first"
         )
     if await team(st, handle) is not None:
         raise UniquenessException(detail=f"a group is already mapped to the team {handle!r}")
-    wanted = scim.member_handles(group)
-    await _change_members(st, handle, None, group.external_id, set(), wanted, new=True)
+    await _change_members(st, handle, None, group, set())
     return await existing_team(st, handle)
 
 
@@ -307,19 +300,10 @@ async def replace_team(st: ApiState, current: Team, group: Group) -> Team:
     handle = current.account.handle
     if scim.team_for(group.display_name) != handle:
         raise MutabilityException(
-            detail="a group's displayName is the team it maps to and cannot change; "
-            "delete this group and map one to the other team"
+            detail=f"a group's displayName names the team it maps to ({handle!r}) and cannot "
+            "name another; delete this group and map one to the other team"
         )
-    wanted = scim.member_handles(group)
-    await _change_members(
-        st,
-        handle,
-        current.record.external_id,
-        group.external_id,
-        set(current.members),
-        wanted,
-        new=False,
-    )
+    await _change_members(st, handle, current.record, group, set(current.members))
     return await existing_team(st, handle)
 
 
@@ -335,17 +319,11 @@ async def remove_team(st: ApiState, current: Team) -> None:
 
 
 async def _change_members(
-    st: ApiState,
-    handle: str,
-    external_id_before: str | None,
-    external_id: str | None,
-    before: set[str],
-    after: set[str],
-    *,
-    new: bool,
+    st: ApiState, handle: str, record: DirectoryGroup | None, group: Group, before: set[str]
 ) -> None:
     """Enrol who joined (with the mapping's change, in one step), then remove the follows
     of who left. A member must be a User of the directory."""
+    after = scim.member_handles(group)
     added, removed = sorted(after - before), sorted(before - after)
     unknown = [h for h in added if await person(st, h) is None]
     if unknown:
@@ -355,7 +333,8 @@ async def _change_members(
         actor=scim.ACTOR,
         at=utcnow(),
         account=handle,
-        external_id=external_id,
+        display_name=group.display_name,
+        external_id=group.external_id,
         added=tuple(added),
         removed=tuple(removed),
     )
@@ -367,7 +346,11 @@ async def _change_members(
         await writes.enrol(
             st, scim.ACTOR, handle, followers, channels, mandatory, with_events=[changed]
         )
-    elif removed or new or external_id != external_id_before:
+    elif (
+        removed
+        or record is None
+        or (record.display_name, record.external_id) != (group.display_name, group.external_id)
+    ):
         await writes.update_account(st, scim.ACTOR, handle, None, with_events=[changed])
     for member in removed:
         await writes.remove_follow(st, scim.ACTOR, member, handle)

@@ -49,7 +49,7 @@ from starlette.responses import Response
 from muster import events
 from muster.api import validation
 from muster.errors import ApiError, Invalid
-from muster.records import Account, DirectoryUser
+from muster.records import Account, DirectoryGroup, DirectoryUser
 
 BASE = "/scim/v2"
 MEDIA_TYPE = "application/scim+json"
@@ -73,7 +73,7 @@ _KEPT_USER = {"userName", "name", "displayName", "emails", "active"}
 _KEPT_NAME = {"formatted", "givenName", "familyName"}
 _KEPT_EMAIL = {"value", "type", "primary"}
 _KEPT_GROUP = {"displayName", "members"}
-_KEPT_MEMBER = {"value", "$ref", "display", "type"}
+_KEPT_MEMBER = {"value", "$ref", "type"}
 _HANDLE_MAX = 30
 T = TypeVar("T")
 
@@ -220,15 +220,19 @@ def listing(
 
 # --- users -------------------------------------------------------------------------------------
 def handle_for(user_name: str) -> str:
-    """The handle a userName gives: the part before the last `@` of an address, accents
-    dropped, lowercased, every run of other characters one `_`, at most 30 characters."""
+    """The handle a userName gives: the part before the last `@` of an address, then
+    `handle_of`."""
     local = user_name.rpartition("@")[0] if "@" in user_name else user_name
-    plain = unicodedata.normalize("NFKD", local).encode("ascii", "ignore").decode()
+    return _handle_of(local, f"userName {user_name!r}")
+
+
+def _handle_of(value: str, what: str) -> str:
+    """Accents dropped, lowercased, every run of other characters than a-z, 0-9 and `_` one
+    `_` (none at either end), at most 30 characters: the handle rules."""
+    plain = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
     handle = re.sub(r"[^a-z0-9_]+", "_", plain.lower()).strip("_")[:_HANDLE_MAX]
     if not handle:
-        raise InvalidValueException(
-            detail=f"userName {user_name!r} gives no handle: it needs a letter or a digit"
-        )
+        raise InvalidValueException(detail=f"{what} gives no handle: it needs a letter or a digit")
     return handle
 
 
@@ -336,14 +340,9 @@ def _meta(kind: str, created: str, modified: str, base_url: str, handle: str) ->
 
 # --- groups ------------------------------------------------------------------------------------
 def team_for(display: str | None) -> str:
-    """The team handle a Group's displayName names (handles are lowercase)."""
-    handle = (display or "").strip().lower()
-    if not re.fullmatch(r"[a-z0-9_]{1,30}", handle):
-        raise InvalidValueException(
-            detail=f"displayName {display!r} is not a team's handle: a group maps to the team "
-            "whose handle is its displayName"
-        )
-    return handle
+    """The handle of the team a Group maps to: its displayName under the handle rules
+    (`ops`, `Ops` and `OPS` name the team `ops`; `On-call Europe` the team `on_call_europe`)."""
+    return _handle_of(display or "", f"displayName {display!r}")
 
 
 def member_handles(group: Group) -> set[str]:
@@ -359,21 +358,17 @@ def member_handles(group: Group) -> set[str]:
 
 
 def group_of(
-    team: Account,
-    external_id: str | None,
-    modified: str,
-    members: Iterable[Account],
-    base_url: str,
+    team: Account, record: DirectoryGroup, members: Iterable[Account], base_url: str
 ) -> Group:
+    modified = record.modified
     document = {
         "id": team.handle,
-        "externalId": external_id,
-        "displayName": team.handle,
+        "externalId": record.external_id,
+        "displayName": record.display_name or team.handle,
         "members": [
             {
                 "value": m.handle,
                 "$ref": f"{base_url}{BASE}/Users/{m.handle}",
-                "display": m.display_name,
                 "type": "User",
             }
             for m in sorted(members, key=lambda a: a.handle)
