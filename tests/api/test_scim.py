@@ -335,3 +335,114 @@ async def test_the_directory_token_is_required_and_scim_is_off_without_one(
     # `api` runs without MUSTER_SCIM_TOKEN: SCIM is off
     scim_error(await scim(api, "GET", "/ServiceProviderConfig"), 404)
     scim_error(await scim(api, "GET", "/Users", token=SCIM_TOKEN), 404)
+
+
+async def token_of(api: Api, handle: str) -> str:
+    reset = await api.call("POST", f"/v1/accounts/{handle}/token", token=api.admin_token)
+    assert reset.status_code == 200, reset.text
+    token: str = reset.json()["token"]
+    return token
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        pytest.param({"op": "replace", "value": {"active": False}}, id="okta"),
+        pytest.param({"op": "Replace", "path": "active", "value": "False"}, id="entra"),
+    ],
+)
+async def test_deactivating_stops_the_persons_token_at_once(
+    sapi: Api, operation: dict[str, Any]
+) -> None:
+    await create_user(sapi, "dee@example.com")
+    token = await token_of(sapi, "dee")
+    assert (await sapi.call("GET", "/v1/me", token=token)).status_code == 200
+    response = await scim(
+        sapi, "PATCH", "/Users/dee", {"schemas": [PATCH], "Operations": [operation]}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["active"] is False
+    assert (await sapi.call("GET", "/v1/me", token=token)).status_code == 401
+    assert (await scim(sapi, "GET", "/Users", filter="active eq false")).json()["totalResults"] == 1
+    deactivated = [e for e in await sapi.events() if isinstance(e, events.AccountDeactivated)]
+    assert [(e.handle, e.actor) for e in deactivated] == [("dee", "scim-directory")]
+    back = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": True}]}
+    assert (await scim(sapi, "PATCH", "/Users/dee", back)).json()["active"] is True
+    assert (await sapi.call("GET", "/v1/me", token=token)).status_code == 200
+    # `active` cannot be removed: a person is active or not
+    before = await sapi.snapshot()
+    remove = {"schemas": [PATCH], "Operations": [{"op": "remove", "path": "active"}]}
+    scim_error(await scim(sapi, "PATCH", "/Users/dee", remove), 400, "mutability")
+    assert await sapi.snapshot() == before
+
+
+async def test_delete_deactivates_and_the_handle_is_never_reused(sapi: Api) -> None:
+    await create_user(sapi, "lee@example.com", active=False)
+    assert (await scim(sapi, "GET", "/Users/lee")).json()["active"] is False
+    await scim(
+        sapi,
+        "PATCH",
+        "/Users/lee",
+        {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": True}]},
+    )
+    token = await token_of(sapi, "lee")
+    assert (await scim(sapi, "DELETE", "/Users/lee")).status_code == 204
+    assert (await sapi.call("GET", "/v1/me", token=token)).status_code == 401
+    scim_error(await scim(sapi, "GET", "/Users/lee"), 404)
+    assert (await scim(sapi, "GET", "/Users")).json()["totalResults"] == 0
+    assert (await sapi.call("GET", "/v1/accounts/lee")).status_code == 200  # history stays
+    scim_error(
+        await scim(sapi, "POST", "/Users", {"schemas": [USER], "userName": "lee@example.com"}),
+        409,
+        "uniqueness",
+    )
+
+
+async def test_group_refusals(sapi: Api) -> None:
+    await sapi.create("ops", "team")
+    await create_user(sapi, "max@example.com")
+    created = await scim(sapi, "POST", "/Groups", {"schemas": [GROUP], "displayName": "OPS"})
+    assert created.status_code == 201, created.text
+    before = await sapi.snapshot()
+    cases: list[tuple[str, str, Any, int, str | None]] = [
+        ("POST", "/Groups", {"schemas": [GROUP], "displayName": "ops"}, 409, "uniqueness"),
+        ("PUT", "/Groups/ops", {"schemas": [GROUP], "displayName": "max"}, 400, "mutability"),
+        (
+            "PATCH",
+            "/Groups/ops",
+            {
+                "schemas": [PATCH],
+                "Operations": [{"op": "add", "path": "members", "value": [{"value": "nobody"}]}],
+            },
+            400,
+            "invalidValue",
+        ),
+        (
+            "PATCH",
+            "/Groups/ops",
+            {
+                "schemas": [PATCH],
+                "Operations": [
+                    {"op": "add", "path": "members", "value": [{"value": "ops", "type": "Group"}]}
+                ],
+            },
+            400,
+            "invalidValue",
+        ),
+        (
+            "PATCH",
+            "/Groups/ops",
+            {
+                "schemas": [PATCH],
+                "Operations": [{"op": "add", "path": "members", "value": [{"value": "admin"}]}],
+            },
+            400,
+            "invalidValue",
+        ),
+        ("GET", "/Groups/nothing", None, 404, None),
+    ]
+    for method, path, body, status, scim_type in cases:
+        scim_error(await scim(sapi, method, path, body), status, scim_type)
+    assert await sapi.snapshot() == before
+    listed = (await scim(sapi, "GET", "/Groups", filter='displayName eq "ops"')).json()
+    assert [g["id"] for g in listed["Resources"]] == ["ops"]
