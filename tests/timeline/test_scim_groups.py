@@ -51,7 +51,7 @@ async def test_a_group_enrols_its_members_in_the_team_and_they_get_its_posts(
         await s.team("on_call", "admin")
         tokens = {}
         for name in ("ana", "bo"):
-            user = {"schemas": [USER], "userName": f"{name}@example.com"}
+            user: dict[str, Any] = {"schemas": [USER], "userName": f"{name}@example.com"}
             user["emails"] = [{"value": f"{name}@example.com", "primary": True}]
             await scim(s, "POST", "/Users", user, 201)
             reset = await s.ok("POST", f"/v1/accounts/{name}/token", token=ADMIN_TOKEN)
