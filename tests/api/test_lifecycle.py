@@ -8,10 +8,18 @@ through the first, and ask the second at once.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
+import httpx
 import pytest
+from redis_server import RedisServer, free_port
 
 from api.conftest import ADMIN_TOKEN, Api, OpenApi, assert_error
 from muster import events, keys
@@ -262,3 +270,55 @@ async def test_a_process_that_lost_its_subscription_caches_nothing(api: Api, sec
     assert await me(second, mia) == 200
     await api.call("PATCH", "/v1/accounts/mia", token=ADMIN_TOKEN, json={"active": False})
     assert_error(await second.call("GET", "/v1/me", token=mia), 401, "account_deactivated")
+
+
+def test_every_worker_of_a_multi_process_api_refuses_at_once(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """`muster api` with MUSTER_API_WORKERS=3: the kernel spreads connections over the
+    processes, so many fresh connections warm (nearly) every cache, and after each change
+    every one of the next requests, whichever process takes it, is refused."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUSTER_")}
+    env.update(
+        MUSTER_REDIS_URL=redis_server.url,
+        MUSTER_ADMIN_TOKEN=ADMIN_TOKEN,
+        MUSTER_API_PORT=str(port),
+        MUSTER_API_WORKERS="3",
+        MUSTER_DATA_DIR=str(tmp_path / "data"),
+        MUSTER_LOG_FORMAT="json",
+    )
+    log = (tmp_path / "api.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "muster.cli", "api"], env=env, stdout=log, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    def status(token: str) -> int:
+        with httpx.Client(base_url=base, timeout=10) as fresh:  # a new connection each time
+            return fresh.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code
+
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        with httpx.Client(base_url=base, timeout=10) as client:
+            made = client.post(
+                "/v1/accounts", headers=admin, json={"handle": "mia", "kind": "person"}
+            )
+            assert made.status_code == 201, made.text
+            old = made.json()["token"]
+            assert [status(old) for _ in range(30)] == [200] * 30
+            new = client.post("/v1/accounts/mia/token", headers=admin).json()["token"]
+            assert [status(old) for _ in range(30)] == [401] * 30
+            assert [status(new) for _ in range(30)] == [200] * 30
+            client.patch("/v1/accounts/mia", headers=admin, json={"active": False})
+            assert [status(new) for _ in range(30)] == [401] * 30
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
