@@ -185,6 +185,10 @@ PARTITION_FIELD = {
     "FollowerEnrolled": "follower",
     "PostPublished": "as_account",
     "DirectMessageSent": "actor",
+    "DirectoryUserChanged": "handle",
+    "DirectoryUserRemoved": "handle",
+    "DirectoryGroupChanged": "account",
+    "DirectoryGroupRemoved": "account",
 }
 
 

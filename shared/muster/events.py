@@ -200,6 +200,60 @@ class FollowersEnrolled(Event, frozen=True, tag="FollowersEnrolled"):
     mandatory: bool = False
 
 
+# --- directory sync (SCIM) ---------------------------------------------------------------
+# The directory (an identity provider speaking SCIM 2.0 to /scim/v2) keeps the attributes it
+# sent; Muster derives an account's display name and email from them (muster.api.scim).
+
+
+class DirectoryEmail(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One of a directory user's email addresses, as the directory sent it."""
+
+    value: str
+    type: str | None = None
+    primary: bool | None = None
+
+
+class DirectoryUserChanged(Event, frozen=True, kw_only=True, tag="DirectoryUserChanged"):
+    """The directory created or changed the person `handle`: its attributes after the change
+    (full state, not a diff). The account's own changes (AccountCreated,
+    ContactPointsChanged) are separate events appended in the same step."""
+
+    handle: str
+    user_name: str
+    external_id: str | None = None
+    display_name: str | None = None
+    formatted: str | None = None
+    given_name: str | None = None
+    family_name: str | None = None
+    emails: tuple[DirectoryEmail, ...] = ()
+
+
+class DirectoryUserRemoved(Event, frozen=True, kw_only=True, tag="DirectoryUserRemoved"):
+    """The directory deleted the person `handle`: the account is no longer the directory's
+    (it stays, deactivated; its handle is never reused)."""
+
+    handle: str
+
+
+class DirectoryGroupChanged(Event, frozen=True, kw_only=True, tag="DirectoryGroupChanged"):
+    """The directory mapped a group to the team `account` (the handle its `display_name`
+    gives) or changed its members: `added` and `removed` are person handles. The
+    follows themselves are their own events (FollowersEnrolled, AccountUnfollowed)."""
+
+    account: str
+    display_name: str | None = None
+    external_id: str | None = None
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+
+class DirectoryGroupRemoved(Event, frozen=True, kw_only=True, tag="DirectoryGroupRemoved"):
+    """The directory deleted the group mapped to the team `account`; its members' follows
+    of the team were removed before, each by its own AccountUnfollowed."""
+
+    account: str
+
+
 class PostPublished(Event, frozen=True, tag="PostPublished"):
     """`id` is also the post's id. `as_account` is the account it appears under."""
 
@@ -238,6 +292,10 @@ AnyEvent: TypeAlias = (
     | PostPublished
     | DirectMessageSent
     | AuditRead
+    | DirectoryUserChanged
+    | DirectoryUserRemoved
+    | DirectoryGroupChanged
+    | DirectoryGroupRemoved
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__
@@ -273,6 +331,8 @@ def partition_handle(event: Event) -> str:
             | NamedTokenCreated(handle=h)
             | NamedTokenRevoked(handle=h)
             | ContactPointsChanged(handle=h)
+            | DirectoryUserChanged(handle=h)
+            | DirectoryUserRemoved(handle=h)
         ):
             return h
         case (
@@ -280,6 +340,8 @@ def partition_handle(event: Event) -> str:
             | PosterRevoked(account=a)
             | MembersEnrolled(account=a)
             | FollowersEnrolled(account=a)
+            | DirectoryGroupChanged(account=a)
+            | DirectoryGroupRemoved(account=a)
         ):
             return a
         case (

@@ -181,6 +181,34 @@ def emails(partition: int) -> str:
     return f"{_tag(partition)}:emails"
 
 
+# --- directory sync (SCIM), write-side state in the account's partition ---------------------
+def directory_users(partition: int) -> str:
+    """Hash: handle → records.DirectoryUser, the people of this partition the directory
+    (SCIM) manages, with the attributes it sent; written with DirectoryUserChanged and
+    DirectoryUserRemoved."""
+    return f"{_tag(partition)}:dir:users"
+
+
+def directory_index(partition: int) -> str:
+    """Sorted set (all scores 0) of records.directory_index_entry(kind, value, handle): the
+    userName, externalId and email values of this partition's directory users, so a SCIM
+    filter `userName eq "..."` is a ZRANGEBYLEX per partition. Entries of values a user no
+    longer has stay (nothing reads the old value to remove it); readers check the record."""
+    return f"{_tag(partition)}:dir:index"
+
+
+def directory_groups(partition: int) -> str:
+    """Hash: team handle → records.DirectoryGroup, the teams of this partition a directory
+    group is mapped to; written with DirectoryGroupChanged and DirectoryGroupRemoved."""
+    return f"{_tag(partition)}:dir:groups"
+
+
+def directory_members(partition: int, team: str) -> str:
+    """Set: handles of the people the directory put in the group mapped to `team` (in the
+    team's partition); written with DirectoryGroupChanged, deleted with the group."""
+    return f"{_tag(partition)}:dir:members:{team}"
+
+
 # --- projections (timeline worker writes; api reads) ----------------------------------------
 def partition_of_id(snowflake: str, partitions: int) -> int:
     """Where a post or DM record lives: by id, so a read by id needs nothing else."""

@@ -2,7 +2,8 @@
 one codec, here: an account's hash (keys.account), a follow record (keys.follows), an
 `all_members` rule (keys.enrolment_rules), a delivery request (keys.deliveries streams), a
 delivery status (keys.delivery_status), a live-stream entry (keys.LIVE), an email index
-entry (keys.emails) and a company sign-in under way (keys.oidc_flow). Events have
+entry (keys.emails), a company sign-in under way (keys.oidc_flow) and the directory's users,
+groups and index entries (keys.directory_*). Events have
 theirs in events.py, posts and DMs as readers see them in views.py.
 
 Lua that writes one of these (lua/enrol.lua: a follow record; lua/route_one.lua: a request
@@ -19,6 +20,7 @@ from typing import Any, Literal
 import msgspec
 
 from muster.errors import EventDecodeError
+from muster.events import DirectoryEmail
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +160,72 @@ def rule_of(account: str, raw: bytes | str) -> Rule:
     return Rule(
         account, tuple(c for c in channels.split(",") if c), mandatory == "1", enrolment or None
     )
+
+
+# --- directory sync (SCIM) ----------------------------------------------------------------------
+class DirectoryUser(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A person the directory manages (keys.directory_users): the SCIM attributes it sent,
+    as DirectoryUserChanged stated them, and when (`modified`, RFC 3339)."""
+
+    user_name: str
+    external_id: str | None = None
+    display_name: str | None = None
+    formatted: str | None = None
+    given_name: str | None = None
+    family_name: str | None = None
+    emails: tuple[DirectoryEmail, ...] = ()
+    modified: str = ""
+
+
+class DirectoryGroup(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A directory group mapped to a team (keys.directory_groups); its members are the set
+    keys.directory_members."""
+
+    display_name: str | None = None
+    external_id: str | None = None
+    modified: str = ""
+
+
+_directory_encoder = msgspec.json.Encoder()
+_directory_user_decoder = msgspec.json.Decoder(DirectoryUser)
+_directory_group_decoder = msgspec.json.Decoder(DirectoryGroup)
+
+
+def encode_directory(record: DirectoryUser | DirectoryGroup) -> bytes:
+    return _directory_encoder.encode(record)
+
+
+def directory_user_of(raw: bytes | str) -> DirectoryUser:
+    return _directory_user_decoder.decode(raw)
+
+
+def directory_group_of(raw: bytes | str) -> DirectoryGroup:
+    return _directory_group_decoder.decode(raw)
+
+
+DirectoryIndexKind = Literal["userName", "externalId", "email"]
+_INDEX_SEP = "\x00"
+
+
+def directory_index_entry(kind: DirectoryIndexKind, value: str, handle: str) -> str:
+    """A keys.directory_index member: `kind NUL value NUL handle`, values compared as SCIM
+    does for that attribute (userName and emails case-insensitively, externalId exactly)."""
+    return f"{kind}{_INDEX_SEP}{directory_index_value(kind, value)}{_INDEX_SEP}{handle}"
+
+
+def directory_index_range(kind: DirectoryIndexKind, value: str) -> tuple[str, str]:
+    """The ZRANGEBYLEX bounds of every entry for (kind, value), whoever's handle."""
+    prefix = f"{kind}{_INDEX_SEP}{directory_index_value(kind, value)}{_INDEX_SEP}"
+    return f"[{prefix}", f"({prefix[:-1]}\x01"
+
+
+def directory_index_handle(entry: bytes | str) -> str:
+    text = entry.decode() if isinstance(entry, bytes) else entry
+    return text.rpartition(_INDEX_SEP)[2]
+
+
+def directory_index_value(kind: DirectoryIndexKind, value: str) -> str:
+    return value if kind == "externalId" else value.casefold()
 
 
 # --- delivery: requests and statuses ----------------------------------------------------------

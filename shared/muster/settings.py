@@ -30,6 +30,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     up_delivery_workers: int = 2
     redis_connections: int = 64
     admin_token: str | None = None
+    scim_token: str | None = None
     partitions: int = 1
     max_post_chars: int = 500
     max_body_bytes: int = 64 * 1024
@@ -129,16 +130,17 @@ def _url(*schemes: str) -> Callable[[str], str]:
     return parse
 
 
-def _admin_token(raw: str) -> str:
-    if raw.strip().lower() in _PLACEHOLDERS or len(set(raw)) < 8:
-        raise ValueError(
-            "is a placeholder; generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
-        )
-    if len(raw) < 32:
-        raise ValueError(
-            f"must be at least 32 characters (got {len(raw)}): it is the admin password"
-        )
-    return raw
+def _secret(what: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.strip().lower() in _PLACEHOLDERS or len(set(raw)) < 8:
+            raise ValueError(
+                "is a placeholder; generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        if len(raw) < 32:
+            raise ValueError(f"must be at least 32 characters (got {len(raw)}): it is {what}")
+        return raw
+
+    return parse
 
 
 def _seconds_list(raw: str) -> tuple[int, ...]:
@@ -240,7 +242,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "api_port": _int(1, 65535),
     "api_workers": _int(1, 64),
     "redis_connections": _int(1, 10_000),
-    "admin_token": _admin_token,
+    "admin_token": _secret("the admin password"),
+    "scim_token": _secret("the directory's password"),
     "partitions": _int(1, 1024),
     "up_delivery_workers": _int(1, 64),
     "max_post_chars": _int(1, 100_000),

@@ -9,7 +9,8 @@ rebuild writes for it (tests compare the two).
 What it keeps, all in the account's (or follower's) partition: accounts (records.Account,
 with token hashes), the email index (keys.emails: company sign-in finds an account by its
 address), posters, follow records (records.Follow) and each pair's last change
-seq, the handles and members sets, and who is reachable on which channel (keys.reach,
+seq, the handles and members sets, the directory's (SCIM) users, groups and their members,
+and who is reachable on which channel (keys.reach,
 keys.dm_channels), which delivery routing reads as current state. One thing lives outside any partition and is not queued
 by `apply`: a token's key (the api claims it before appending, so two accounts never share
 one); `apply_global` writes it for replay.
@@ -39,6 +40,10 @@ from muster.events import (
     AccountUnfollowed,
     AnyEvent,
     ContactPointsChanged,
+    DirectoryGroupChanged,
+    DirectoryGroupRemoved,
+    DirectoryUserChanged,
+    DirectoryUserRemoved,
     FollowChannelsChanged,
     FollowerEnrolled,
     MembersEnrolled,
@@ -49,10 +54,14 @@ from muster.events import (
 )
 from muster.records import (
     Account,
+    DirectoryGroup,
+    DirectoryUser,
     Follow,
     NamedToken,
     Rule,
+    directory_index_entry,
     email_entry,
+    encode_directory,
     encode_named_token,
     rule_of,
 )
@@ -72,6 +81,10 @@ FAMILIES = (
             keys.enrolment_rules,
             lambda p: keys.reach(p, keys.ANY),
             keys.dm_channels,
+            keys.directory_users,
+            keys.directory_index,
+            keys.directory_groups,
+            lambda p: keys.directory_members(p, keys.ANY),
         ),
         (keys.token(keys.ANY), keys.ENROLMENT_RULES),
     ),
@@ -201,6 +214,27 @@ class WriteSide:
                 | (AccountUnfollowed())
             ):
                 await self._follow_change(pipe, event)
+            case DirectoryUserChanged():
+                self._directory_user(pipe, event)
+            case DirectoryUserRemoved():
+                pipe.hdel(keys.directory_users(self._p(event.handle)), event.handle)
+            case DirectoryGroupChanged():
+                p = self._p(event.account)
+                group = DirectoryGroup(
+                    display_name=event.display_name,
+                    external_id=event.external_id,
+                    modified=views.rfc3339(event.at),
+                )
+                pipe.hset(keys.directory_groups(p), event.account, encode_directory(group))
+                members = keys.directory_members(p, event.account)
+                if event.added:
+                    pipe.sadd(members, *event.added)
+                if event.removed:
+                    pipe.srem(members, *event.removed)
+            case DirectoryGroupRemoved():
+                p = self._p(event.account)
+                pipe.hdel(keys.directory_groups(p), event.account)
+                pipe.delete(keys.directory_members(p, event.account))
             case _:
                 pass  # posts and DMs keep no write-side state (idempotency keys expire)
 
@@ -286,6 +320,26 @@ class WriteSide:
                     ],
                     client=pipe,
                 )
+
+    def _directory_user(self, pipe: Any, event: DirectoryUserChanged) -> None:
+        """The directory's record of the person and its lookup entries (keys.directory_index)."""
+        p = self._p(event.handle)
+        record = DirectoryUser(
+            user_name=event.user_name,
+            external_id=event.external_id,
+            display_name=event.display_name,
+            formatted=event.formatted,
+            given_name=event.given_name,
+            family_name=event.family_name,
+            emails=event.emails,
+            modified=views.rfc3339(event.at),
+        )
+        pipe.hset(keys.directory_users(p), event.handle, encode_directory(record))
+        entries = [directory_index_entry("userName", event.user_name, event.handle)]
+        if event.external_id is not None:
+            entries.append(directory_index_entry("externalId", event.external_id, event.handle))
+        entries += [directory_index_entry("email", e.value, event.handle) for e in event.emails]
+        pipe.zadd(keys.directory_index(p), dict.fromkeys(entries, 0))
 
     def _reach(self, pipe: Any, event: AccountCreated | ContactPointsChanged) -> None:
         """Who is reachable on each off-app channel (keys.reach) and on which channels each

@@ -256,10 +256,13 @@ class LiveServer:
 
 
 @contextmanager
-def serve(settings: Settings, *, start_timeout: float = 15.0) -> Iterator[LiveServer]:
-    """The app on uvicorn (127.0.0.1, a free port) in a thread; stopped and joined on exit."""
+def serve(
+    settings: Settings, *, start_timeout: float = 15.0, port: int | None = None
+) -> Iterator[LiveServer]:
+    """The app on uvicorn (127.0.0.1, `port` or a free one) in a thread; stopped and joined
+    on exit."""
     app = create_app(settings)
-    port = free_port()
+    port = port or free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
     )

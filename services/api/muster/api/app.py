@@ -17,12 +17,13 @@ from fastapi.exceptions import RequestValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from scim2_models import SCIMException
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from muster import keys
-from muster.api import bodies, crowd, openapi, web, writes
+from muster.api import bodies, crowd, openapi, scim, web, writes
 from muster.api.backpressure import LagMonitor
 from muster.api.hotpath import HotPath
 from muster.api.limits import BodyLimit
@@ -43,6 +44,7 @@ from muster.api.routes import (
     reads,
     stream,
 )
+from muster.api.routes import scim as scim_routes
 from muster.api.state import ApiState
 from muster.api.tokens import TokenCache
 from muster.errors import ApiError
@@ -123,26 +125,37 @@ def create_app(settings: Settings) -> MusterApi:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     routers = (accounts, directory, follows, posts, reads, deliveries, dms, stream, audit, ops, web)
-    for module in routers:
+    for module in (*routers, scim_routes):
         app.include_router(module.router)
     openapi.install(app)
 
+    # Errors on /scim/v2 are SCIM error bodies (RFC 7644 §3.12), everywhere else docs/api.md's.
+    @app.exception_handler(SCIMException)
+    async def scim_error(request: Request, exc: SCIMException) -> Response:
+        return scim.from_exception(exc)
+
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
+        if scim.is_scim(request.url.path):
+            return scim.from_api_error(exc)
         return bodies.from_exception(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_params(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return bodies.error(
-            422, "invalid_parameter", str(first.get("msg", "invalid request")), field=where
-        )
+        message = str(first.get("msg", "invalid request"))
+        if scim.is_scim(request.url.path):
+            return scim.error(400, f"{where}: {message}" if where else message, "invalidValue")
+        return bodies.error(422, "invalid_parameter", message, field=where)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        response = bodies.error(exc.status_code, code, str(exc.detail))
+        if scim.is_scim(request.url.path):
+            response = scim.error(exc.status_code, str(exc.detail))
+        else:
+            response = bodies.error(exc.status_code, code, str(exc.detail))
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
         return response
@@ -150,19 +163,32 @@ def create_app(settings: Settings) -> MusterApi:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", path=request.url.path)
-        return bodies.error(500, "internal_error", "something went wrong on our side; it is logged")
+        message = "something went wrong on our side; it is logged"
+        if scim.is_scim(request.url.path):
+            return scim.error(500, message)
+        return bodies.error(500, "internal_error", message)
 
     # Pool exhaustion is a ConnectionError to redis-py; its own handler (found first along the
     # exception's MRO) answers 429 `busy`, so 503 `unavailable` means Redis is unreachable.
-    app.add_exception_handler(MaxConnectionsError, crowd.busy)
+    @app.exception_handler(MaxConnectionsError)
+    async def busy(request: Request, exc: Exception) -> Response:
+        response = await crowd.busy(request, exc)
+        if scim.is_scim(request.url.path):
+            retry_after = response.headers["Retry-After"]
+            response = scim.error(429, "too many requests in hand; retry")
+            response.headers["Retry-After"] = retry_after
+        return response
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
     async def redis_down(request: Request, exc: Exception) -> Response:
         log.error("redis unavailable", error=str(exc))
-        return bodies.error(
-            503, "unavailable", "the event log is unavailable; retry", retry_after=2
-        )
+        message = "the event log is unavailable; retry"
+        if scim.is_scim(request.url.path):
+            response = scim.error(503, message)
+            response.headers["Retry-After"] = "2"
+            return response
+        return bodies.error(503, "unavailable", message, retry_after=2)
 
     # Every write: the body limit first (its 413 before anything reads), then the replica wait.
     # The ingest routes get the same two in front of FastAPI (HotPath's `outer`).

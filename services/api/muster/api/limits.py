@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from muster.api import bodies
+from muster.api import bodies, scim
 
 
 class BodyLimit:
@@ -52,9 +52,11 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = bodies.error(
-            413, "payload_too_large", f"request body is over {self.max_bytes} bytes"
-        )
+        message = f"request body is over {self.max_bytes} bytes"
+        if scim.is_scim(scope["path"]):
+            response = scim.error(413, message)
+        else:
+            response = bodies.error(413, "payload_too_large", message)
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -86,8 +86,10 @@ async def create_account(
     role: str | None,
     *,
     token: str | None = None,
+    with_events: Sequence[events.AnyEvent] = (),
 ) -> tuple[Account, str | None]:
-    """Append AccountCreated with the account's state; returns it and its token (once)."""
+    """Append AccountCreated with the account's state, and `with_events` (of the same
+    account's partition) in the same step; returns it and its token (once)."""
     redis, partitions = state.redis, state.settings.partitions
     if token is None and req.kind in {"person", "service"}:
         token = accounts.new_token()
@@ -120,8 +122,9 @@ async def create_account(
         if await pipe.exists(key):
             raise Conflict(f"handle {req.handle!r} is taken", code="handle_taken", field="handle")
         pipe.multi()
-        await state.writeside.apply(pipe, created)
-        eventlog.append(pipe, created, partitions)
+        for event in (created, *with_events):
+            await state.writeside.apply(pipe, event)
+            eventlog.append(pipe, event, partitions)
         for rule in rules.values():
             await _enrol_member(state, pipe, req.handle, rule)
 
@@ -141,6 +144,8 @@ async def create_account(
                     await _enrol_member(state, pipe, req.handle, rule)
                 await pipe.execute()
     state.metrics.ingested.labels("AccountCreated").inc()
+    for event in with_events:
+        state.metrics.ingested.labels(events.event_type(event)).inc()
     return account, token
 
 
@@ -403,50 +408,83 @@ async def named_tokens(state: ApiState, handle: str) -> list[NamedToken]:
 
 async def update_me(state: ApiState, caller: Account, req: UpdateMe) -> tuple[Account, str | None]:
     """Apply a PATCH /v1/me; returns the new account and a webhook secret if one was made now."""
-    redis, partitions = state.redis, state.settings.partitions
-    key = accounts.account_key(caller.handle, partitions)
+    updated, secret = await update_account(state, caller.handle, caller.handle, req)
+    assert updated is not None
+    return updated, secret
 
-    async def body(pipe: Any) -> tuple[Account, str | None]:
+
+async def update_account(
+    state: ApiState,
+    actor: str,
+    handle: str,
+    req: UpdateMe | None,
+    *,
+    with_events: Sequence[events.AnyEvent] = (),
+) -> tuple[Account | None, str | None]:
+    """Change `handle`'s profile and contact points as `actor` (ContactPointsChanged, full
+    state) and append `with_events` (of the same account's partition) in the same step.
+    `req` None: only `with_events`. Returns the account after it (None if there is no such
+    account: nothing is written) and a webhook secret if one was made now."""
+    redis, partitions = state.redis, state.settings.partitions
+    key = accounts.account_key(handle, partitions)
+
+    async def body(pipe: Any) -> tuple[Account | None, str | None]:
         current = account_of(await pipe.hgetall(key))
-        assert current is not None
-        changes: dict[str, Any] = {
-            name: getattr(req, name)
-            for name in ("display_name", "email", "phone", "webhook_url")
-            if getattr(req, name) is not msgspec.UNSET
-        }
-        if not isinstance(req.dm_channels, msgspec.UnsetType):
-            changes["dm_channels"] = ",".join(validation.channels(list(req.dm_channels)))
-        secret = None
-        if changes.get("webhook_url") and current.webhook_secret is None:
-            secret = changes["webhook_secret"] = accounts.new_webhook_secret()
-        if changes.get("display_name") == "":
-            changes["display_name"] = current.handle
-        updated = dataclasses.replace(current, rev=current.rev + 1, **changes)
-        changed = events.ContactPointsChanged(
-            id=state.ids.next(),
-            actor=caller.handle,
-            at=utcnow(),
-            handle=caller.handle,
-            display_name=updated.display_name,
-            email=updated.email,
-            phone=updated.phone,
-            webhook_url=updated.webhook_url,
-            webhook_secret=updated.webhook_secret,
-            dm_channels=tuple(updated.dm_channels.split(",")),
-            reachable=updated.active,
-        )
+        if current is None:
+            return None, None
+        updated, secret, changed = current, None, None
+        if req is not None:
+            updated, secret, changed = _contact_points_changed(state, actor, current, req)
         pipe.multi()
-        await state.writeside.apply(pipe, changed)
-        eventlog.append(pipe, changed, partitions)
-        if "webhook_url" in changes:  # a new URL gets a fresh chance after a 410
-            p = keys.partition_of(caller.handle, partitions)
-            pipe.srem(keys.webhooks_disabled(p), caller.handle)
+        for event in (changed, *with_events) if changed else with_events:
+            await state.writeside.apply(pipe, event)
+            eventlog.append(pipe, event, partitions)
+        if req is not None and not isinstance(req.webhook_url, msgspec.UnsetType):
+            # a new URL gets a fresh chance after a 410
+            pipe.srem(keys.webhooks_disabled(keys.partition_of(handle, partitions)), handle)
         return updated, secret
 
     result = await transact(redis, [key], body)
-    state.tokens.forget(caller.handle)
-    state.metrics.ingested.labels("ContactPointsChanged").inc()
+    state.tokens.forget(handle)
+    if req is not None and result[0] is not None:
+        state.metrics.ingested.labels("ContactPointsChanged").inc()
+    for event in with_events:
+        state.metrics.ingested.labels(events.event_type(event)).inc()
     return result
+
+
+def _contact_points_changed(
+    state: ApiState, actor: str, current: Account, req: UpdateMe
+) -> tuple[Account, str | None, events.ContactPointsChanged]:
+    """The account after `req` (omitted fields stay), the webhook secret made for a first
+    webhook URL, and the event stating it."""
+    changes: dict[str, Any] = {
+        name: getattr(req, name)
+        for name in ("display_name", "email", "phone", "webhook_url")
+        if getattr(req, name) is not msgspec.UNSET
+    }
+    if not isinstance(req.dm_channels, msgspec.UnsetType):
+        changes["dm_channels"] = ",".join(validation.channels(list(req.dm_channels)))
+    secret = None
+    if changes.get("webhook_url") and current.webhook_secret is None:
+        secret = changes["webhook_secret"] = accounts.new_webhook_secret()
+    if changes.get("display_name") == "":
+        changes["display_name"] = current.handle
+    updated = dataclasses.replace(current, rev=current.rev + 1, **changes)
+    changed = events.ContactPointsChanged(
+        id=state.ids.next(),
+        actor=actor,
+        at=utcnow(),
+        handle=current.handle,
+        display_name=updated.display_name,
+        email=updated.email,
+        phone=updated.phone,
+        webhook_url=updated.webhook_url,
+        webhook_secret=updated.webhook_secret,
+        dm_channels=tuple(updated.dm_channels.split(",")),
+        reachable=updated.active,
+    )
+    return updated, secret, changed
 
 
 async def set_poster(
@@ -521,31 +559,46 @@ async def follow(
 
 
 async def unfollow(state: ApiState, follower: Account, target: str) -> None:
-    partitions = state.settings.partitions
-    key, seq_key = follows_key(follower.handle, partitions), _seq_key(follower.handle, partitions)
+    """A person stops following `target`; 403 `mandatory_follow` if an admin enrolled them
+    with no opt-out."""
+    await _unfollow(state, follower.handle, follower.handle, target, mandatory_too=False)
 
-    async def body(pipe: Any) -> None:
+
+async def remove_follow(state: ApiState, actor: str, follower: str, target: str) -> bool:
+    """`actor` (the directory) removes `follower`'s follow of `target`, mandatory or not;
+    False if there was none."""
+    return await _unfollow(state, actor, follower, target, mandatory_too=True)
+
+
+async def _unfollow(
+    state: ApiState, actor: str, follower: str, target: str, *, mandatory_too: bool
+) -> bool:
+    partitions = state.settings.partitions
+    key, seq_key = follows_key(follower, partitions), _seq_key(follower, partitions)
+
+    async def body(pipe: Any) -> bool:
         raw = await pipe.hget(key, target)
         if raw is None:
-            return
-        if follow_of(target, raw).mandatory:
+            return False
+        if not mandatory_too and follow_of(target, raw).mandatory:
             raise Forbidden(
                 f"following {target} is mandatory for you; an admin enrolled you",
                 code="mandatory_follow",
             )
         change = events.AccountUnfollowed(
             id=state.ids.next(),
-            actor=follower.handle,
+            actor=actor,
             at=utcnow(),
-            follower=follower.handle,
+            follower=follower,
             account=target,
             seq=await _next_seq(pipe, seq_key, target),
         )
         pipe.multi()
         await state.writeside.apply(pipe, change)
         eventlog.append(pipe, change, partitions)
+        return True
 
-    await transact(state.redis, [key, seq_key], body)
+    return await transact(state.redis, [key, seq_key], body)
 
 
 async def list_follows(state: ApiState, follower: Account) -> list[Follow]:
@@ -572,23 +625,25 @@ async def _enrol_member(state: ApiState, pipe: Any, handle: str, rule: Rule) -> 
 
 async def enrol(
     state: ApiState,
-    admin: Account,
+    actor: str,
     account: str,
     followers: dict[str, bool] | None,
     channels: tuple[str, ...],
     mandatory: bool,
+    *,
+    with_events: Sequence[events.AnyEvent] = (),
 ) -> tuple[str, int]:
     """Append one enrolment: `followers` (handle → is external) or, None, every member now
     and future. The timeline worker expands it into one FollowerEnrolled per person, once
     each, however often it is handled (muster.enrolments). Constant work here,
     whatever the member count: the enrolment's id and how many it will enrol (members: as
-    of now)."""
+    of now). `with_events` (of `account`'s partition) are appended in the same step."""
     redis, partitions = state.redis, state.settings.partitions
     enrolment: events.MembersEnrolled | events.FollowersEnrolled
     if followers is None:
         enrolment = events.MembersEnrolled(
             id=state.ids.next(),
-            actor=admin.handle,
+            actor=actor,
             at=utcnow(),
             account=account,
             channels=channels,
@@ -604,7 +659,7 @@ async def enrol(
         targets = sorted(f for f in followers if f != account)
         enrolment = events.FollowersEnrolled(
             id=state.ids.next(),
-            actor=admin.handle,
+            actor=actor,
             at=utcnow(),
             account=account,
             followers=tuple(targets),
@@ -614,10 +669,12 @@ async def enrol(
         )
         count = len(targets)
     async with redis.pipeline(transaction=True) as pipe:
-        await state.writeside.apply(pipe, enrolment)  # an `all_members` rule, with its event
-        eventlog.append(pipe, enrolment, partitions)
+        for event in (enrolment, *with_events):
+            await state.writeside.apply(pipe, event)  # an `all_members` rule, with its event
+            eventlog.append(pipe, event, partitions)
         await pipe.execute()
-    state.metrics.ingested.labels(events.event_type(enrolment)).inc()
+    for event in (enrolment, *with_events):
+        state.metrics.ingested.labels(events.event_type(event)).inc()
     return enrolment.id, count
 
 

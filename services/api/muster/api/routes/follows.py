@@ -105,7 +105,9 @@ async def enrol(handle: Handle, request: Request) -> Response:
                 field="followers",
             )
         followers = {h: a.role == "external" for h, a in found.items() if a is not None}
-    enrolment, count = await writes.enrol(st, admin, handle, followers, channels, req.mandatory)
+    enrolment, count = await writes.enrol(
+        st, admin.handle, handle, followers, channels, req.mandatory
+    )
     return bodies.json(
         EnrolmentOut(
             id=enrolment,
