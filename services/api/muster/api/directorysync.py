@@ -321,8 +321,11 @@ async def remove_team(st: ApiState, current: Team) -> None:
 async def _change_members(
     st: ApiState, handle: str, record: DirectoryGroup | None, group: Group, before: set[str]
 ) -> None:
-    """Enrol who joined (with the mapping's change, in one step), then remove the follows
-    of who left. A member must be a User of the directory."""
+    """Remove the follows of who left, then enrol who joined with the mapping's change in
+    one step. The follows go first: after a crash in between, the mapping still lists who
+    left, so the directory's retry removes them again (a removal is a no-op once done);
+    recorded first, a crash would leave their follows for good. A member must be a User of
+    the directory."""
     after = scim.member_handles(group)
     added, removed = sorted(after - before), sorted(before - after)
     unknown = [h for h in added if await person(st, h) is None]
@@ -338,6 +341,8 @@ async def _change_members(
         added=tuple(added),
         removed=tuple(removed),
     )
+    for member in removed:
+        await writes.remove_follow(st, scim.ACTOR, member, handle)
     if added:
         rule = (await enrolment_rules(st.redis, st.settings.partitions)).get(handle)
         channels = rule.channels if rule else DEFAULT_CHANNELS
@@ -352,5 +357,3 @@ async def _change_members(
         or (record.display_name, record.external_id) != (group.display_name, group.external_id)
     ):
         await writes.update_account(st, scim.ACTOR, handle, None, with_events=[changed])
-    for member in removed:
-        await writes.remove_follow(st, scim.ACTOR, member, handle)
