@@ -70,12 +70,12 @@ def read(path: Path) -> dict[str, str]:
 def load(path: Path, environ: MutableMapping[str, str], *, required: bool) -> list[str]:
     """Set what `path` sets and `environ` lacks; the names set. A missing file is nothing to
     load, unless `required` (MUSTER_ENV_FILE named it)."""
-    if not path.is_file():
-        if required and not path.exists():
-            raise ConfigError(f"MUSTER_ENV_FILE names {path}, which does not exist")
+    if not path.exists():
         if required:
-            raise ConfigError(f"MUSTER_ENV_FILE names {path}, which is not a file")
+            raise ConfigError(f"MUSTER_ENV_FILE names {path}, which does not exist")
         return []
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory, not a .env file (MUSTER_ENV_FILE)")
     loaded = []
     for name, value in read(path).items():
         if name not in environ:

@@ -33,6 +33,8 @@ async def status_of(s: Stack, message_id: str, recipient: str, channel: str) -> 
 
 def muster(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUSTER_")}
+    # no .env from the working directory; no metrics listener on the shared default port
+    env.update(MUSTER_ENV_FILE=os.devnull, MUSTER_METRICS_ADDRESS="off")
     env.update(MUSTER_REDIS_URL=str(settings.redis_url), MUSTER_PARTITIONS=str(settings.partitions))
     return subprocess.run(
         [sys.executable, "-m", "muster.cli", *args],

@@ -189,7 +189,7 @@ def test_openapi_describes_the_new_json_routes_and_no_html(web: WebStack) -> Non
     html = [
         p
         for p in paths
-        if not p.startswith("/v1/") and p not in {"/healthz", "/readyz", "/metrics"}
+        if not p.startswith("/v1/") and p not in {"/healthz", "/readyz"}
     ]
     assert html == []
 

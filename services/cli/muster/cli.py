@@ -17,14 +17,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import json
 import os
 import re
+import signal
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import msgspec
 import redis
@@ -50,6 +55,9 @@ API_GRACE_S = 5
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
+if TYPE_CHECKING:
+    from muster.api.metrics import MetricsListener
+
 log = structlog.get_logger("muster.cli")
 
 _DEAD_REF = re.compile(r"(?:\d+:)?\d+-\d+")
@@ -62,28 +70,52 @@ def run_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     require_redis(settings, "api")
-    from muster.supervisor import require_free_api_port
+    from muster.supervisor import require_free_ports
 
-    require_free_api_port(settings)
+    require_free_ports(settings)
+    listener = None
+    if settings.metrics_address is not None:
+        # Multiprocess mode is chosen when prometheus_client is imported: point it at our
+        # own directory first, so this process and every uvicorn worker count there.
+        directory = Path(tempfile.mkdtemp(prefix="muster-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+        from muster.api.metrics import MetricsListener
+
+        listener = MetricsListener.start(settings, directory)
+        # uvicorn ends by re-raising the SIGTERM or SIGINT that stopped it to the handler in
+        # place before it ran: this one, which closes the listener and its directory, then
+        # lets the signal end the process as it would have.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, functools.partial(_close_then_die, listener))
     log.info(
         "api starting",
         url=f"http://{settings.api_host}:{settings.api_port}",
         workers=settings.api_workers,
     )
-    uvicorn.run(
-        API_APP,
-        factory=True,
-        host=settings.api_host,
-        port=settings.api_port,
-        workers=settings.api_workers,
-        log_config=None,  # keep configure_logging's set-up; uvicorn logs through the root logger
-        # Quiet: the app logs what matters through structlog; uvicorn speaks up only on trouble
-        # (a port in use, a failed start-up) unless MUSTER_LOG_LEVEL=debug.
-        log_level="debug" if settings.log_level == "debug" else "warning",
-        access_log=False,
-        timeout_graceful_shutdown=API_GRACE_S,
-    )
+    try:
+        uvicorn.run(
+            API_APP,
+            factory=True,
+            host=settings.api_host,
+            port=settings.api_port,
+            workers=settings.api_workers,
+            log_config=None,  # keep configure_logging's set-up; uvicorn logs through the root logger
+            # Quiet: the app logs what matters through structlog; uvicorn speaks up only on
+            # trouble (a port in use, a failed start-up) unless MUSTER_LOG_LEVEL=debug.
+            log_level="debug" if settings.log_level == "debug" else "warning",
+            access_log=False,
+            timeout_graceful_shutdown=API_GRACE_S,
+        )
+    finally:
+        if listener is not None:
+            listener.close()
     return 0
+
+
+def _close_then_die(listener: MetricsListener, signum: int, frame: FrameType | None) -> None:
+    listener.close()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
