@@ -25,7 +25,7 @@ from dotenv import dotenv_values
 
 from muster.errors import CommandFailed, ConfigError
 
-ADMIN_TOKEN = "MUSTER_ADMIN_TOKEN"
+ADMIN_TOKEN = "MUSTER_ADMIN_TOKEN"  # noqa: S105 (the variable's name, not a token)
 DATA_DIR = "MUSTER_DATA_DIR"
 
 _BARE = re.compile(r"[A-Za-z0-9_./:@+,=-]*")

@@ -153,7 +153,7 @@ class MetricsListener:
         assert settings.metrics_address is not None
         host, port = split_address(settings.metrics_address)
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(directory))
+        MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
         registry.register(SystemCollector(settings))
         server, thread = start_http_server(port, addr=host, registry=registry)
         log.info(
