@@ -11,7 +11,7 @@ from __future__ import annotations
 import email
 import email.policy
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ async def fresh(fresh_settings: Settings, open_stack: OpenStack) -> AsyncIterato
         yield opened
 
 
-def logged_events(captured: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def logged_events(captured: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
     return [e for e in captured if "not sent" in str(e.get("event", ""))]
 
 
