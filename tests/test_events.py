@@ -169,6 +169,11 @@ def test_encoded_events_carry_their_tag() -> None:
 PARTITION_FIELD = {
     "AccountCreated": "handle",
     "AccountTokenReset": "handle",
+    "AccountDeactivated": "handle",
+    "AccountReactivated": "handle",
+    "NamedTokenCreated": "handle",
+    "NamedTokenRevoked": "handle",
+    "AuditRead": "actor",
     "ContactPointsChanged": "handle",
     "PosterGranted": "account",
     "PosterRevoked": "account",

@@ -39,11 +39,61 @@ class AccountCreated(Event, frozen=True, tag="AccountCreated"):
     dm_channels: tuple[str, ...] = ("app", "email")
 
 
-class AccountTokenReset(Event, frozen=True, tag="AccountTokenReset"):
-    """The bootstrap admin's token changed (MUSTER_ADMIN_TOKEN set to a new value)."""
+class AccountTokenReset(Event, frozen=True, kw_only=True, tag="AccountTokenReset"):
+    """An account's token changed; the old one stops working. v1: only ever the bootstrap
+    admin's (MUSTER_ADMIN_TOKEN set to a new value), which also made the account an admin.
+    v2: any person's or service's, by an admin (POST /v1/accounts/{handle}/token) or the
+    bootstrap; `role` is the role it also sets, if any (the bootstrap's "admin")."""
 
+    v: int = 2
     handle: str
     token_hash: str
+    role: str | None = None
+
+
+class AccountDeactivated(Event, frozen=True, tag="AccountDeactivated"):
+    """An admin (or the directory) deactivated the account: its tokens stop working, it
+    receives nothing, its history stays and its handle stays taken."""
+
+    handle: str
+
+
+class AccountReactivated(Event, frozen=True, tag="AccountReactivated"):
+    """The account works again; `channels` are the off-app channels its contact points
+    reopen (what it had when it was deactivated, or set since)."""
+
+    handle: str
+    channels: tuple[str, ...] = ()
+
+
+class NamedTokenCreated(Event, frozen=True, tag="NamedTokenCreated"):
+    """A person made a named token for scripts (POST /v1/me/tokens), or signing in through
+    the company identity provider made one for the web session; it works beside the
+    account's own token until revoked or `expires_at`."""
+
+    handle: str
+    token_id: str
+    name: str
+    token_hash: str
+    expires_at: datetime | None = None
+
+
+class NamedTokenRevoked(Event, frozen=True, tag="NamedTokenRevoked"):
+    handle: str
+    token_id: str
+    token_hash: str
+
+
+class AuditRead(Event, frozen=True, tag="AuditRead"):
+    """An auditor read the audit log with DMs' text (GET /v1/audit or its export): who
+    (`actor`), when (`at`), and with which filter."""
+
+    route: str
+    since: datetime | None = None
+    until: datetime | None = None
+    account: str | None = None
+    event_type: str | None = None
+    after: str | None = None
 
 
 class ContactPointsChanged(Event, frozen=True, tag="ContactPointsChanged"):
@@ -56,6 +106,8 @@ class ContactPointsChanged(Event, frozen=True, tag="ContactPointsChanged"):
     webhook_url: str | None = None
     webhook_secret: str | None = None
     dm_channels: tuple[str, ...] = ("app", "email")
+    reachable: bool = True
+    """False while the account is deactivated: its contact points open no channel."""
 
 
 class PosterGranted(Event, frozen=True, tag="PosterGranted"):
@@ -170,6 +222,10 @@ class DirectMessageSent(Event, frozen=True, tag="DirectMessageSent"):
 AnyEvent: TypeAlias = (
     AccountCreated
     | AccountTokenReset
+    | AccountDeactivated
+    | AccountReactivated
+    | NamedTokenCreated
+    | NamedTokenRevoked
     | ContactPointsChanged
     | PosterGranted
     | PosterRevoked
@@ -181,6 +237,7 @@ AnyEvent: TypeAlias = (
     | FollowersEnrolled
     | PostPublished
     | DirectMessageSent
+    | AuditRead
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__
@@ -209,7 +266,13 @@ def partition_handle(event: Event) -> str:
     """The account whose partition the event goes to; its events keep their order there."""
     match event:
         case (
-            AccountCreated(handle=h) | AccountTokenReset(handle=h) | ContactPointsChanged(handle=h)
+            AccountCreated(handle=h)
+            | AccountTokenReset(handle=h)
+            | AccountDeactivated(handle=h)
+            | AccountReactivated(handle=h)
+            | NamedTokenCreated(handle=h)
+            | NamedTokenRevoked(handle=h)
+            | ContactPointsChanged(handle=h)
         ):
             return h
         case (

@@ -106,6 +106,12 @@ def account(partition: int, handle: str) -> str:
     return f"{_tag(partition)}:acct:{handle}"
 
 
+def api_tokens(partition: int, handle: str) -> str:
+    """Hash: token id → records.NamedToken, the named tokens a person made for scripts (and
+    the web sessions company sign-in made); written with NamedTokenCreated/Revoked."""
+    return f"{_tag(partition)}:tokens:{handle}"
+
+
 def posters(partition: int, handle: str) -> str:
     """Set: person handles allowed to post as team/service `handle`; api writes."""
     return f"{_tag(partition)}:posters:{handle}"
@@ -335,8 +341,25 @@ lag, so trimming no longer waits for them. Audit worker's trimmer writes; /metri
 
 # --- global keys (no partition) -------------------------------------------------------------
 def token(token_hash: str) -> str:
-    """String: SHA-256 of a bearer token → handle. Claimed before the account is appended."""
+    """String: SHA-256 of a bearer token → its holder: the handle for an account's own token,
+    `handle/token id` for a named token (keys.api_tokens). Claimed before the event is
+    appended, so two accounts never share one."""
     return f"{PREFIX}:token:{token_hash}"
+
+
+AUTH_CHANGES: Final = f"{PREFIX}:auth:changes"
+"""Pub/sub channel: "<handle> <ack key>" after a change that can make a token stop working
+(reset, revoke, deactivation); every api process drops what it cached for the handle and
+increments the ack key, and the writer answers once every process has (tokens.py)."""
+
+
+def auth_ack(change_id: str) -> str:
+    """Counter: api processes that dropped their cache after AUTH_CHANGES `change_id`."""
+    return f"{PREFIX}:auth:ack:{change_id}"
+
+
+AUTH_ACK_TTL_S: Final = 60
+"""How long an auth_ack counter is kept: far longer than the writer waits for it."""
 
 
 ENROLMENT_RULES: Final = f"{PREFIX}:enrolments"

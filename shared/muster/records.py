@@ -35,6 +35,7 @@ class Account:
     dm_channels: str = "app,email"  # csv, CHANNELS order
     created_at: str = ""
     rev: int = 0
+    active: bool = True
 
     @property
     def is_admin(self) -> bool:
@@ -43,14 +44,21 @@ class Account:
     @property
     def is_employee(self) -> bool:
         """Members and admins: the people who may see internal posts."""
-        return self.kind == "person" and self.role in {"member", "admin"}
+        return self.kind == "person" and self.role in {"member", "admin", "auditor"}
+
+    @property
+    def is_auditor(self) -> bool:
+        """The one role that reads DMs' text in the audit log (each read is itself audited)."""
+        return self.kind == "person" and self.role == "auditor"
 
     def to_hash(self) -> dict[str, str]:
         """Field → value for HSET; None values are left out (and HDELed by the writer)."""
         out: dict[str, str] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is not None:
+            if isinstance(value, bool):
+                out[f.name] = "1" if value else "0"
+            elif value is not None:
                 out[f.name] = str(value)
         return out
 
@@ -74,7 +82,36 @@ def account_of(raw: dict[Any, Any]) -> Account | None:
         dm_channels=values.get("dm_channels", "app,email"),
         created_at=values.get("created_at", ""),
         rev=int(values.get("rev", "0")),
+        active=values.get("active", "1") == "1",
     )
+
+
+class NamedToken(msgspec.Struct, frozen=True, kw_only=True):
+    """A named token of a person (keys.api_tokens: token id → this, msgpack): what they
+    called it, its hash, when it was made and when it expires (None: when revoked)."""
+
+    id: str
+    name: str
+    token_hash: str
+    created_at: datetime
+    expires_at: datetime | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+_named_token_encoder = msgspec.msgpack.Encoder()
+_named_token_decoder = msgspec.msgpack.Decoder(NamedToken)
+
+
+def encode_named_token(token: NamedToken) -> bytes:
+    return _named_token_encoder.encode(token)
+
+
+def named_token_of(raw: bytes | str) -> NamedToken:
+    """From HGET/HGETALL (bytes: our clients never decode replies)."""
+    assert isinstance(raw, bytes)
+    return _named_token_decoder.decode(raw)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,9 @@ from muster import events, keys, scripts, views
 from muster.connection import text
 from muster.events import (
     AccountCreated,
+    AccountDeactivated,
     AccountFollowed,
+    AccountReactivated,
     AccountTokenReset,
     AccountUnfollowed,
     AnyEvent,
@@ -39,10 +41,12 @@ from muster.events import (
     FollowChannelsChanged,
     FollowerEnrolled,
     MembersEnrolled,
+    NamedTokenCreated,
+    NamedTokenRevoked,
     PosterGranted,
     PosterRevoked,
 )
-from muster.records import Account, Follow, Rule, rule_of
+from muster.records import Account, Follow, NamedToken, Rule, encode_named_token, rule_of
 
 FAMILIES = (
     keys.Family(
@@ -50,6 +54,7 @@ FAMILIES = (
         (
             lambda p: keys.account(p, keys.ANY),
             lambda p: keys.posters(p, keys.ANY),
+            lambda p: keys.api_tokens(p, keys.ANY),
             lambda p: keys.follows(p, keys.ANY),
             lambda p: keys.follow_seq(p, keys.ANY),
             keys.handles,
@@ -86,6 +91,16 @@ def account_of_event(event: AccountCreated) -> Account:
         created_at=views.rfc3339(event.at),
         rev=1,
     )
+
+
+def named_token_holder(handle: str, token_id: str) -> str:
+    """What keys.token holds for a named token: `handle/token id` (handles hold no `/`)."""
+    return f"{handle}/{token_id}"
+
+
+def reopened_channels(account: Account) -> tuple[str, ...]:
+    """The off-app channels an account's contact points open (AccountReactivated)."""
+    return tuple(c for f, c in CONTACT_CHANNELS if getattr(account, f))
 
 
 def rule_of_event(event: MembersEnrolled) -> Rule:
@@ -127,8 +142,35 @@ class WriteSide:
                 self._reach(pipe, event)
             case AccountTokenReset():
                 key = keys.account(self._p(event.handle), event.handle)
-                pipe.hset(key, mapping={"token_hash": event.token_hash, "role": "admin"})
+                role = "admin" if event.v < 2 else event.role
+                pipe.hset(
+                    key,
+                    mapping={"token_hash": event.token_hash, **({"role": role} if role else {})},
+                )
                 pipe.hincrby(key, "rev", 1)
+            case AccountDeactivated() | AccountReactivated():
+                p = self._p(event.handle)
+                key = keys.account(p, event.handle)
+                reopened = event.channels if isinstance(event, AccountReactivated) else None
+                pipe.hset(key, "active", "0" if reopened is None else "1")
+                pipe.hincrby(key, "rev", 1)
+                for channel in keys.OFFAPP_CHANNELS:
+                    if reopened is not None and channel in reopened:
+                        pipe.sadd(keys.reach(p, channel), event.handle)
+                    else:
+                        pipe.srem(keys.reach(p, channel), event.handle)
+            case NamedTokenCreated():
+                token = NamedToken(
+                    id=event.token_id,
+                    name=event.name,
+                    token_hash=event.token_hash,
+                    created_at=event.at,
+                    expires_at=event.expires_at,
+                )
+                key = keys.api_tokens(self._p(event.handle), event.handle)
+                pipe.hset(key, event.token_id, encode_named_token(token))
+            case NamedTokenRevoked():
+                pipe.hdel(keys.api_tokens(self._p(event.handle), event.handle), event.token_id)
             case ContactPointsChanged():
                 self._contacts(pipe, event)
                 self._reach(pipe, event)
@@ -156,6 +198,12 @@ class WriteSide:
         match event:
             case AccountCreated(token_hash=token_hash) if token_hash is not None:
                 pipe.set(keys.token(token_hash), event.handle)
+            case NamedTokenCreated():
+                pipe.set(
+                    keys.token(event.token_hash), named_token_holder(event.handle, event.token_id)
+                )
+            case NamedTokenRevoked():
+                pipe.delete(keys.token(event.token_hash))
             case AccountTokenReset():
                 await pipe.execute()
                 old = await self.redis.hget(
@@ -231,8 +279,9 @@ class WriteSide:
         person takes DMs (keys.dm_channels): routing reads these, so they change with the
         contact points, in the same step, and routing never works from a stale copy."""
         p = self._p(event.handle)
+        reachable = not isinstance(event, ContactPointsChanged) or event.reachable
         for field, channel in CONTACT_CHANNELS:
-            if getattr(event, field):
+            if reachable and getattr(event, field):
                 pipe.sadd(keys.reach(p, channel), event.handle)
             else:
                 pipe.srem(keys.reach(p, channel), event.handle)

@@ -188,7 +188,7 @@ async def test_anyone_can_look_up_an_account_without_its_contact_points(api: Api
     response = await api.call("GET", "/v1/accounts/mia")
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"id", "handle", "kind", "display_name", "followers_count"}
+    assert set(body) == {"id", "handle", "kind", "display_name", "followers_count", "active"}
     assert body["handle"] == "mia"
     assert body["display_name"] == "Mia"
     assert body["followers_count"] == 0

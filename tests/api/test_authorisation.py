@@ -41,6 +41,27 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, int]]] = {
         None,
         {"admin": 204, **ADMIN_ONLY},
     ),
+    ("PATCH", "/v1/accounts/{handle}"): (
+        "/v1/accounts/mia",
+        {"active": True},
+        {"admin": 200, **ADMIN_ONLY},
+    ),
+    ("POST", "/v1/accounts/{handle}/token"): (
+        "/v1/accounts/mia/token",
+        None,
+        {"admin": 200, **ADMIN_ONLY},
+    ),
+    ("POST", "/v1/me/tokens"): (
+        "/v1/me/tokens",
+        {"name": "script of {who}"},
+        {**MEMBERS_ONLY, "admin": 201, "member": 201, "external": 201},
+    ),
+    ("GET", "/v1/me/tokens"): ("/v1/me/tokens", None, MEMBERS_ONLY),
+    ("DELETE", "/v1/me/tokens/{token_id}"): (
+        "/v1/me/tokens/123",
+        None,
+        {**MEMBERS_ONLY, "admin": 404, "member": 404, "external": 404},
+    ),
     ("PUT", "/v1/me/follows/{handle}"): (f"/v1/me/follows/{TEAM}", None, MEMBERS_ONLY),
     ("GET", "/v1/me/follows"): ("/v1/me/follows", None, MEMBERS_ONLY),
     ("DELETE", "/v1/me/follows/{handle}"): (

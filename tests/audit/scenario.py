@@ -3,7 +3,8 @@
 Accounts of every kind (contact points, a webhook, an external), teams with posters (one
 revoked), an `all_members` mandatory enrolment and a member created after it, follows with
 channels, a channel change, an unfollow and a re-follow, internal, public and critical posts,
-replies, DMs, a profile change that clears a contact point. With the test's low
+replies, DMs, a profile change that clears a contact point; a token reset, named tokens (one
+revoked), a deactivated person and one deactivated and back, an auditor's read. With the test's low
 MUSTER_FANOUT_ON_READ_THRESHOLD, `ops` is merged at read time once it has enough followers.
 Workers are settled after graph changes, so live processing sees them in log order.
 """
@@ -71,5 +72,18 @@ async def make_history(s: System) -> dict[str, str]:
     for i in range(5):
         await s.post(t["pat"], f"update {i}", as_="ops")
     await s.post(t["nina"], "hello all", visibility="public")
+    t["leo"] = await s.person("leo", email="leo@example.com")
+    await s.ok("PATCH", "/v1/accounts/leo", token=ADMIN_TOKEN, json={"active": False})
+    await s.ok("PATCH", "/v1/accounts/eve", token=ADMIN_TOKEN, json={"active": False})
+    await s.ok("PATCH", "/v1/accounts/eve", token=ADMIN_TOKEN, json={"active": True})
+    t["tom_old"] = t["tom"]
+    t["tom"] = (await s.ok("POST", "/v1/accounts/tom/token", token=ADMIN_TOKEN))["token"]
+    cron = await s.ok("POST", "/v1/me/tokens", 201, token=t["pat"], json={"name": "cron"})
+    old = await s.ok("POST", "/v1/me/tokens", 201, token=t["pat"], json={"name": "old"})
+    await s.ok("DELETE", f"/v1/me/tokens/{old['id']}", 204, token=t["pat"])
+    t["pat_cron"], t["pat_old"] = cron["token"], old["token"]
+    t["carol"] = await s.person("carol", "auditor")
+    await s.ok("GET", "/v1/audit", token=t["carol"])
+    await s.post(t["pat"], "after the lifecycle changes", as_="ops")
     await s.settle()
     return t

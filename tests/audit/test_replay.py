@@ -106,7 +106,7 @@ async def test_the_write_side_rebuilt_from_the_log_is_what_the_api_wrote(
     replay_settings: Settings, open_system: OpenSystem
 ) -> None:
     async with open_system(replay_settings) as s:
-        await make_history(s)
+        t = await make_history(s)
     # The bootstrap token changes: a restarted api resets admin's token (AccountTokenReset).
     new_admin = "adm-N3wT0k3nQ8v3Lk2xR7pN4tZ9wB6cY1mH"
     changed = msgspec.structs.replace(replay_settings, admin_token=new_admin)
@@ -115,6 +115,8 @@ async def test_the_write_side_rebuilt_from_the_log_is_what_the_api_wrote(
         kinds = {type(e).__name__ for _, e in await s.log_events()}
         assert {"AccountTokenReset", "ContactPointsChanged", "PosterRevoked"} <= kinds
         assert {"FollowerEnrolled", "MembersEnrolled", "FollowChannelsChanged"} <= kinds
+        assert {"AccountDeactivated", "AccountReactivated", "AuditRead"} <= kinds
+        assert {"NamedTokenCreated", "NamedTokenRevoked"} <= kinds
         before = await projections.checksum(s.redis, 1, ("accounts",))
         assert before.families["accounts"][1] > 20
         result = await replay(s.redis, changed, ReplayRequest(projections=("accounts",)))
@@ -122,6 +124,13 @@ async def test_the_write_side_rebuilt_from_the_log_is_what_the_api_wrote(
         assert await projections.checksum(s.redis, 1, ("accounts",)) == before
         assert (await s.call("GET", "/v1/me", token=new_admin)).status_code == 200
         assert (await s.call("GET", "/v1/me", token=replay_settings.admin_token)).status_code == 401
+        works = {h: (await s.call("GET", "/v1/me", token=t[h])).status_code for h in t}
+        assert works == {
+            **dict.fromkeys(t, 200),
+            "tom_old": 401,
+            "pat_old": 401,
+            "leo": 401,
+        }
 
 
 async def test_redeliver_routes_deliveries_again_and_only_then(

@@ -16,7 +16,7 @@ import pytest
 
 from audit.conftest import ADMIN_TOKEN, OpenSystem, System
 from muster.api import auditlog
-from muster.events import AnyEvent, event_type
+from muster.events import AnyEvent, AuditRead, event_type
 from muster.ids import id_time_ms
 from muster.projections.audit import handles_of
 from muster.settings import Settings
@@ -162,10 +162,47 @@ async def test_export_streams_every_match_as_json_lines(
         token=ADMIN_TOKEN,
         params={"account": "pat", "type": "DirectMessageSent"},
     )
-    assert [json.loads(line)["text"] for line in response.content.decode().splitlines()] == [
-        "psst",
-        "yes?",
+    dms = [json.loads(line) for line in response.content.decode().splitlines()]
+    # An admin sees that the DMs happened, between whom and when, never what they said.
+    assert [(d["actor"], d["recipient"], d["text"]) for d in dms] == [
+        ("pat", "mia", "[withheld]"),
+        ("mia", "pat", "[withheld]"),
     ]
+
+
+async def test_only_an_auditor_reads_dm_text_and_each_read_is_audited(populated: System) -> None:
+    carol = await populated.person("carol", "auditor")
+    member = await populated.person("max")
+    for token in (ADMIN_TOKEN, member):
+        response = await populated.call("GET", "/v1/audit", token=token)
+        if token == member:
+            assert response.status_code == 403
+            continue
+        assert b"psst" not in response.content
+        assert b"yes?" not in response.content
+    before = await logged(populated)
+    assert not [e for e in before if event_type(e) == "AuditRead"]  # admins' reads are not
+
+    params = {"type": "DirectMessageSent", "since": "2020-01-01T00:00:00Z"}
+    found = await audit(populated, carol, **params)
+    assert [e["text"] for e in found] == ["psst", "yes?"]
+    assert all(e.get("token_hash") in (None, "[redacted]") for e in found)
+    export = await populated.call("GET", "/v1/audit/export", token=carol, params={"account": "mia"})
+    assert b"psst" in export.content
+
+    reads = [e for e in await logged(populated) if isinstance(e, AuditRead)]
+    assert [(r.actor, r.route) for r in reads] == [
+        ("carol", "GET /v1/audit"),
+        ("carol", "GET /v1/audit/export"),
+    ]
+    first, second = reads
+    assert first.event_type == "DirectMessageSent"
+    assert first.since == datetime(2020, 1, 1, tzinfo=UTC)
+    assert second.account == "mia"
+    await populated.settle()
+    # The record of the read is itself in the audit log, for admins and auditors to find.
+    listed = await audit(populated, type="AuditRead")
+    assert [e["actor"] for e in listed] == ["carol", "carol"]
 
 
 async def test_openapi_describes_the_audit_routes(populated: System) -> None:

@@ -91,6 +91,8 @@ def create_app(settings: Settings) -> MusterApi:
             writeside=WriteSide(redis, partitions=settings.partitions),
         )
         app.state.muster = st
+        auth_redis = crowd.auth_client(settings)
+        await st.tokens.start(auth_redis)
         if settings.admin_token:
             await writes.ensure_admin(st, settings.admin_token)
         await lag.refresh()
@@ -104,6 +106,8 @@ def create_app(settings: Settings) -> MusterApi:
         finally:
             await live.stop()
             await lag.stop()
+            await st.tokens.stop()
+            await auth_redis.aclose()
             await live_redis.aclose()
             await redis.aclose()
 

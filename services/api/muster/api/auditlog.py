@@ -5,6 +5,8 @@ is id order, which is time order): every event, by type, by account named; and a
 stored events. A query picks the narrowest set (account, else type, else all), reads each
 partition's next ids after the cursor within [since, until), merges them by id and fetches
 the events. Secrets (token hashes, webhook secrets) never leave: they read "[redacted]".
+A DM's text is between its two parties: only an auditor's read shows it (and is itself
+recorded, events.AuditRead); to anyone else it reads "[withheld]".
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from muster.connection import text
 from muster.ids import lowest_id_at
 
 REDACTED = "[redacted]"
+WITHHELD = "[withheld]"
+_DM = b'{"type":"DirectMessageSent"'
 SECRET_FIELDS = ("token_hash", "webhook_secret")
 _SECRET_MARKERS = tuple(f'"{name}":"'.encode() for name in SECRET_FIELDS)
 _ID_LOW, _ID_HIGH = 10**17, 10**18  # ids are 18 digits (ms << 16) until the 25th century
@@ -68,21 +72,26 @@ def _bounds(query: AuditQuery) -> tuple[str, str] | None:
     return low_text, high_text
 
 
-def redact(payload: bytes) -> bytes:
-    """The event as stored, with any token hash or webhook secret replaced by "[redacted]"."""
-    if not any(marker in payload for marker in _SECRET_MARKERS):
+def redact(payload: bytes, *, dm_text: bool = False) -> bytes:
+    """The event as stored, with any token hash or webhook secret replaced by "[redacted]",
+    and a DM's text by "[withheld]" unless `dm_text` (an auditor's read)."""
+    withhold = not dm_text and payload.startswith(_DM)
+    if not withhold and not any(marker in payload for marker in _SECRET_MARKERS):
         return payload
     data: dict[str, Any] = msgspec.json.decode(payload)
     for name in SECRET_FIELDS:
         if data.get(name) is not None:
             data[name] = REDACTED
+    if withhold:
+        data["text"] = WITHHELD
     return msgspec.json.encode(data)
 
 
 class AuditLog:
-    def __init__(self, redis: aioredis.Redis, partitions: int) -> None:
+    def __init__(self, redis: aioredis.Redis, partitions: int, *, dm_text: bool = False) -> None:
         self.redis = redis
         self.partitions = partitions
+        self.dm_text = dm_text
 
     def _source(self, p: int, query: AuditQuery) -> str:
         if query.account is not None:
@@ -134,7 +143,7 @@ class AuditLog:
                 pipe.hget(keys.audit_events(p), i)
             payloads = await pipe.execute()
         return [
-            (i, redact(payload))
+            (i, redact(payload, dm_text=self.dm_text))
             for (i, _), payload in zip(chosen, payloads, strict=True)
             if payload is not None
         ]

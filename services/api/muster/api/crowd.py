@@ -50,6 +50,11 @@ def live_client(settings: Settings) -> aioredis.Redis:
     return waiting_client(settings, connections=LIVE_CONNECTIONS, wait_s=POOL_WAIT_S)
 
 
+def auth_client(settings: Settings) -> aioredis.Redis:
+    """The auth-change subscription's own connection (muster.api.tokens)."""
+    return waiting_client(settings, connections=1, wait_s=POOL_WAIT_S)
+
+
 async def busy(request: Request, exc: Exception) -> Response:
     """The answer to PoolBusy (or any MaxConnectionsError): 429 `busy`, not 503."""
     log.warning("redis pool busy", path=request.url.path, error=str(exc))

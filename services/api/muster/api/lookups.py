@@ -15,11 +15,17 @@ async def existing(state: ApiState, handle: str, *, field: str | None = None) ->
     return account
 
 
-async def kind_of(state: ApiState, handle: str, *, field: str | None = None) -> str:
-    """An account's kind, cached forever in-process: kinds never change, accounts never vanish."""
-    kind = state.kinds.get(handle)
-    if kind is None:
-        kind = state.kinds[handle] = (await existing(state, handle, field=field)).kind
+async def kind_of(
+    state: ApiState, handle: str, *, field: str | None = None, active: bool = False
+) -> str:
+    """An account's kind (cached: tokens.TokenCache.standing); `active`: refuse a
+    deactivated account, which neither posts nor receives."""
+    standing = await state.tokens.standing(handle)
+    if standing is None:
+        raise NotFound(f"no account {handle!r}", code="no_such_account", field=field)
+    kind, is_active = standing
+    if active and not is_active:
+        raise Invalid(f"{handle} is deactivated", code="account_deactivated", field=field)
     return kind
 
 

@@ -17,7 +17,7 @@ from muster.views import Message, Post
 
 Handle = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,30}$", description="`^[a-z0-9_]{1,30}$`")]
 Kind = Literal["person", "team", "service"]
-Role = Literal["admin", "member", "external"]
+Role = Literal["admin", "member", "external", "auditor"]
 Channel = Literal["app", "email", "sms", "webhook"]
 Visibility = Literal["public", "internal"]
 Severity = Literal["info", "warning", "critical"]
@@ -92,6 +92,38 @@ class AccountOut(msgspec.Struct, kw_only=True):
     kind: Kind
     display_name: str
     followers_count: int
+    active: bool = True
+
+
+class UpdateAccount(Request):
+    """PATCH /v1/accounts/{handle} (admin): omitted fields stay."""
+
+    active: bool | UnsetType = UNSET
+
+
+class TokenOut(msgspec.Struct, kw_only=True):
+    """POST /v1/accounts/{handle}/token: the new token, shown once."""
+
+    token: str
+
+
+TokenName = Annotated[str, Meta(min_length=1, max_length=100)]
+
+
+class CreateNamedToken(Request):
+    name: TokenName
+    expires_in_days: Annotated[int, Meta(ge=1, le=3650)] | None = None
+
+
+class NamedTokenOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A named token; `token` (the secret) only in the answer that made it."""
+
+    id: str
+    name: str
+    created_at: str
+    expires_at: str | None
+    expired: bool = False
+    token: str | None = None
 
 
 class MeOut(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -105,6 +137,7 @@ class MeOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     webhook_url: str | None
     dm_channels: list[Channel]
     followers_count: int
+    active: bool
     webhook_secret: str | None = None
 
 
@@ -193,6 +226,7 @@ class AccountSummary(msgspec.Struct, kw_only=True):
     kind: Kind
     role: Role | None
     display_name: str
+    active: bool = True
 
 
 class PostersOut(msgspec.Struct, kw_only=True):

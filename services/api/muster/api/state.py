@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from fastapi import Request
@@ -26,7 +26,6 @@ class ApiState:
     metrics: Metrics
     reader: Reader
     writeside: WriteSide
-    kinds: dict[str, str] = field(default_factory=dict)  # handle → kind; kinds never change
 
 
 def state(request: Request) -> ApiState:

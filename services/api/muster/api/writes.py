@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -21,13 +22,19 @@ import structlog
 from redis.exceptions import WatchError
 
 from muster import eventlog, events, keys
-from muster.api import accounts, validation
+from muster.api import accounts, tokens, validation
+from muster.api.auditlog import AuditQuery
 from muster.api.schemas import CreateAccount, UpdateMe
 from muster.api.state import ApiState
-from muster.errors import Conflict, Forbidden
+from muster.errors import Conflict, Forbidden, Invalid, NotFound
 from muster.events import utcnow
-from muster.records import Account, Follow, Rule, account_of, follow_of
-from muster.writeside import account_of_event, enrolment_rules
+from muster.records import Account, Follow, NamedToken, Rule, account_of, follow_of, named_token_of
+from muster.writeside import (
+    account_of_event,
+    enrolment_rules,
+    named_token_holder,
+    reopened_channels,
+)
 
 log = structlog.get_logger("muster.api.writes")
 T = TypeVar("T")
@@ -164,22 +171,234 @@ async def ensure_admin(state: ApiState, token: str) -> None:
         existing = await accounts.load(redis, "admin", partitions)
     if existing.token_hash == token_hash:
         return
-    old_hash = existing.token_hash
-    await redis.set(keys.token(token_hash), "admin")
-    key = accounts.account_key("admin", partitions)
+    await _replace_token(state, "system", "admin", token, role="admin")
+    log.info("admin token replaced from MUSTER_ADMIN_TOKEN")
+
+
+async def reset_token(state: ApiState, actor: str, handle: str) -> str:
+    """A new token for a person or service (POST /v1/accounts/{handle}/token); the old one
+    stops working in every api process before this returns."""
+    token = accounts.new_token()
+    await _replace_token(state, actor, handle, token, role=None)
+    return token
+
+
+async def _replace_token(
+    state: ApiState, actor: str, handle: str, token: str, *, role: str | None
+) -> None:
+    redis, partitions = state.redis, state.settings.partitions
+    token_hash = accounts.hash_token(token)
+    await _claim_token(redis, token_hash, handle)
+    key = accounts.account_key(handle, partitions)
+    old_hash: str | None = None
 
     async def body(pipe: Any) -> None:
+        nonlocal old_hash
+        current = account_of(await pipe.hgetall(key))
+        if current is None:
+            raise NotFound(f"no account {handle!r}", code="no_such_account")
+        if current.kind not in {"person", "service"}:
+            raise Invalid(f"a {current.kind} has no token", code="no_token", field="handle")
+        old_hash = current.token_hash
         reset = events.AccountTokenReset(
-            id=state.ids.next(), actor="system", at=utcnow(), handle="admin", token_hash=token_hash
+            id=state.ids.next(),
+            actor=actor,
+            at=utcnow(),
+            handle=handle,
+            token_hash=token_hash,
+            role=role,
         )
         pipe.multi()
         await state.writeside.apply(pipe, reset)
         eventlog.append(pipe, reset, partitions)
 
-    await transact(redis, [key], body)
+    try:
+        await transact(redis, [key], body)
+    except BaseException:
+        await redis.delete(keys.token(token_hash))
+        raise
     if old_hash and old_hash != token_hash:
         await redis.delete(keys.token(old_hash))
-    log.info("admin token replaced from MUSTER_ADMIN_TOKEN")
+    await _revoked(state, handle)
+    state.metrics.ingested.labels("AccountTokenReset").inc()
+
+
+async def _claim_token(redis: aioredis.Redis, token_hash: str, holder: str) -> None:
+    """Claim a token's key before appending (keys.token is outside every partition)."""
+    if not await redis.set(keys.token(token_hash), holder, nx=True):
+        raise Conflict("token collision; try again", code="token_collision")  # 2^-256: never
+
+
+async def _revoked(state: ApiState, handle: str) -> None:
+    """A token of `handle` may have stopped working: no api process may use a cached one."""
+    state.tokens.forget(handle)
+    await tokens.announce(state.redis, handle)
+
+
+async def set_active(state: ApiState, actor: str, handle: str, active: bool) -> Account:
+    """Deactivate or reactivate an account (PATCH /v1/accounts/{handle}); no event when it
+    is already so. Deactivation takes effect in every api process before this returns."""
+    redis, partitions = state.redis, state.settings.partitions
+    key = accounts.account_key(handle, partitions)
+    changed = False
+
+    async def body(pipe: Any) -> Account:
+        nonlocal changed
+        current = account_of(await pipe.hgetall(key))
+        if current is None:
+            raise NotFound(f"no account {handle!r}", code="no_such_account")
+        if current.active == active:
+            return current
+        change: events.AccountDeactivated | events.AccountReactivated
+        if active:
+            change = events.AccountReactivated(
+                id=state.ids.next(),
+                actor=actor,
+                at=utcnow(),
+                handle=handle,
+                channels=reopened_channels(current),
+            )
+        else:
+            change = events.AccountDeactivated(
+                id=state.ids.next(), actor=actor, at=utcnow(), handle=handle
+            )
+        pipe.multi()
+        await state.writeside.apply(pipe, change)
+        eventlog.append(pipe, change, partitions)
+        changed = True
+        return dataclasses.replace(current, active=active, rev=current.rev + 1)
+
+    account = await transact(redis, [key], body)
+    if changed:
+        await _revoked(state, handle)
+        state.metrics.ingested.labels(
+            "AccountReactivated" if active else "AccountDeactivated"
+        ).inc()
+    return account
+
+
+async def record_audit_read(
+    state: ApiState, auditor: Account, route: str, query: AuditQuery
+) -> None:
+    """Append AuditRead before an auditor's read of the audit log (DMs' text included)."""
+    read = events.AuditRead(
+        id=state.ids.next(),
+        actor=auditor.handle,
+        at=utcnow(),
+        route=route,
+        since=query.since,
+        until=query.until,
+        account=query.account,
+        event_type=query.type,
+        after=query.after,
+    )
+    async with state.redis.pipeline(transaction=True) as pipe:
+        eventlog.append(pipe, read, state.settings.partitions)
+        await pipe.execute()
+    state.metrics.ingested.labels("AuditRead").inc()
+
+
+# --- named tokens ---------------------------------------------------------------------------
+MAX_NAMED_TOKENS = 100
+"""Live named tokens one person may hold (expired ones are revoked as new ones are made)."""
+
+
+async def create_named_token(
+    state: ApiState, account: Account, name: str, *, expires_at: datetime | None = None
+) -> tuple[NamedToken, str]:
+    """A named token for `account` (POST /v1/me/tokens; company sign-in's web sessions):
+    returned once with its secret, which is never stored. Expired tokens are revoked in the
+    same step, so sessions that ran out do not pile up."""
+    redis, partitions = state.redis, state.settings.partitions
+    token = accounts.new_token()
+    token_hash = accounts.hash_token(token)
+    token_id = state.ids.next()
+    await _claim_token(redis, token_hash, named_token_holder(account.handle, token_id))
+    key = keys.api_tokens(keys.partition_of(account.handle, partitions), account.handle)
+    expired: list[NamedToken] = []
+
+    async def body(pipe: Any) -> NamedToken:
+        now = utcnow()
+        held = [named_token_of(raw) for raw in (await pipe.hgetall(key)).values()]
+        expired[:] = [t for t in held if t.expired(now)]
+        if len(held) - len(expired) >= MAX_NAMED_TOKENS:
+            raise Conflict(
+                f"at most {MAX_NAMED_TOKENS} tokens; revoke one first", code="too_many_tokens"
+            )
+        created = events.NamedTokenCreated(
+            id=token_id,
+            actor=account.handle,
+            at=now,
+            handle=account.handle,
+            token_id=token_id,
+            name=name,
+            token_hash=token_hash,
+            expires_at=expires_at,
+        )
+        pipe.multi()
+        for old in expired:
+            await _append_revoke(state, pipe, account.handle, old, actor="system")
+        await state.writeside.apply(pipe, created)
+        eventlog.append(pipe, created, partitions)
+        return NamedToken(
+            id=token_id, name=name, token_hash=token_hash, created_at=now, expires_at=expires_at
+        )
+
+    try:
+        made = await transact(redis, [key], body)
+    except BaseException:
+        await redis.delete(keys.token(token_hash))
+        raise
+    if expired:
+        await redis.delete(*(keys.token(t.token_hash) for t in expired))
+    state.metrics.ingested.labels("NamedTokenCreated").inc()
+    return made, token
+
+
+async def _append_revoke(
+    state: ApiState, pipe: Any, handle: str, token: NamedToken, *, actor: str
+) -> None:
+    revoked = events.NamedTokenRevoked(
+        id=state.ids.next(),
+        actor=actor,
+        at=utcnow(),
+        handle=handle,
+        token_id=token.id,
+        token_hash=token.token_hash,
+    )
+    await state.writeside.apply(pipe, revoked)
+    eventlog.append(pipe, revoked, state.settings.partitions)
+
+
+async def revoke_named_token(state: ApiState, handle: str, token_id: str) -> bool:
+    """Revoke one of `handle`'s named tokens (False: no such token); it stops working in
+    every api process before this returns."""
+    redis, partitions = state.redis, state.settings.partitions
+    key = keys.api_tokens(keys.partition_of(handle, partitions), handle)
+
+    async def body(pipe: Any) -> NamedToken | None:
+        raw = await pipe.hget(key, token_id)
+        if raw is None:
+            return None
+        token = named_token_of(raw)
+        pipe.multi()
+        await _append_revoke(state, pipe, handle, token, actor=handle)
+        return token
+
+    token = await transact(redis, [key], body)
+    if token is None:
+        return False
+    await redis.delete(keys.token(token.token_hash))
+    await _revoked(state, handle)
+    state.metrics.ingested.labels("NamedTokenRevoked").inc()
+    return True
+
+
+async def named_tokens(state: ApiState, handle: str) -> list[NamedToken]:
+    """`handle`'s named tokens, oldest first (expired ones included until revoked)."""
+    key = keys.api_tokens(keys.partition_of(handle, state.settings.partitions), handle)
+    raw: dict[Any, Any] = await state.redis.hgetall(key)
+    return sorted((named_token_of(v) for v in raw.values()), key=lambda t: int(t.id))
 
 
 async def update_me(state: ApiState, caller: Account, req: UpdateMe) -> tuple[Account, str | None]:
@@ -214,6 +433,7 @@ async def update_me(state: ApiState, caller: Account, req: UpdateMe) -> tuple[Ac
             webhook_url=updated.webhook_url,
             webhook_secret=updated.webhook_secret,
             dm_channels=tuple(updated.dm_channels.split(",")),
+            reachable=updated.active,
         )
         pipe.multi()
         await state.writeside.apply(pipe, changed)

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from muster import graph
+from muster import graph, views
 from muster.api import bodies, lookups, validation, writes
 from muster.api.openapi import SECURED, body, merge, responds
-from muster.api.schemas import AccountCreatedOut, AccountOut, CreateAccount, Handle, MeOut, UpdateMe
+from muster.api.schemas import (
+    AccountCreatedOut,
+    AccountOut,
+    CreateAccount,
+    CreateNamedToken,
+    Handle,
+    Id,
+    MeOut,
+    NamedTokenOut,
+    TokenOut,
+    UpdateAccount,
+    UpdateMe,
+)
 from muster.api.state import ApiState, state
-from muster.api.tokens import authenticate, require_admin
-from muster.errors import Invalid
-from muster.records import Account
+from muster.api.tokens import authenticate, require_admin, require_person
+from muster.errors import Invalid, NotFound
+from muster.events import utcnow
+from muster.records import Account, NamedToken
 
 router = APIRouter(tags=["accounts"])
 
@@ -36,6 +50,7 @@ async def me_out(st: ApiState, account: Account, secret: str | None = None) -> M
         webhook_url=account.webhook_url,
         dm_channels=cast(Any, account.dm_channels.split(",")),
         followers_count=await followers_count(st, account.handle),
+        active=account.active,
         webhook_secret=secret,
     )
 
@@ -94,8 +109,115 @@ async def get_account(handle: Handle, request: Request) -> Response:
             kind=account.kind,  # type: ignore[arg-type]
             display_name=account.display_name,
             followers_count=await followers_count(st, handle),
+            active=account.active,
         )
     )
+
+
+@router.patch(
+    "/v1/accounts/{handle}",
+    summary="Deactivate or reactivate an account (admin)",
+    openapi_extra=merge(body(UpdateAccount), SECURED),
+    responses=responds(200, AccountOut, errors=(400, 401, 403, 404, 413, 422)),
+)
+async def patch_account(handle: Handle, request: Request) -> Response:
+    st = state(request)
+    admin = await require_admin(request)
+    req = await bodies.read(request, UpdateAccount)
+    account = await lookups.existing(st, handle)
+    if isinstance(req.active, bool):
+        if not req.active and handle == admin.handle:
+            raise Invalid(
+                "you cannot deactivate yourself; ask another admin",
+                code="cannot_deactivate_self",
+                field="active",
+            )
+        account = await writes.set_active(st, admin.handle, handle, req.active)
+    return bodies.json(
+        AccountOut(
+            id=account.id,
+            handle=account.handle,
+            kind=account.kind,  # type: ignore[arg-type]
+            display_name=account.display_name,
+            followers_count=await followers_count(st, handle),
+            active=account.active,
+        )
+    )
+
+
+@router.post(
+    "/v1/accounts/{handle}/token",
+    summary="Give a person or service a new token; the old one stops working at once (admin)",
+    openapi_extra=SECURED,
+    responses=responds(200, TokenOut, errors=(401, 403, 404, 422)),
+)
+async def reset_token(handle: Handle, request: Request) -> Response:
+    st = state(request)
+    admin = await require_admin(request)
+    account = await lookups.existing(st, handle)
+    lookups.require_kind(account, {"person", "service"}, field="handle", what="a person or service")
+    token = await writes.reset_token(st, admin.handle, handle)
+    return bodies.json(TokenOut(token=token))
+
+
+def _named_token_out(token: NamedToken, secret: str | None = None) -> NamedTokenOut:
+    return NamedTokenOut(
+        id=token.id,
+        name=token.name,
+        created_at=views.rfc3339(token.created_at),
+        expires_at=views.rfc3339(token.expires_at) if token.expires_at else None,
+        expired=token.expired(utcnow()),
+        token=secret,
+    )
+
+
+@router.post(
+    "/v1/me/tokens",
+    status_code=201,
+    summary="Make a named token for a script; the token is shown once",
+    openapi_extra=merge(body(CreateNamedToken), SECURED),
+    responses=responds(201, NamedTokenOut, errors=(400, 401, 403, 409, 413, 422)),
+)
+async def create_my_token(request: Request) -> Response:
+    st = state(request)
+    caller = await require_person(request)
+    req = await bodies.read(request, CreateNamedToken)
+    if not req.name.strip():
+        raise Invalid("name must not be blank", code="text_empty", field="name")
+    expires_at = None
+    if req.expires_in_days is not None:
+        expires_at = utcnow() + timedelta(days=req.expires_in_days)
+    token, secret = await writes.create_named_token(
+        st, caller, req.name.strip(), expires_at=expires_at
+    )
+    return bodies.json(_named_token_out(token, secret), 201)
+
+
+@router.get(
+    "/v1/me/tokens",
+    summary="Your named tokens, oldest first (never their secrets)",
+    openapi_extra=SECURED,
+    responses=responds(200, list[NamedTokenOut], errors=(401, 403)),
+)
+async def list_my_tokens(request: Request) -> Response:
+    st = state(request)
+    caller = await require_person(request)
+    return bodies.json([_named_token_out(t) for t in await writes.named_tokens(st, caller.handle)])
+
+
+@router.delete(
+    "/v1/me/tokens/{token_id}",
+    status_code=204,
+    summary="Revoke one of your named tokens; it stops working at once",
+    openapi_extra=SECURED,
+    responses=responds(204, errors=(401, 403, 404, 422)),
+)
+async def revoke_my_token(token_id: Id, request: Request) -> Response:
+    st = state(request)
+    caller = await require_person(request)
+    if not await writes.revoke_named_token(st, caller.handle, token_id):
+        raise NotFound(f"no token {token_id}", code="no_such_token")
+    return Response(status_code=204)
 
 
 @router.get(

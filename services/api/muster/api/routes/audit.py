@@ -1,4 +1,8 @@
-"""GET /v1/audit and /v1/audit/export: the audit projection, for admins only.
+"""GET /v1/audit and /v1/audit/export: the audit projection, for admins and auditors.
+
+Admins see that a DM happened (parties, time), never its text ("[withheld]"); auditors see
+the text, and each of their reads is itself appended to the log first (events.AuditRead:
+who, when, which filter), so reading DMs leaves a trace in the very log it reads.
 
 Both take the same filters: `since` (inclusive) and `until` (exclusive), RFC 3339; `account`
 (events whose actor or subject is that handle); `type` (an event type, e.g. PostPublished);
@@ -16,11 +20,13 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from muster import events
+from muster.api import writes
 from muster.api.auditlog import AuditLog, AuditQuery
 from muster.api.openapi import SECURED, responds
 from muster.api.schemas import AuditEvent
 from muster.api.state import state
-from muster.api.tokens import require_admin
+from muster.api.tokens import authenticate
+from muster.errors import Forbidden
 
 router = APIRouter(tags=["audit"])
 
@@ -66,14 +72,20 @@ def _query(
     )
 
 
-def _log(request: Request) -> AuditLog:
+async def _log(request: Request, route: str, query: AuditQuery) -> AuditLog:
+    """The log as the caller may read it; an auditor's read is recorded before it starts."""
     st = state(request)
-    return AuditLog(st.redis, st.settings.partitions)
+    caller = await authenticate(request)
+    if not (caller.is_admin or caller.is_auditor):
+        raise Forbidden("only admins and auditors read the audit log", code="admin_only")
+    if caller.is_auditor:
+        await writes.record_audit_read(st, caller, route, query)
+    return AuditLog(st.redis, st.settings.partitions, dm_text=caller.is_auditor)
 
 
 @router.get(
     "/v1/audit",
-    summary="Audit events in log order, filtered by time, account and type (admin)",
+    summary="Audit events in log order, filtered by time, account and type (admin, auditor)",
     openapi_extra=SECURED,
     responses=responds(200, list[AuditEvent], errors=(401, 403, 422)),
 )
@@ -86,15 +98,15 @@ async def audit(
     after: After = None,
     limit: Limit = DEFAULT_LIMIT,
 ) -> Response:
-    await require_admin(request)
-    found = await _log(request).page(_query(since, until, account, event_type, after), limit)
+    query = _query(since, until, account, event_type, after)
+    found = await (await _log(request, "GET /v1/audit", query)).page(query, limit)
     body = b"[" + b",".join(payload for _, payload in found) + b"]"
     return Response(body, media_type="application/json")
 
 
 @router.get(
     "/v1/audit/export",
-    summary="Every matching audit event as JSON Lines, streamed (admin)",
+    summary="Every matching audit event as JSON Lines, streamed (admin, auditor)",
     openapi_extra=SECURED,
     responses=responds(
         200,
@@ -110,8 +122,8 @@ async def audit_export(
     account: AccountFilter = None,
     event_type: TypeFilter = None,
 ) -> Response:
-    await require_admin(request)
-    lines = _log(request).export(_query(since, until, account, event_type, None))
+    query = _query(since, until, account, event_type, None)
+    lines = (await _log(request, "GET /v1/audit/export", query)).export(query)
     return StreamingResponse(
         lines,
         media_type="application/x-ndjson",

@@ -59,6 +59,7 @@ async def list_accounts(request: Request, limit: Limit = None, after: After = No
                 kind=a.kind,  # type: ignore[arg-type]
                 role=a.role,  # type: ignore[arg-type]
                 display_name=a.display_name,
+                active=a.active,
             )
             for a in found.values()
             if a is not None

@@ -106,7 +106,7 @@ async def create_post(request: Request, idempotency_key: IdempotencyKey = None) 
     key = _idempotency_key(idempotency_key)
     as_account = req.as_ or caller.handle
     if as_account != caller.handle:
-        kind = await lookups.kind_of(st, as_account, field="as")
+        kind = await lookups.kind_of(st, as_account, field="as", active=True)
         if kind not in {"team", "service"} or caller.kind != "person":
             raise Forbidden(f"you may not post as {as_account}", code="not_a_poster", field="as")
     external = caller.kind == "person" and caller.role == "external"
@@ -140,7 +140,7 @@ async def create_dm(request: Request, idempotency_key: IdempotencyKey = None) ->
     key = _idempotency_key(idempotency_key)
     if req.to == caller.handle:
         raise Invalid("you cannot message yourself", code="cannot_message_self", field="to")
-    if await lookups.kind_of(st, req.to, field="to") != "person":
+    if await lookups.kind_of(st, req.to, field="to", active=True) != "person":
         raise Invalid(f"{req.to} is not a person; DMs go to people", code="wrong_kind", field="to")
     if req.in_reply_to is not None:
         await _check_dm_reply(st, caller, req.to, req.in_reply_to)

@@ -160,6 +160,7 @@ async def update_me(request: Request) -> Response:
             webhook_url=body["webhook_url"],
             dm_channels=body["dm_channels"],
             followers_count=0,
+            active=True,
         )
         return await me_page(request, current, me=typed, error=reply.refused(), status=reply.status)
     updated = reply.value(MeOut)

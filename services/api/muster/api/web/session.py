@@ -76,7 +76,7 @@ async def current(request: Request) -> Session | None:
     nonce, token = unpacked
     tokens: TokenCache = request.app.state.muster.tokens
     account = await tokens.account_for(token)
-    if account is None or account.kind != "person":
+    if account is None or account.kind != "person" or not account.active:
         return None
     return Session(account=account, token=token, csrf=csrf_token(token, nonce))
 

@@ -63,6 +63,13 @@ async def signin(request: Request) -> Response:
         return _form_page(
             request, target, error="That token is not known. Check it and try again.", status=401
         )
+    if not account.active:
+        return _form_page(
+            request,
+            target,
+            error=f"@{account.handle} is deactivated. Ask an administrator to reactivate it.",
+            status=403,
+        )
     if account.kind != "person":
         return _form_page(
             request,
