@@ -109,7 +109,10 @@ def test_every_command_reads_the_env_file(
     named = tmp_path / "bad.env"
     named.write_text("MUSTER_PARTITIONS=many\n")
     monkeypatch.setenv("MUSTER_ENV_FILE", str(named))
-    monkeypatch.delenv("MUSTER_PARTITIONS", raising=False)
+    # main() sets what the file holds in os.environ itself: set then delete through
+    # monkeypatch first, so teardown removes it again rather than leak it to later tests.
+    monkeypatch.setenv("MUSTER_PARTITIONS", "1")
+    monkeypatch.delenv("MUSTER_PARTITIONS")
     assert main(["dlq", "list"]) == 2
     assert "MUSTER_PARTITIONS must be an integer" in capsys.readouterr().err
     monkeypatch.setenv("MUSTER_PARTITIONS", "1")  # the environment wins
@@ -217,6 +220,26 @@ def test_init_then_up_then_every_command_with_nothing_exported(
         "warning",
     )
 
+    # A lost token is reset; a leaver is deactivated, then let back in.
+    reset = run_muster("accounts", "reset-token", "mia", env=env, cwd=tmp_path)
+    assert reset.returncode == 0, reset.stderr
+    new_token = reset.stdout.split()[-1]
+    assert new_token != mia_token
+    assert _me(url, mia_token) == 401  # the old one stops working at once
+    assert _me(url, new_token) == 200
+    off = run_muster("accounts", "deactivate", "mia", env=env, cwd=tmp_path)
+    assert off.returncode == 0, off.stderr
+    assert off.stdout.strip() == "@mia deactivated"
+    assert _me(url, new_token) == 401
+    listed = run_muster("accounts", "list", "--query", "mia", env=env, cwd=tmp_path)
+    assert listed.stdout.splitlines()[1].split()[:4] == ["@mia", "person", "member", "deactivated"]
+    on = run_muster("accounts", "reactivate", "mia", env=env, cwd=tmp_path)
+    assert on.returncode == 0, on.stderr
+    assert _me(url, new_token) == 200
+    nobody = run_muster("accounts", "deactivate", "nobody", env=env, cwd=tmp_path)
+    assert nobody.returncode == 1
+    assert "404" in nobody.stderr
+
     # Commands that talk to Redis find the embedded one through the data dir.
     letters = run_muster("dlq", "list", env=env, cwd=tmp_path)
     assert letters.returncode == 0, letters.stderr
@@ -233,6 +256,12 @@ def test_init_then_up_then_every_command_with_nothing_exported(
     assert not (tmp_path / "var" / URL_RECORD).exists()
     after = run_muster("dlq", "list", env=env, cwd=tmp_path)
     assert after.returncode == 2
+
+
+def _me(url: str, token: str) -> int:
+    return httpx.get(
+        f"{url}/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=5
+    ).status_code
 
 
 def _answers(url: str, up: Spawned) -> httpx.Response | None:
