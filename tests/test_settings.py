@@ -284,3 +284,93 @@ def test_the_public_url_follows_the_api_host_and_port_unless_set(
 ) -> None:
     """Changing only the port must not leave every link in email and SMS on port 8000."""
     assert load_settings(environ).public_url == url
+
+
+# --- company sign-in (OpenID Connect) -----------------------------------------------------------
+OIDC = {
+    "MUSTER_OIDC_ISSUER": "https://login.example.com/realms/staff/",
+    "MUSTER_OIDC_CLIENT_ID": "muster",
+    "MUSTER_OIDC_CLIENT_SECRET": "k3J9s-0qLw8vZ2xR",
+}
+
+
+def test_company_sign_in_is_off_by_default() -> None:
+    settings = load_settings({})
+    assert not settings.oidc_enabled
+    assert settings.oidc_claim == "email"
+    assert settings.oidc_allowed_domains == ()
+
+
+def test_company_sign_in_reads_its_variables() -> None:
+    settings = load_settings(
+        {
+            **OIDC,
+            "MUSTER_OIDC_CLAIM": "upn",
+            "MUSTER_OIDC_ALLOWED_DOMAINS": "Example.com, @staff.example.org",
+            "MUSTER_OIDC_NAME": "Example Corp",
+        }
+    )
+    assert settings.oidc_enabled
+    assert settings.oidc_issuer == "https://login.example.com/realms/staff"  # no trailing /
+    assert settings.oidc_client_id == "muster"
+    assert settings.oidc_claim == "upn"
+    assert settings.oidc_allowed_domains == ("example.com", "staff.example.org")
+    assert settings.oidc_name == "Example Corp"
+
+
+@pytest.mark.parametrize(
+    "issuer", ["http://127.0.0.1:9000", "http://localhost:9000/oidc", "http://[::1]:9000"]
+)
+def test_a_plain_http_issuer_is_allowed_on_loopback_only(issuer: str) -> None:
+    assert load_settings({**OIDC, "MUSTER_OIDC_ISSUER": issuer}).oidc_issuer == issuer
+
+
+@pytest.mark.parametrize(
+    ("issuer", "reason"),
+    [
+        ("http://login.example.com", "must use https"),
+        ("http://10.0.0.5:8080", "must use https"),
+        ("ftp://login.example.com", "must be an https:// URL"),
+        ("login.example.com", "must be an https:// URL"),
+        ("https://login.example.com/?tenant=1", "no query or fragment"),
+    ],
+)
+def test_an_unsafe_issuer_is_refused(issuer: str, reason: str) -> None:
+    message = refused({**OIDC, "MUSTER_OIDC_ISSUER": issuer})
+    assert message.startswith("MUSTER_OIDC_ISSUER ")
+    assert reason in message
+
+
+@pytest.mark.parametrize("missing", sorted(OIDC))
+def test_a_half_configured_provider_is_refused(missing: str) -> None:
+    environ = {name: value for name, value in OIDC.items() if name != missing}
+    message = refused(environ)
+    assert message.startswith(missing)
+    assert "required" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MUSTER_OIDC_CLAIM", "upn"),
+        ("MUSTER_OIDC_ALLOWED_DOMAINS", "example.com"),
+        ("MUSTER_OIDC_NAME", "Example"),
+    ],
+)
+def test_company_sign_in_options_without_an_issuer_are_refused(name: str, value: str) -> None:
+    message = refused({name: value})
+    assert message.startswith(name)
+    assert "MUSTER_OIDC_ISSUER is not" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MUSTER_OIDC_CLAIM", "e mail"),
+        ("MUSTER_OIDC_ALLOWED_DOMAINS", "example.com, not a domain"),
+        ("MUSTER_OIDC_ALLOWED_DOMAINS", "localhost"),
+        ("MUSTER_OIDC_CLIENT_SECRET", "changeme"),
+    ],
+)
+def test_bad_company_sign_in_values_are_refused(name: str, value: str) -> None:
+    assert refused({**OIDC, name: value}).startswith(name)

@@ -15,8 +15,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from muster import events, keys, scripts
+from muster.api import accounts
 from muster.ids import IdGenerator
-from muster.records import Follow
+from muster.records import Follow, email_entry
 from muster.writeside import WriteSide
 
 pytestmark = pytest.mark.anyio
@@ -87,3 +88,74 @@ def test_includes_are_expanded_once() -> None:
     text = scripts.source("enrol")
     assert "--! include" not in text
     assert text.count("local function merge_channels") == 1
+
+
+# --- the email index (keys.emails): company sign-in finds an account by its address -----------
+def created(handle: str, email: str | None) -> events.AccountCreated:
+    return events.AccountCreated(
+        id=_ids.next(), actor="admin", at=events.utcnow(), handle=handle,
+        account_id=_ids.next(), kind="person", role="member", email=email,
+    )  # fmt: skip
+
+
+def contacts_changed(handle: str, email: str | None) -> events.ContactPointsChanged:
+    return events.ContactPointsChanged(
+        id=_ids.next(), actor=handle, at=events.utcnow(), handle=handle, email=email
+    )
+
+
+async def applied(redis: aioredis.Redis, *batch: events.AnyEvent) -> None:
+    side = WriteSide(redis, partitions=2)
+    for event in batch:
+        async with redis.pipeline(transaction=True) as pipe:
+            await side.apply(pipe, event)
+            await pipe.execute()
+
+
+async def index(redis: aioredis.Redis) -> set[str]:
+    found: set[str] = set()
+    for p in range(2):
+        entries: list[bytes] = await redis.zrange(keys.emails(p), 0, -1)  # type: ignore[assignment]
+        found.update(entry.decode() for entry in entries)
+    return found
+
+
+async def test_the_email_index_follows_each_accounts_current_address(
+    aredis: aioredis.Redis,
+) -> None:
+    await applied(
+        aredis,
+        created("mia", "Mia.K@Example.COM"),
+        created("pat", None),
+        created("ops", "ops@example.com"),
+    )
+    assert await index(aredis) == {"mia.k@example.com\nmia", "ops@example.com\nops"}
+
+    # A new address replaces the old one (the script builds the old entry as email_entry does:
+    # only ASCII letters lowered, so a non-ASCII local part is dropped exactly).
+    await applied(
+        aredis, contacts_changed("mia", "Míà@Example.org"), contacts_changed("pat", "p@x.io")
+    )
+    assert await index(aredis) == {
+        email_entry("Míà@Example.org", "mia"), "p@x.io\npat", "ops@example.com\nops",
+    }  # fmt: skip
+    await applied(aredis, contacts_changed("mia", "mia@example.com"))
+    await applied(aredis, contacts_changed("pat", None))
+    assert await index(aredis) == {"mia@example.com\nmia", "ops@example.com\nops"}
+
+
+async def test_accounts_are_found_by_email_in_every_partition(aredis: aioredis.Redis) -> None:
+    # mia and eve share an address; mia@example.co is a prefix of it
+    await applied(
+        aredis,
+        created("mia", "MIA@example.com"),
+        created("eve", "mia@example.com"),
+        created("mi", "mia@example.co"),
+        created("pat", "pat@example.com"),
+    )
+    assert {keys.partition_of(h, 2) for h in ("mia", "eve")} == {0, 1}
+    found = await accounts.with_email(aredis, "Mia@Example.com", 2)
+    assert sorted(a.handle for a in found) == ["eve", "mia"]
+    assert [a.handle for a in await accounts.with_email(aredis, "mia@example.co", 2)] == ["mi"]
+    assert await accounts.with_email(aredis, "nobody@example.com", 2) == []
+    assert await accounts.with_email(aredis, "mia@example", 2) == []

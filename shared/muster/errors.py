@@ -11,7 +11,8 @@ MusterError
 │   ├── NotFound                404 no such thing, or not visible to the caller
 │   ├── Conflict                409 handle taken, idempotency key reused
 │   ├── Invalid                 422 well-formed but invalid
-│   └── TooManyRequests         429 backpressure or rate limit; carries retry_after
+│   ├── TooManyRequests         429 backpressure or rate limit; carries retry_after
+│   └── BadGateway              502 a service Muster relies on answered wrongly (identity provider)
 ├── PermanentError              retrying cannot help: the consumer loop dead-letters at once
 │   └── EventDecodeError        a stream entry that no event type decodes
 └── DeliveryError               an outbound send failed
@@ -87,6 +88,14 @@ class TooManyRequests(ApiError):
     def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class BadGateway(ApiError):
+    """A service this request relies on (the company identity provider) failed or answered
+    something Muster cannot use; the message says which and what."""
+
+    status = 502
+    code = "bad_gateway"
 
 
 class PermanentError(MusterError):

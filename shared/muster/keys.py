@@ -61,6 +61,9 @@ IDEMPOTENCY_TTL_S: Final = 24 * 3600
 """How long an Idempotency-Key answers with its first response (docs/api.md: 24 h)."""
 ENROLMENT_DONE_TTL_S: Final = 7 * 24 * 3600
 """How long an enrolment's done set outlives its expansion (longer than any entry is pending)."""
+OIDC_FLOW_TTL_S: Final = 600
+"""How long a company sign-in may take, from leaving for the identity provider to coming back
+(oidc_flow): ten minutes, then the sign-in starts again."""
 FAILURES_TTL_S: Final = 7 * 24 * 3600
 """How long a failure counter outlives its last failure (the entry is acked or dead by then)."""
 
@@ -168,6 +171,14 @@ def handles(partition: int) -> str:
 def members(partition: int) -> str:
     """Set: member and admin handles in the partition, targets of `all_members` enrolments."""
     return f"{_tag(partition)}:members"
+
+
+def emails(partition: int) -> str:
+    """Sorted set (all scores 0, read by lex range): records.email_entry(email, handle) for
+    every account of the partition with an email contact point, so company sign-in finds an
+    account by its address. Written with AccountCreated and ContactPointsChanged
+    (writeside.py, lua/email_index.lua), which drop the account's previous address."""
+    return f"{_tag(partition)}:emails"
 
 
 # --- projections (timeline worker writes; api reads) ----------------------------------------
@@ -347,6 +358,14 @@ def token(token_hash: str) -> str:
     return f"{PREFIX}:token:{token_hash}"
 
 
+def oidc_flow(state_hash: str) -> str:
+    """String: records.OidcFlow (nonce, PKCE verifier, where to go after) of one company
+    sign-in under way, by SHA-256 of its `state`; OIDC_FLOW_TTL_S. The api writes it when
+    the browser leaves for the identity provider and GETDELs it when it comes back, so a
+    state is good once."""
+    return f"{PREFIX}:oidc:flow:{state_hash}"
+
+
 AUTH_CHANGES: Final = f"{PREFIX}:auth:changes"
 """Pub/sub channel: "<handle> <ack key>" after a change that can make a token stop working
 (reset, revoke, deactivation); every api process drops what it cached for the handle and
@@ -360,6 +379,17 @@ def auth_ack(change_id: str) -> str:
 
 AUTH_ACK_TTL_S: Final = 60
 """How long an auth_ack counter is kept: far longer than the writer waits for it."""
+
+
+def oidc_creating(address_hash: str) -> str:
+    """String (NX, OIDC_CREATING_TTL_S): a company sign-in is creating the account of the
+    address with this SHA-256 (of records.email_key), so two first sign-ins at once make one
+    account, not two. The api sets it before create_account and deletes it after."""
+    return f"{PREFIX}:oidc:creating:{address_hash}"
+
+
+OIDC_CREATING_TTL_S: Final = 30
+"""Longer than creating an account takes; a crashed creator's claim lapses after it."""
 
 
 ENROLMENT_RULES: Final = f"{PREFIX}:enrolments"

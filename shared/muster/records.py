@@ -1,11 +1,12 @@
 """Every value Muster keeps in Redis that is not an event or a post/DM view, each with its
 one codec, here: an account's hash (keys.account), a follow record (keys.follows), an
 `all_members` rule (keys.enrolment_rules), a delivery request (keys.deliveries streams), a
-delivery status (keys.delivery_status) and a live-stream entry (keys.LIVE). Events have
+delivery status (keys.delivery_status), a live-stream entry (keys.LIVE), an email index
+entry (keys.emails) and a company sign-in under way (keys.oidc_flow). Events have
 theirs in events.py, posts and DMs as readers see them in views.py.
 
 Lua that writes one of these (lua/enrol.lua: a follow record; lua/route_one.lua: a request
-and a first status) writes the same bytes; tests decode what it writes with these codecs.
+and a first status; lua/email_index.lua: the email entry it drops) writes the same bytes; tests decode what it writes with these codecs.
 """
 
 from __future__ import annotations
@@ -292,3 +293,50 @@ def live_entry_of(fields: Mapping[bytes, bytes]) -> LiveEntry:
         recipient=get(b"to"),
         data=fields.get(b"data", b""),
     )
+
+
+# --- company sign-in ------------------------------------------------------------------------
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def email_key(address: str) -> str:
+    """An email address as the index compares it: ASCII letters lowered, nothing else (the
+    same as Redis Lua's string.lower, which lua/email_index.lua applies to the old address)."""
+    return address.translate(_ASCII_LOWER)
+
+
+def email_entry(address: str, handle: str) -> str:
+    """A member of keys.emails: `<email_key>\\n<handle>` (an address never holds a newline)."""
+    return f"{email_key(address)}\n{handle}"
+
+
+def email_range(address: str) -> tuple[str, str]:
+    """ZRANGEBYLEX bounds that hold exactly the entries of `address`: `\\n` < `\\x0b`."""
+    key = email_key(address)
+    return f"[{key}\n", f"({key}\x0b"
+
+
+def handle_of_entry(entry: bytes | str) -> str:
+    text = entry.decode() if isinstance(entry, bytes) else entry
+    return text.rpartition("\n")[2]
+
+
+class OidcFlow(msgspec.Struct, frozen=True, kw_only=True):
+    """A company sign-in under way (keys.oidc_flow): what the callback checks the provider's
+    answer against. `nonce` must come back in the ID token; `verifier` is the PKCE code
+    verifier the token request proves the code with; `next` is the page to land on."""
+
+    nonce: str
+    verifier: str
+    next: str = "/app"
+
+
+_FLOW_DECODER = msgspec.json.Decoder(OidcFlow)
+
+
+def encode_flow(flow: OidcFlow) -> bytes:
+    return msgspec.json.encode(flow)
+
+
+def decode_flow(raw: bytes | str) -> OidcFlow:
+    return _FLOW_DECODER.decode(raw)

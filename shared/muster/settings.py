@@ -6,6 +6,7 @@ values are refused at start-up with a `ConfigError` naming the variable and the 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -67,6 +68,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     write_replicas: int = 0
     write_wait_ms: int = 1000
     stream_retention_s: int = 7 * 24 * 3600
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_claim: str = "email"
+    oidc_allowed_domains: tuple[str, ...] = ()
+    oidc_name: str | None = None
+
+    @property
+    def oidc_enabled(self) -> bool:
+        """Company sign-in is on (load_settings makes sure it is then fully configured)."""
+        return self.oidc_issuer is not None
 
     @property
     def redis_socket_timeout(self) -> float:
@@ -168,6 +180,79 @@ def _email(raw: str) -> str:
     return raw
 
 
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _issuer(raw: str) -> str:
+    """An OpenID provider's issuer: https (plain http only on a loopback address, where tests
+    and a provider on the same machine run), no query or fragment (OIDC Discovery 1.0, 4)."""
+    parts = urlsplit(raw)
+    if parts.scheme not in {"https", "http"} or not parts.hostname:
+        raise ValueError(f"must be an https:// URL naming the provider, got {raw!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"must use https (plain http is allowed on a loopback address only), got {raw!r}"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"must have no query or fragment, got {raw!r}")
+    return raw.rstrip("/")
+
+
+_CLAIM = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
+_DOMAIN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z0-9-]{2,}")
+
+
+def _client_secret(raw: str) -> str:
+    if raw.strip().lower() in _PLACEHOLDERS:
+        raise ValueError("is a placeholder; use the client secret your identity provider issued")
+    return raw
+
+
+def _claim(raw: str) -> str:
+    if not _CLAIM.fullmatch(raw):
+        raise ValueError(f"must be an ID-token claim name such as email or upn, got {raw!r}")
+    return raw
+
+
+def _domains(raw: str) -> tuple[str, ...]:
+    domains = tuple(part.strip().lower().lstrip("@") for part in raw.split(",") if part.strip())
+    for domain in domains:
+        if not _DOMAIN.fullmatch(domain):
+            raise ValueError(
+                f"must be comma-separated email domains, e.g. example.com, got {domain!r}"
+            )
+    return domains
+
+
+_OIDC_REQUIRED = ("oidc_issuer", "oidc_client_id", "oidc_client_secret")
+_OIDC_OPTIONAL = ("oidc_claim", "oidc_allowed_domains", "oidc_name")
+
+
+def _check_oidc(values: Mapping[str, Any]) -> None:
+    """Company sign-in is all or nothing: a half-configured provider is refused, not ignored."""
+    present = [field for field in _OIDC_REQUIRED if field in values]
+    if present and len(present) < len(_OIDC_REQUIRED):
+        missing = [env_name(f) for f in _OIDC_REQUIRED if f not in values]
+        raise ConfigError(
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required with "
+            f"{', '.join(env_name(f) for f in present)} (company sign-in needs the issuer, "
+            "the client id and the client secret)"
+        )
+    if not present:
+        for field in _OIDC_OPTIONAL:
+            if field in values:
+                raise ConfigError(
+                    f"{env_name(field)} is set but MUSTER_OIDC_ISSUER is not: "
+                    "company sign-in is off"
+                )
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "redis_url": _url("redis", "rediss", "unix"),
     "api_host": str,
@@ -214,6 +299,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "write_replicas": _int(0, 16),
     "write_wait_ms": _int(1, 60_000),
     "stream_retention_s": _int(0, 1 << 40),
+    "oidc_issuer": _issuer,
+    "oidc_client_id": str,
+    "oidc_client_secret": _client_secret,
+    "oidc_claim": _claim,
+    "oidc_allowed_domains": _domains,
+    "oidc_name": str,
 }
 
 
@@ -248,6 +339,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 raise ConfigError(f"{env_name(field)} is required when MUSTER_SMS_PROVIDER=twilio")
     if "smtp_url" in values and "mail_from" not in values:
         raise ConfigError("MUSTER_MAIL_FROM is required when MUSTER_SMTP_URL is set")
+    _check_oidc(values)
     return Settings(**values)
 
 

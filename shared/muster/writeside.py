@@ -7,7 +7,8 @@ is no second implementation to drift: what the api wrote when it accepted an eve
 rebuild writes for it (tests compare the two).
 
 What it keeps, all in the account's (or follower's) partition: accounts (records.Account,
-with token hashes), posters, follow records (records.Follow) and each pair's last change
+with token hashes), the email index (keys.emails: company sign-in finds an account by its
+address), posters, follow records (records.Follow) and each pair's last change
 seq, the handles and members sets, and who is reachable on which channel (keys.reach,
 keys.dm_channels), which delivery routing reads as current state. One thing lives outside any partition and is not queued
 by `apply`: a token's key (the api claims it before appending, so two accounts never share
@@ -46,7 +47,15 @@ from muster.events import (
     PosterGranted,
     PosterRevoked,
 )
-from muster.records import Account, Follow, NamedToken, Rule, encode_named_token, rule_of
+from muster.records import (
+    Account,
+    Follow,
+    NamedToken,
+    Rule,
+    email_entry,
+    encode_named_token,
+    rule_of,
+)
 
 FAMILIES = (
     keys.Family(
@@ -59,6 +68,7 @@ FAMILIES = (
             lambda p: keys.follow_seq(p, keys.ANY),
             keys.handles,
             keys.members,
+            keys.emails,
             keys.enrolment_rules,
             lambda p: keys.reach(p, keys.ANY),
             keys.dm_channels,
@@ -125,6 +135,7 @@ class WriteSide:
         self.partitions = partitions
         self._follow_v1 = redis.register_script(scripts.source("follow_v1"))
         self._enrol = redis.register_script(scripts.source("enrol"))
+        self._email_index = redis.register_script(scripts.source("email_index"))
 
     def _p(self, handle: str) -> int:
         return keys.partition_of(handle, self.partitions)
@@ -135,6 +146,7 @@ class WriteSide:
             case AccountCreated():
                 p = self._p(event.handle)
                 account = account_of_event(event)
+                await self._index_email(pipe, event)
                 pipe.hset(keys.account(p, event.handle), mapping=account.to_hash())
                 pipe.sadd(keys.handles(p), event.handle)
                 if account.is_employee:
@@ -172,6 +184,7 @@ class WriteSide:
             case NamedTokenRevoked():
                 pipe.hdel(keys.api_tokens(self._p(event.handle), event.handle), event.token_id)
             case ContactPointsChanged():
+                await self._index_email(pipe, event)
                 self._contacts(pipe, event)
                 self._reach(pipe, event)
             case PosterGranted():
@@ -286,6 +299,17 @@ class WriteSide:
             else:
                 pipe.srem(keys.reach(p, channel), event.handle)
         pipe.hset(keys.dm_channels(p), event.handle, ",".join(event.dm_channels))
+
+    async def _index_email(self, pipe: Any, event: AccountCreated | ContactPointsChanged) -> None:
+        """The account's entry in the email index (keys.emails), queued before the account
+        hash changes: the script reads the address being replaced from it."""
+        p = self._p(event.handle)
+        entry = email_entry(event.email, event.handle) if event.email else ""
+        await self._email_index(
+            keys=[keys.account(p, event.handle), keys.emails(p)],
+            args=[event.handle, entry],
+            client=pipe,
+        )
 
     def _contacts(self, pipe: Any, event: ContactPointsChanged) -> None:
         """The profile as the event states it, and rev + 1."""

@@ -137,3 +137,77 @@ def test_dead_letters_list_and_redrive(web: WebStack, context: ContextFactory) -
     assert list_dead_letters(web.redis, 1) == []
     assert web.redis.xlen(keys.retry(0, "timeline")) == 1  # back to the group that gave up
     web.settle()  # the timeline group took it back from its retry stream, without a new dead letter
+
+
+def test_search_reset_a_token_deactivate_and_reactivate(
+    web: WebStack, context: ContextFactory
+) -> None:
+    old = web.person("mia", display_name="Mia Rossi")
+    web.person("pat")
+    page = admin_page(context)
+    page.get_by_role("searchbox", name="Search accounts").fill("ross")
+    page.get_by_role("button", name="Search").click()
+    table = page.locator("#accounts")
+    expect(table.locator("tbody tr")).to_have_count(1)
+    row = table.get_by_role("row", name=re.compile(r"^@mia"))
+    expect(row).to_contain_text("Active")
+
+    row.get_by_role("button", name="Reset token of @mia").click()
+    expect(page.get_by_role("heading", name="New token for @mia")).to_be_visible()
+    new = page.locator("#new-token").inner_text()
+    assert new.startswith("mst_")
+    assert web.call("GET", "/v1/me", token=old).status_code == 401
+    assert web.ok("GET", "/v1/me", token=new)["handle"] == "mia"
+    shot(page, "admin-token-reset")
+
+    mia = context().new_page()
+    sign_in(mia, new)
+    page.goto("/app/admin/accounts?q=mia")
+    page.locator("#accounts").get_by_role("button", name="Deactivate @mia").click()
+    expect(page.locator("p.notice")).to_contain_text("deactivated")
+    row = page.locator("#accounts").get_by_role("row", name=re.compile(r"^@mia"))
+    expect(row).to_contain_text("Deactivated")
+    shot(page, "admin-deactivated")
+    assert web.call("GET", "/v1/me", token=new).json()["error"]["code"] == "account_deactivated"
+    mia.reload()  # her open session ends: back to the sign-in page
+    expect(mia.get_by_label("Your token")).to_be_visible()
+    mia.get_by_label("Your token").fill(new)
+    mia.get_by_role("button", name="Sign in").click()
+    expect(mia.get_by_role("alert")).to_contain_text("deactivated")
+    # no button to deactivate oneself
+    expect(page.locator("#accounts").get_by_role("button", name="Deactivate @admin")).to_have_count(
+        0
+    )
+
+    row.get_by_role("button", name="Reactivate @mia").click()
+    expect(page.locator("p.notice")).to_have_text("Account reactivated.")
+    assert web.ok("GET", "/v1/me", token=new)["active"] is True
+
+
+def test_a_person_makes_and_revokes_tokens_for_scripts(
+    web: WebStack, context: ContextFactory
+) -> None:
+    own = web.person("mia")
+    page = context().new_page()
+    sign_in(page, own)
+    page.goto("/app/me")
+    page.get_by_role("link", name="Tokens for scripts").click()
+    expect(page.get_by_role("heading", name="Tokens for scripts")).to_be_visible()
+    expect(page.locator("main")).to_contain_text("No tokens yet.")
+    form = page.locator("form", has=page.get_by_role("heading", name="Make a token"))
+    form.get_by_label("Name").fill("deploy notifier")
+    form.get_by_label("Expires after (days, optional)").fill("30")
+    form.get_by_role("button", name="Make token").click()
+    script = page.locator("#new-token").inner_text()
+    assert script.startswith("mst_")
+    assert web.ok("GET", "/v1/me", token=script)["handle"] == "mia"
+    row = page.locator("#tokens").get_by_role("row", name=re.compile("deploy notifier"))
+    expect(row).not_to_contain_text("Never")
+    shot(page, "tokens-made")
+
+    page.goto("/app/me/tokens")  # shown once: not on the page any more
+    expect(page.locator("#new-token")).to_have_count(0)
+    page.get_by_role("button", name="Revoke deploy notifier").click()
+    expect(page.locator("p.notice")).to_contain_text("revoked")
+    assert web.call("GET", "/v1/me", token=script).status_code == 401
+    assert web.ok("GET", "/v1/me", token=own)["handle"] == "mia"

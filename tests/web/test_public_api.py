@@ -149,8 +149,16 @@ def test_admin_lists_accounts_by_handle_with_paging(web: WebStack) -> None:
             "kind": "person",
             "role": "external",
             "display_name": "amy",
+            "active": True,
         }
     ]
+    # Search by handle or display name, and by kind, keeping handle order and the cursor.
+    found = web.ok("GET", "/v1/accounts?q=A&kind=person", token=ADMIN_TOKEN)
+    assert [row["handle"] for row in found] == ["admin", "amy", "mia", "pat"]
+    found = web.ok("GET", "/v1/accounts?q=a&kind=person&after=amy&limit=1", token=ADMIN_TOKEN)
+    assert [row["handle"] for row in found] == ["mia"]
+    assert web.ok("GET", "/v1/accounts?kind=team", token=ADMIN_TOKEN)[0]["handle"] == "ops"
+    assert web.call("GET", "/v1/accounts?kind=robot", token=ADMIN_TOKEN).status_code == 422
     assert web.call("GET", "/v1/accounts", token=tokens["mia"]).status_code == 403
     assert web.call("GET", "/v1/accounts").status_code == 401
     assert (

@@ -10,7 +10,7 @@ import secrets
 import redis.asyncio as aioredis
 
 from muster import keys
-from muster.records import Account, account_of
+from muster.records import Account, account_of, email_key, email_range, handle_of_entry
 
 TOKEN_PREFIX = "mst_"  # noqa: S105 - a prefix, not a secret
 WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
@@ -32,6 +32,21 @@ async def load_many(
             pipe.hgetall(account_key(handle, partitions))
         replies = await pipe.execute()
     return {h: account_of(r) for h, r in zip(handles, replies, strict=True)}
+
+
+async def with_email(redis: aioredis.Redis, address: str, partitions: int) -> list[Account]:
+    """The accounts whose email contact point is `address` (ASCII case aside), by handle,
+    from the email index (keys.emails) of every partition."""
+    low, high = email_range(address)
+    async with redis.pipeline(transaction=False) as pipe:
+        for p in range(partitions):
+            pipe.zrangebylex(keys.emails(p), low, high)
+        replies: list[list[bytes]] = await pipe.execute()
+    handles = sorted({handle_of_entry(entry) for reply in replies for entry in reply})
+    found = await load_many(redis, handles, partitions) if handles else {}
+    # The index changes with the account in one MULTI; checking again costs nothing.
+    wanted = email_key(address)
+    return [a for a in found.values() if a is not None and email_key(a.email or "") == wanted]
 
 
 def new_token() -> str:

@@ -28,6 +28,7 @@ from muster.api.hotpath import HotPath
 from muster.api.limits import BodyLimit
 from muster.api.livehub import LiveHub
 from muster.api.metrics import Metrics
+from muster.api.oidc import RelyingParty
 from muster.api.reads import Reader
 from muster.api.replication import Replicated
 from muster.api.routes import (
@@ -89,6 +90,7 @@ def create_app(settings: Settings) -> MusterApi:
             metrics=Metrics(),
             reader=Reader(redis, settings.partitions),
             writeside=WriteSide(redis, partitions=settings.partitions),
+            oidc=RelyingParty(settings) if settings.oidc_enabled else None,
         )
         app.state.muster = st
         auth_redis = crowd.auth_client(settings)

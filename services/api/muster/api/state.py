@@ -9,6 +9,7 @@ from fastapi import Request
 
 from muster.api.backpressure import LagMonitor
 from muster.api.metrics import Metrics
+from muster.api.oidc import RelyingParty
 from muster.api.reads import Reader
 from muster.api.tokens import TokenCache
 from muster.ids import IdGenerator
@@ -26,6 +27,7 @@ class ApiState:
     metrics: Metrics
     reader: Reader
     writeside: WriteSide
+    oidc: RelyingParty | None = None  # company sign-in (MUSTER_OIDC_*), None when off
 
 
 def state(request: Request) -> ApiState:

@@ -108,10 +108,15 @@ def run_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _accounts(api: Api) -> Iterator[dict[str, Any]]:
+def _accounts(api: Api, kind: str | None, query: str | None) -> Iterator[dict[str, Any]]:
+    """Every account the API's own filters (`kind`, `q`: in handle or display name) keep."""
     after: str | None = None
     while True:
         params: dict[str, Any] = {"limit": PAGE}
+        if kind is not None:
+            params["kind"] = kind
+        if query:
+            params["q"] = query
         if after is not None:
             params["after"] = after
         page: list[dict[str, Any]] = api.call("GET", "/v1/accounts", params=params)
@@ -121,18 +126,9 @@ def _accounts(api: Api) -> Iterator[dict[str, Any]]:
         after = page[-1]["handle"]
 
 
-def _matches(account: dict[str, Any], kind: str | None, query: str | None) -> bool:
-    if kind is not None and account["kind"] != kind:
-        return False
-    if query is None:
-        return True
-    needle = query.casefold()
-    return needle in account["handle"].casefold() or needle in account["display_name"].casefold()
-
-
 def run_list(args: argparse.Namespace, settings: Settings) -> int:
     with Api(settings, args, "accounts list") as api:
-        found = [a for a in _accounts(api) if _matches(a, args.kind, args.query)]
+        found = list(_accounts(api, args.kind, args.query))
     if args.json:
         print(json.dumps(found, indent=2))
         return 0

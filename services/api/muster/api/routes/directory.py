@@ -16,10 +16,11 @@ from muster import keys
 from muster.api import accounts, bodies, lookups
 from muster.api.openapi import SECURED, responds
 from muster.api.reads import page_limit
-from muster.api.schemas import AccountSummary, Handle, PostersOut
+from muster.api.schemas import AccountSummary, Handle, Kind, PostersOut
 from muster.api.state import ApiState, state
 from muster.api.tokens import require_admin
 from muster.connection import texts
+from muster.records import Account
 
 router = APIRouter(tags=["accounts"])
 
@@ -39,18 +40,48 @@ async def all_handles(st: ApiState) -> list[str]:
     return sorted(h for reply in replies for h in texts(reply))
 
 
+Search = Annotated[
+    str | None,
+    Query(max_length=100, description="only accounts whose handle or display name contains this"),
+]
+KindFilter = Annotated[Kind | None, Query(description="only accounts of this kind")]
+_BATCH = 200
+
+
+def _matches(account: Account, q: str | None, kind: str | None) -> bool:
+    if kind is not None and account.kind != kind:
+        return False
+    if not q:
+        return True
+    needle = q.casefold().lstrip("@")
+    return needle in account.handle or needle in account.display_name.casefold()
+
+
 @router.get(
     "/v1/accounts",
     summary="Every account, in handle order; `after` is the last handle of the previous page (admin)",
     openapi_extra=SECURED,
     responses=responds(200, list[AccountSummary], errors=(401, 403, 422)),
 )
-async def list_accounts(request: Request, limit: Limit = None, after: After = None) -> Response:
+async def list_accounts(
+    request: Request,
+    limit: Limit = None,
+    after: After = None,
+    q: Search = None,
+    kind: KindFilter = None,
+) -> Response:
     st = state(request)
     await require_admin(request)
     handles = [h for h in await all_handles(st) if after is None or h > after]
-    page = handles[: page_limit(limit)]
-    found = await accounts.load_many(st.redis, page, st.settings.partitions)
+    wanted = page_limit(limit)
+    page: list[Account] = []
+    for start in range(0, len(handles), _BATCH):
+        found = await accounts.load_many(
+            st.redis, handles[start : start + _BATCH], st.settings.partitions
+        )
+        page += [a for a in found.values() if a is not None and _matches(a, q, kind)]
+        if len(page) >= wanted:
+            break
     return bodies.json(
         [
             AccountSummary(
@@ -61,8 +92,7 @@ async def list_accounts(request: Request, limit: Limit = None, after: After = No
                 display_name=a.display_name,
                 active=a.active,
             )
-            for a in found.values()
-            if a is not None
+            for a in page[:wanted]
         ]
     )
 

@@ -18,7 +18,8 @@ updates come from /app/stream (live.py): GET /v1/stream's loop and filter, authe
 the cookie, since EventSource cannot send a bearer token.
 
 Sign-in is by pasting a token (people get one from their admin; a self-hosted product may
-have no mail server for magic links). The token is kept in an HttpOnly, SameSite=Strict
+have no mail server for magic links), or through the company's identity provider when
+MUSTER_OIDC_ISSUER is set (company.py: OpenID Connect, the session then holds a named token). The token is kept in an HttpOnly, SameSite=Strict
 cookie (Secure over https) scoped to /app; every state-changing form carries a per-session
 CSRF token checked server-side (session.py). Pages are Jinja2 templates with autoescape on;
 scripts and styles are static files (assets.py), so the Content-Security-Policy allows no
@@ -32,6 +33,7 @@ from fastapi import APIRouter
 from muster.api.web import (
     admin,
     assets,
+    company,
     fallback,
     live,
     messages,
@@ -42,5 +44,6 @@ from muster.api.web import (
 )
 
 router = APIRouter(include_in_schema=False)
-for _module in (assets, status, signin, live, timeline, messages, profile, admin, fallback):
+_PAGES = (assets, status, signin, company, live, timeline, messages, profile, admin, fallback)
+for _module in _PAGES:
     router.include_router(_module.router)

@@ -1,4 +1,5 @@
-"""The web app's admin pages: accounts, posters, enrolments, dead letters.
+"""The web app's admin pages: accounts (create, search, reset a token, deactivate and
+reactivate), posters, enrolments, dead letters.
 
 Accounts, posters and enrolments go through the JSON API in-process like every other page.
 Two things have no JSON route, so these pages use what the CLI uses on the same Redis: the
@@ -19,7 +20,13 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from muster import dlq, keys
-from muster.api.schemas import AccountCreatedOut, AccountSummary, EnrolmentOut, PostersOut
+from muster.api.schemas import (
+    AccountCreatedOut,
+    AccountSummary,
+    EnrolmentOut,
+    PostersOut,
+    TokenOut,
+)
 from muster.api.state import state
 from muster.api.web import forms, session
 from muster.api.web.html import Redirect, WebRoute, render
@@ -49,12 +56,16 @@ async def accounts_page(
     current: Session,
     after: str | None = None,
     *,
+    q: str | None = None,
     form: dict[str, str] | None = None,
     error: ApiError | None = None,
     status: int = 200,
 ) -> Response:
     api = JsonApi(request, current.token)
-    found = (await api.get("/v1/accounts", limit=PAGE, after=after)).value(list[AccountSummary])
+    query = {"q": q} if q else {}
+    found = (await api.get("/v1/accounts", limit=PAGE, after=after, **query)).value(
+        list[AccountSummary]
+    )
     return render(
         request,
         "admin/accounts.html",
@@ -65,6 +76,7 @@ async def accounts_page(
         session=current,
         accounts=found,
         after=after,
+        q=q or "",
         more=found[-1].handle if len(found) == PAGE else None,
         form=form or {"handle": "", "kind": "person", "role": "member"},
         error=error,
@@ -73,9 +85,49 @@ async def accounts_page(
 
 @router.get("/app/admin/accounts")
 async def accounts(
-    request: Request, after: Annotated[str | None, Query(pattern=r"^[a-z0-9_]{1,30}$")] = None
+    request: Request,
+    after: Annotated[str | None, Query(pattern=r"^[a-z0-9_]{1,30}$")] = None,
+    q: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Response:
-    return await accounts_page(request, await session.require(request, admin=True), after)
+    current = await session.require(request, admin=True)
+    return await accounts_page(request, current, after, q=(q or "").strip() or None)
+
+
+@router.post("/app/admin/accounts/{handle}/token")
+async def reset_token(request: Request, handle: str) -> Response:
+    """A new token for a person or service, shown once; the old one stops working at once."""
+    current = await session.require(request, admin=True)
+    form = await forms.read(request)
+    session.check_csrf(request, current, form)
+    reply = await JsonApi(request, current.token).call(
+        "POST", path("v1", "accounts", handle, "token")
+    )
+    if not reply.ok:
+        return await accounts_page(request, current, error=reply.refused(), status=reply.status)
+    return render(
+        request,
+        "admin/token.html",
+        title=f"New token for @{handle}",
+        section="admin",
+        tab="accounts",
+        session=current,
+        handle=handle,
+        token=reply.value(TokenOut).token,
+    )
+
+
+@router.post("/app/admin/accounts/{handle}/active")
+async def set_active(request: Request, handle: str) -> Response:
+    current = await session.require(request, admin=True)
+    form = await forms.read(request)
+    session.check_csrf(request, current, form)
+    active = form.get("active") == "1"
+    reply = await JsonApi(request, current.token).call(
+        "PATCH", path("v1", "accounts", handle), body={"active": active}
+    )
+    if not reply.ok:
+        return await accounts_page(request, current, error=reply.refused(), status=reply.status)
+    raise Redirect(f"/app/admin/accounts?notice={'reactivated' if active else 'deactivated'}")
 
 
 @router.post("/app/admin/accounts")

@@ -93,6 +93,9 @@ NOTICES = {
     "granted": "Poster added.",
     "revoked": "Poster removed.",
     "redriven": "Sent back for another try.",
+    "deactivated": "Account deactivated: its tokens stopped working and nothing reaches it.",
+    "reactivated": "Account reactivated.",
+    "token_revoked": "Token revoked: it stopped working.",
 }
 """Messages a redirect may ask a page to show (`?notice=posted`): fixed texts, never echoed."""
 

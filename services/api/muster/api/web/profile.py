@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from muster import keys
-from muster.api.schemas import FollowOut, MeOut
+from muster.api.schemas import FollowOut, MeOut, NamedTokenOut
 from muster.api.web import forms, session
 from muster.api.web.html import Redirect, WebRoute, render
 from muster.api.web.inprocess import JsonApi, Refused, path
@@ -167,3 +167,59 @@ async def update_me(request: Request) -> Response:
     if updated.webhook_secret:  # shown once, now: it is never shown again
         return await me_page(request, current, me=updated, secret=updated.webhook_secret)
     raise Redirect("/app/me?notice=saved")
+
+
+# --- named tokens ---------------------------------------------------------------------------
+async def tokens_page(
+    request: Request,
+    current: Session,
+    *,
+    made: NamedTokenOut | None = None,
+    error: ApiError | None = None,
+    status: int = 200,
+) -> Response:
+    listed = (await JsonApi(request, current.token).get("/v1/me/tokens")).value(list[NamedTokenOut])
+    return render(
+        request,
+        "app/tokens.html",
+        status=status,
+        title="Tokens for scripts",
+        section="me",
+        session=current,
+        tokens=listed,
+        made=made,
+        error=error,
+    )
+
+
+@router.get("/app/me/tokens")
+async def my_tokens(request: Request) -> Response:
+    return await tokens_page(request, await session.require(request))
+
+
+@router.post("/app/me/tokens")
+async def make_token(request: Request) -> Response:
+    current = await session.require(request)
+    form = await forms.read(request)
+    session.check_csrf(request, current, form)
+    body: dict[str, Any] = {"name": form.get("name")}
+    if form.optional("expires_in_days"):
+        days = form.get("expires_in_days").strip()
+        body["expires_in_days"] = int(days) if days.isdigit() else days
+    reply = await JsonApi(request, current.token).call("POST", "/v1/me/tokens", body=body)
+    if not reply.ok:
+        return await tokens_page(request, current, error=reply.refused(), status=reply.status)
+    return await tokens_page(request, current, made=reply.value(NamedTokenOut), status=201)
+
+
+@router.post("/app/me/tokens/{token_id}/revoke")
+async def revoke_token(request: Request, token_id: str) -> Response:
+    current = await session.require(request)
+    form = await forms.read(request)
+    session.check_csrf(request, current, form)
+    reply = await JsonApi(request, current.token).call(
+        "DELETE", path("v1", "me", "tokens", token_id)
+    )
+    if not reply.ok:
+        return await tokens_page(request, current, error=reply.refused(), status=reply.status)
+    raise Redirect("/app/me/tokens?notice=token_revoked")

@@ -7,6 +7,9 @@ HMAC-SHA256(token, nonce): it differs per session, nothing is stored for it, and
 leaks it leaks neither the token nor another session's CSRF token. Every POST also refuses a
 browser's `Sec-Fetch-Site: cross-site | same-site`.
 
+A session that company sign-in made (company.py) holds a named token of the person, which
+signing out revokes (`discard`); a pasted token is only forgotten by this browser.
+
 The sign-in form itself is protected the same way (so no site can sign a visitor into the
 attacker's account): GET /app/signin sets a random `muster_signin` cookie, and the form must
 send it back in a hidden field.
@@ -25,16 +28,24 @@ from urllib.parse import quote
 from fastapi import Request
 from starlette.responses import Response
 
+from muster import keys
+from muster.api import accounts, writes
+from muster.api.state import state
 from muster.api.tokens import TokenCache
 from muster.api.web.forms import Form
 from muster.api.web.html import Redirect
+from muster.connection import text
 from muster.errors import Forbidden
-from muster.records import Account
+from muster.records import Account, named_token_of
 
 COOKIE = "muster_session"
 SIGNIN_COOKIE = "muster_signin"
 PATH = "/app"
 MAX_AGE_S = 14 * 24 * 3600
+SIGNIN_TOKEN_NAME = "web sign-in via "  # noqa: S105 - a name, not a secret
+"""How the named tokens company sign-in makes for a session are named (+ the issuer's host):
+signing out revokes a session's token only when it is one of these, never a token a person
+made for a script and pasted into the sign-in form."""
 SIGNIN_MAX_AGE_S = 3600
 
 
@@ -129,6 +140,20 @@ def start(request: Request, response: Response, token: str) -> None:
         samesite="strict",
     )
     response.delete_cookie(SIGNIN_COOKIE, path=PATH, httponly=True, samesite="strict")
+
+
+async def discard(request: Request, current: Session) -> None:
+    """Signing out of a session company sign-in made: revoke its named token (in every api
+    process before this returns), so a copy of the cookie stops working too."""
+    st = state(request)
+    holder = await st.redis.get(keys.token(accounts.hash_token(current.token)))
+    handle, _, token_id = text(holder).partition("/") if holder is not None else ("", "", "")
+    if not token_id:
+        return
+    partition = keys.partition_of(handle, st.settings.partitions)
+    stored = await st.redis.hget(keys.api_tokens(partition, handle), token_id)
+    if stored is not None and named_token_of(stored).name.startswith(SIGNIN_TOKEN_NAME):
+        await writes.revoke_named_token(st, handle, token_id)
 
 
 def end(request: Request, response: Response) -> None:

@@ -1,4 +1,5 @@
-"""Signing in to the web app (by pasting a token) and out.
+"""Signing in to the web app (by pasting a token, or with the company's identity provider
+when one is configured: company.py) and out.
 
 A token is what Muster gives people (an admin creates the account and hands it over); a
 self-hosted install may have no mail server, so there are no magic links. The token is
@@ -9,10 +10,12 @@ checked like any bearer token (tokens.TokenCache) and kept in the session cookie
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
+from muster.api.state import state
 from muster.api.tokens import TokenCache
 from muster.api.web import forms, session
 from muster.api.web.html import Redirect, WebRoute, render
@@ -27,6 +30,14 @@ def safe_next(value: str) -> str:
     return value if _NEXT.fullmatch(value) and "//" not in value else "/app"
 
 
+def provider_label(request: Request) -> str | None:
+    """What the company sign-in button says after "Sign in with"; None when it is off."""
+    settings = state(request).settings
+    if settings.oidc_issuer is None:
+        return None
+    return settings.oidc_name or urlsplit(settings.oidc_issuer).hostname or "your company"
+
+
 def _form_page(
     request: Request, target: str, *, error: str | None = None, status: int = 200
 ) -> Response:
@@ -39,6 +50,7 @@ def _form_page(
         csrf=nonce,
         next=target,
         error=error,
+        company=provider_label(request),
     )
     session.keep_signin_nonce(request, response, nonce)
     return response
@@ -88,6 +100,7 @@ async def signout(request: Request) -> Response:
     current = await session.current(request)
     if current is not None:
         session.check_csrf(request, current, form)
+        await session.discard(request, current)
     response = RedirectResponse("/app/signin?notice=signedout", status_code=303)
     session.end(request, response)
     return response
