@@ -26,6 +26,7 @@ Per-area fixtures (an app, an HTTP client) belong in that area's conftest (tests
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,22 @@ from muster.settings import Settings
 
 SettingsFactory = Callable[..., Settings]
 """The `make_settings` fixture: `make_settings(server, **overrides)` → Settings."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_env_file() -> Iterator[None]:
+    """`muster` commands run in the test process (cli.main) read no `.env`: one left in the
+    working directory by `muster init` must not change what a test runs with. Tests of the
+    `.env` itself name their file with MUSTER_ENV_FILE."""
+    before = os.environ.get("MUSTER_ENV_FILE")
+    os.environ["MUSTER_ENV_FILE"] = os.devnull
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MUSTER_ENV_FILE", None)
+        else:
+            os.environ["MUSTER_ENV_FILE"] = before
 
 
 @pytest.fixture(scope="session")

@@ -51,6 +51,8 @@ STOP_TIMEOUT_S = 15.0
 def clean_env(**overrides: str) -> dict[str, str]:
     """The test process's environment without any MUSTER_ variable, plus `overrides`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUSTER_")}
+    # no .env from the working directory; no metrics listener on the shared default port
+    env.update(MUSTER_ENV_FILE=os.devnull, MUSTER_METRICS_ADDRESS="off")
     env.update(MUSTER_LOG_FORMAT="json", MUSTER_CONSUMER_BLOCK_MS="200")
     env.update(overrides)
     return env

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from redis_server import RedisServer, redis_server_binary
 
-from muster.api.metrics import Metrics
+from muster.api.metrics import Metrics, SystemCollector
 from muster.cli import OPS_WORKER, WORKER_KINDS, build_parser
 from muster.settings import Settings, env_name, known_variables, load_settings
 from muster.supervisor import CHILDREN
@@ -393,7 +393,7 @@ def test_readme_configuration_table_lists_every_setting_with_its_default() -> No
 
 def test_readme_metrics_are_the_ones_served() -> None:
     served = set()
-    for family in Metrics().registry.collect():
+    for family in [*Metrics().registry.collect(), *SystemCollector(Settings()).describe()]:
         served.add(family.name + ("_total" if family.type == "counter" else ""))
     documented = {
         row[0].strip("`").split("{")[0] for row in table_rows(readme_section("Operations"))

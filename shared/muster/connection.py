@@ -100,8 +100,9 @@ def require_redis(settings: Settings, command: str) -> None:
     """A command that needs Redis refuses to start without MUSTER_REDIS_URL, saying why."""
     if settings.redis_url is None:
         raise ConfigError(
-            f"MUSTER_REDIS_URL is not set: `muster {command}` needs a running Redis "
-            "(`muster up` starts an embedded one and sets it for its children)"
+            f"MUSTER_REDIS_URL is not set: `muster {command}` needs a running Redis, and no "
+            f"`muster up` is running on data dir {settings.data_dir} (MUSTER_DATA_DIR) to lend "
+            "its embedded one: start `muster up` in this directory, or set MUSTER_REDIS_URL"
         )
 
 

@@ -10,6 +10,11 @@ Settings that make it a safe event log: AOF on with `appendfsync` = MUSTER_EMBED
 noeviction` (Redis refuses writes rather than dropping events), no TCP port (a unix socket
 only this user can open, so nothing collides and nothing is exposed). This module starts
 and stops the server; it never reads or writes Muster's keys.
+
+While it runs, its URL is recorded in `<data dir>/redis-url` (URL_RECORD), so any other
+`muster` command started with MUSTER_REDIS_URL unset and the same MUSTER_DATA_DIR finds it
+(`running_url`): the record counts only while a `muster up` holds the data dir's lock, so
+one left behind by a `muster up` killed outright is never followed.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ SERVER_NAMES = ("redis-server", "valkey-server")
 
 LOCK_FILE = "muster-up.lock"
 """In the data dir: held (flock) by the `muster up` that owns it, with its pid inside."""
+
+URL_RECORD = "redis-url"
+"""In the data dir: the running embedded server's URL (unix://...), written once it answers
+and removed when it stops; read by `running_url`."""
 
 SERVER_RECORD = "server-binary"
 """In `<data dir>/redis`: the server binary that last ran on this data. Its AOF may be in a
@@ -128,6 +137,29 @@ class DataDirLock:
             os.close(self._fd)  # closing drops the flock; the file stays, harmlessly
             self._fd = None
 
+    def held(self) -> bool:
+        """Whether a `muster up` (any process, this one included) holds the lock now."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # also drops the shared lock, if it was taken
+        return False
+
+
+def running_url(data_dir: Path) -> str | None:
+    """The URL of the embedded Redis a running `muster up` serves from `data_dir`, or None."""
+    try:
+        url = (data_dir / URL_RECORD).read_text().strip()
+    except OSError:
+        return None
+    return url if url and DataDirLock(data_dir).held() else None
+
 
 _PR_SET_PDEATHSIG = 1
 _prctl = getattr(ctypes.CDLL(None), "prctl", None) if sys.platform == "linux" else None
@@ -162,6 +194,10 @@ class EmbeddedRedis:
     @property
     def url(self) -> str:
         return f"unix://{self.socket}"
+
+    @property
+    def _url_record(self) -> Path:
+        return self.settings.data_dir / URL_RECORD
 
     @property
     def log_file(self) -> Path:
@@ -247,6 +283,7 @@ class EmbeddedRedis:
                 )
             if self._probe() == "ready":
                 self._record_server()
+                self._url_record.write_text(f"{self.url}\n")
                 return
             time.sleep(0.05)
         if should_stop():
@@ -302,6 +339,7 @@ class EmbeddedRedis:
                 process.kill()
                 process.wait()
         self.socket.unlink(missing_ok=True)
+        self._url_record.unlink(missing_ok=True)
         return process.returncode
 
     def close(self) -> int | None:

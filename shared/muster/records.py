@@ -269,16 +269,19 @@ def decode_request(payload: bytes | str) -> DeliveryRequest:
         raise EventDecodeError(f"not a delivery request: {exc}") from exc
 
 
-State = Literal["pending", "sent", "failed"]
-STATES: tuple[State, ...] = ("pending", "sent", "failed")
+State = Literal["pending", "sent", "logged", "failed"]
+STATES: tuple[State, ...] = ("pending", "sent", "logged", "failed")
+DONE_STATES: frozenset[State] = frozenset({"sent", "logged"})
+"""A delivery in one of these is never tried again."""
 
 
 @dataclass(frozen=True, slots=True)
 class Status:
     """One delivery's status (keys.delivery_status field "recipient:channel"), stored as
     "state|attempts|last error": `pending` (requested, or waiting for a retry), `sent` (the
-    provider accepted it), `failed` (permanently, or retries exhausted); `attempts` counts
-    sends actually tried. Routing writes the first one, "pending|0|", in Lua."""
+    provider accepted it), `logged` (NOT sent: no provider is configured, so it went to the
+    development mailbox or the log; the error slot says where), `failed` (permanently, or
+    retries exhausted); `attempts` counts sends actually tried. Routing writes the first one, "pending|0|", in Lua."""
 
     state: State
     attempts: int

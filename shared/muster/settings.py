@@ -27,6 +27,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_workers: int = 1
+    metrics_address: str | None = "127.0.0.1:9464"
     up_delivery_workers: int = 2
     redis_connections: int = 64
     admin_token: str | None = None
@@ -44,6 +45,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     twilio_from: str | None = None
     webhook_allow_private: bool = False
     data_dir: Path = Path("var")
+    env_file: Path = Path(".env")
     archive_dir: Path = Path("var/archive")
     archive_segment_bytes: int = 64 * 1024 * 1024
     embedded_fsync: str = "always"
@@ -141,6 +143,23 @@ def _secret(what: str) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+def _address(raw: str) -> str | None:
+    """`host:port` (`[v6]:port`) to listen on, or `off`."""
+    if raw.strip().lower() == "off":
+        return None
+    split_address(raw)
+    return raw
+
+
+def split_address(raw: str) -> tuple[str, int]:
+    host, sep, port = raw.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"must be host:port (e.g. 127.0.0.1:9464) or off, got {raw!r}")
+    return host, int(port)
 
 
 def _seconds_list(raw: str) -> tuple[int, ...]:
@@ -241,6 +260,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "api_host": str,
     "api_port": _int(1, 65535),
     "api_workers": _int(1, 64),
+    "metrics_address": _address,
     "redis_connections": _int(1, 10_000),
     "admin_token": _secret("the admin password"),
     "scim_token": _secret("the directory's password"),
@@ -258,6 +278,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "twilio_from": str,
     "webhook_allow_private": _bool,
     "data_dir": Path,
+    "env_file": Path,
     "archive_dir": Path,
     "archive_segment_bytes": _int(4096, 1 << 40),
     "embedded_fsync": _choice("always", "everysec"),
@@ -332,6 +353,12 @@ def local_url(host: str, port: int) -> str:
     if host in {"", "0.0.0.0", "::"}:  # noqa: S104 - a listen address being translated
         host = "localhost"
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def env_file_of(environ: Mapping[str, str]) -> Path:
+    """The `.env` file a command reads before its settings (MUSTER_ENV_FILE, else `.env` in
+    the working directory): called before load_settings, since the file may set the others."""
+    return Path(environ.get(env_name("env_file")) or Settings().env_file)
 
 
 def known_variables() -> list[str]:

@@ -28,7 +28,7 @@ import structlog
 
 from muster.embedded import DataDirLock, EmbeddedRedis, EmbeddedRedisError, die_with_parent
 from muster.errors import ConfigError
-from muster.settings import Settings
+from muster.settings import Settings, split_address
 
 log = structlog.get_logger("muster.up")
 
@@ -121,10 +121,17 @@ def api_url(settings: Settings) -> str:
     return f"http://{host}:{settings.api_port}"
 
 
-def require_free_api_port(settings: Settings) -> None:
-    """Refuse to start when MUSTER_API_PORT is taken: restarting the api cannot free it, so
-    `muster up` would only restart it, again and again, behind a working banner."""
-    host, port = settings.api_host, settings.api_port
+def require_free_ports(settings: Settings) -> None:
+    """Refuse to start when MUSTER_API_PORT or MUSTER_METRICS_ADDRESS is taken: restarting
+    the api cannot free it, so `muster up` would only restart it, again and again, behind a
+    working banner."""
+    _require_free("MUSTER_API_HOST", "MUSTER_API_PORT", settings.api_host, settings.api_port)
+    if settings.metrics_address is not None:
+        host, port = split_address(settings.metrics_address)
+        _require_free("MUSTER_METRICS_ADDRESS", "MUSTER_METRICS_ADDRESS", host, port)
+
+
+def _require_free(host_name: str, port_name: str, host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
@@ -132,10 +139,10 @@ def require_free_api_port(settings: Settings) -> None:
             probe.bind((host, port))
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
-                raise ConfigError(f"MUSTER_API_HOST {host}: cannot listen there ({exc})") from None
+                raise ConfigError(f"{host_name} {host}: cannot listen there ({exc})") from None
             raise ConfigError(
-                f"MUSTER_API_PORT {port} is already in use on {host} (another program, or "
-                "another muster up): stop it, or set MUSTER_API_PORT to a free port"
+                f"{port_name} {port} is already in use on {host} (another program, or "
+                f"another muster up): stop it, or set {port_name} to a free port"
             ) from None
 
 
@@ -178,7 +185,7 @@ class Supervisor:
         lock: DataDirLock | None = None
         try:
             if any(child.args == ("api",) for child in self.children):
-                require_free_api_port(self.settings)  # before anything starts
+                require_free_ports(self.settings)  # before anything starts
             redis_url = self.settings.redis_url
             if redis_url is None:
                 lock = DataDirLock(self.settings.data_dir)
@@ -213,6 +220,10 @@ class Supervisor:
             f"muster up: status   {url}/@<account>  (an account's public status page)",
             f"muster up: API      {url}  (reference: {url}/docs)",
         ]
+        if self.settings.metrics_address is not None:
+            lines.append(
+                f"muster up: metrics  http://{self.settings.metrics_address}/metrics  (internal)"
+            )
         if self.embedded is not None:
             lines.append(f"muster up: Redis    {redis_url}  (embedded {self.embedded.server})")
             lines.append(f"muster up: data in  {self.embedded.dir}")

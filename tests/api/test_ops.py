@@ -1,4 +1,5 @@
-"""Operations: /healthz, /readyz, /metrics, /openapi.json, errors outside the routes, Redis down."""
+"""Operations: /healthz, /readyz, the metrics' content, /openapi.json, errors outside the routes,
+Redis down. (The metrics listener itself, a separate port of `muster api`: tests/test_metrics.py.)"""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from typing import Any
 
 import msgspec
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.registry import Collector
 from redis_server import RedisServer
 
 from api.conftest import ADMIN_TOKEN, Api, Cast, OpenApi, assert_error
 from muster import keys
+from muster.api.metrics import read_system
 from muster.api.routes.ops import expected_groups
 from muster.settings import Settings
 
@@ -37,7 +41,6 @@ CONTRACT: dict[tuple[str, str], bool] = {
     ("post", "/v1/dms"): True,
     ("get", "/healthz"): False,
     ("get", "/readyz"): False,
-    ("get", "/metrics"): False,
 }
 BODILESS_WRITES = {k for k, has_body in CONTRACT.items() if not has_body and k[0] != "get"}
 
@@ -107,15 +110,31 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+class Snapshot(Collector):
+    def __init__(self, metrics: list[Any]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        return iter(self.metrics)
+
+
+async def scrape(api: Api) -> str:
+    """What the metrics listener serves for this process: its counters and the system gauges."""
+    registry = CollectorRegistry()
+    registry.register(Snapshot(await read_system(api.redis, api.settings.partitions)))
+    return (generate_latest(api.state.metrics.registry) + generate_latest(registry)).decode()
+
+
+async def test_metrics_are_not_on_the_public_port(api: Api) -> None:
+    assert_error(await api.call("GET", "/metrics"), 404)
+
+
 async def test_metrics_counts_ingest_and_shows_lag(api: Api, cast: Cast) -> None:
     await create_groups(api)
     for i in range(3):
         await api.call("POST", "/v1/posts", token=cast.member, json={"text": f"{i}"})
     await api.call("POST", "/v1/dms", token=cast.member, json={"to": "eve", "text": "x"})
-    response = await api.call("GET", "/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    text = response.text
+    text = await scrape(api)
     assert "muster_ingest_events_total" in text
     assert "muster_stream_lag" in text
     assert sample(text, "muster_ingest_events_total", type="PostPublished") == 3
@@ -135,7 +154,7 @@ async def test_metrics_count_refusals(api_settings: Settings, open_api: OpenApi)
         assert (
             await api.call("POST", "/v1/posts", token=token, json={"text": "x"})
         ).status_code == 429
-        text = (await api.call("GET", "/metrics")).text
+        text = await scrape(api)
         assert sample(text, "muster_ingest_refused_total", reason="backpressure") == 1
 
 

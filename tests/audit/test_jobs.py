@@ -89,6 +89,8 @@ def test_replay_runs_as_one_rq_job_and_reports_progress(
 
 def _env(server: RedisServer, settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUSTER_")}
+    # no .env from the working directory; no metrics listener on the shared default port
+    env.update(MUSTER_ENV_FILE=os.devnull, MUSTER_METRICS_ADDRESS="off")
     env.update(
         MUSTER_REDIS_URL=server.url,
         MUSTER_ARCHIVE_DIR=str(settings.archive_dir),

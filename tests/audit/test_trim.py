@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from audit.conftest import OpenSystem
 from muster import keys
-from muster.api.metrics import Metrics
+from muster.api.metrics import read_system
 from muster.connection import text
 from muster.ids import lowest_id_at
 from muster.ops.commands import run_trim
@@ -167,8 +167,10 @@ async def test_a_dead_group_stops_holding_trimming_and_is_reported(
     assert await remaining(aredis) == []
     dead = await aredis.hgetall(keys.DEAD_GROUPS)
     assert list(dead) == [f"{STREAM}|reports".encode()]
-    scraped = (await Metrics().render(aredis, 1)).decode()
-    assert f'muster_dead_groups{{group="reports",stream="{STREAM}"}} 1.0' in scraped
+    (dead_groups,) = [m for m in await read_system(aredis, 1) if m.name == "muster_dead_groups"]
+    assert [(s.labels, s.value) for s in dead_groups.samples] == [
+        ({"stream": STREAM, "group": "reports"}, 1)
+    ]
 
 
 async def test_a_dead_audit_group_still_holds_trimming_back(

@@ -28,6 +28,8 @@ ADMIN_TOKEN = "bench-admin-" + "x7Qp2LmZ9rT4vK8sN3wY6bH1jC5dF0gA"  # ≥ 32 char
 def clean_env(**muster: str) -> dict[str, str]:
     """This environment without any MUSTER_ variable of the caller's, plus ours."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUSTER_")}
+    # no .env from the working directory; no metrics listener on the shared default port
+    env.update(MUSTER_ENV_FILE=os.devnull, MUSTER_METRICS_ADDRESS="off")
     env.update({f"MUSTER_{k.upper()}": v for k, v in muster.items()})
     return env
 

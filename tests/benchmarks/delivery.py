@@ -166,6 +166,8 @@ class Sinks:
 # --- ours ---------------------------------------------------------------------------------------
 def worker_env(redis_url: str, sinks: Sinks) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUSTER_")}
+    # no .env from the working directory; no metrics listener on the shared default port
+    env.update(MUSTER_ENV_FILE=os.devnull, MUSTER_METRICS_ADDRESS="off")
     env.update(
         MUSTER_REDIS_URL=redis_url,
         MUSTER_PUBLIC_URL=PUBLIC_URL,

@@ -186,6 +186,8 @@ class Deployment:
         assert self.redis is not None
         s = self.settings
         env = {k: v for k, v in os.environ.items() if not k.startswith("MUSTER_")}
+        # no .env from the working directory; no metrics listener on the shared default port
+        env.update(MUSTER_ENV_FILE=os.devnull, MUSTER_METRICS_ADDRESS="off")
         env.update(
             MUSTER_REDIS_URL=self.redis.url,
             MUSTER_PARTITIONS=str(s.partitions),

@@ -48,6 +48,8 @@ class WorkerProcess:
 
     def __init__(self, settings: Settings, peers: Peers, log: Path, *failpoints: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MUSTER_")}
+        # no .env from the working directory; no metrics listener on the shared default port
+        env.update(MUSTER_ENV_FILE=os.devnull, MUSTER_METRICS_ADDRESS="off")
         env.update(
             MUSTER_REDIS_URL=str(settings.redis_url),
             MUSTER_PARTITIONS=str(settings.partitions),

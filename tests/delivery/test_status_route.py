@@ -1,6 +1,6 @@
 """GET /v1/posts/{id}/deliveries: who may read it, what it counts, how it pages.
 
-docs/api.md: author, posters of `as`, admin → 200 `{totals: {channel: {pending, sent, failed}},
+docs/api.md: author, posters of `as`, admin → 200 `{totals: {channel: {pending, sent, logged, failed}},
 recipients: [{handle, channel, status, attempts, last_error?}]}`; anyone else who can see
 the post → 403; a post that does not exist or is not visible → 404, never a hint.
 """
@@ -42,9 +42,9 @@ async def test_totals_and_recipients(stack: Stack, peers: Peers) -> None:
     found = await scene(s, peers)
     report = await s.deliveries(found["post"], token=found["tokens"]["pat"])
     assert report["totals"] == {
-        "email": {"pending": 0, "sent": 1, "failed": 0},
-        "sms": {"pending": 0, "sent": 1, "failed": 0},
-        "webhook": {"pending": 0, "sent": 1, "failed": 1},
+        "email": {"pending": 0, "sent": 1, "logged": 0, "failed": 0},
+        "sms": {"pending": 0, "sent": 1, "logged": 0, "failed": 0},
+        "webhook": {"pending": 0, "sent": 1, "logged": 0, "failed": 1},
     }
     assert report["recipients"] == [
         {
@@ -109,7 +109,12 @@ async def test_pending_until_delivered_and_documented_in_openapi(stack: Stack) -
     report = await s.deliveries(post)
     assert report["totals"]["email"]["sent"] + report["totals"]["email"]["pending"] == 1
     await s.delivered()
-    assert (await s.deliveries(post))["totals"]["email"] == {"pending": 0, "sent": 1, "failed": 0}
+    assert (await s.deliveries(post))["totals"]["email"] == {
+        "pending": 0,
+        "sent": 1,
+        "logged": 0,
+        "failed": 0,
+    }
     spec = await s.ok("GET", "/openapi.json")
     operation = spec["paths"]["/v1/posts/{post_id}/deliveries"]["get"]
     assert {"200", "401", "403", "404"} <= set(operation["responses"])

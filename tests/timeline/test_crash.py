@@ -62,6 +62,8 @@ class WorkerProcess:
 
     def __init__(self, server: RedisServer, tmp_path: Path, name: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MUSTER_")}
+        # no .env from the working directory; no metrics listener on the shared default port
+        env.update(MUSTER_ENV_FILE=os.devnull, MUSTER_METRICS_ADDRESS="off")
         env.update(
             MUSTER_REDIS_URL=server.url,
             MUSTER_PARTITIONS=str(PARTITIONS),

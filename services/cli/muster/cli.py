@@ -1,5 +1,11 @@
 """The `muster` command: parse arguments, load settings once, configure logging once, hand off.
 
+Before the settings, every command reads the private `.env` of the working directory (or
+the file MUSTER_ENV_FILE names; muster.envfile), never overriding what the environment
+sets. A command that needs Redis, run with MUSTER_REDIS_URL unset, uses the embedded one a
+running `muster up` serves from the same MUSTER_DATA_DIR (muster.embedded.running_url), and
+passes it on to the processes it starts.
+
 Every subcommand is a process entrypoint; this module is the only place that reads the
 environment (through load_settings) and turns errors into exit codes:
 0 done · 1 failed (Redis unreachable, data dir busy, a named dead letter not re-driven) ·
@@ -11,23 +17,32 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import json
+import os
 import re
+import signal
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
+import msgspec
 import redis
 import structlog
 
-from muster import events
+from muster import envfile, events
 from muster.connection import require_redis, sync_client
 from muster.dlq import DeadLetter, list_dead_letters, redrive
+from muster.embedded import running_url
 from muster.errors import CommandFailed, CommandUsage, ConfigError, EventDecodeError
 from muster.logs import configure_logging
 from muster.records import decode_request
-from muster.settings import Settings, load_settings
+from muster.settings import Settings, env_file_of, env_name, load_settings, local_url
 
 WORKER_KINDS = ("timeline", "delivery", "audit")
 OPS_WORKER = "ops"
@@ -39,6 +54,9 @@ API_GRACE_S = 5
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+if TYPE_CHECKING:
+    from muster.api.metrics import MetricsListener
 
 log = structlog.get_logger("muster.cli")
 
@@ -52,28 +70,52 @@ def run_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     require_redis(settings, "api")
-    from muster.supervisor import require_free_api_port
+    from muster.supervisor import require_free_ports
 
-    require_free_api_port(settings)
+    require_free_ports(settings)
+    listener = None
+    if settings.metrics_address is not None:
+        # Multiprocess mode is chosen when prometheus_client is imported: point it at our
+        # own directory first, so this process and every uvicorn worker count there.
+        directory = Path(tempfile.mkdtemp(prefix="muster-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+        from muster.api.metrics import MetricsListener
+
+        listener = MetricsListener.start(settings, directory)
+        # uvicorn ends by re-raising the SIGTERM or SIGINT that stopped it to the handler in
+        # place before it ran: this one, which closes the listener and its directory, then
+        # lets the signal end the process as it would have.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, functools.partial(_close_then_die, listener))
     log.info(
         "api starting",
         url=f"http://{settings.api_host}:{settings.api_port}",
         workers=settings.api_workers,
     )
-    uvicorn.run(
-        API_APP,
-        factory=True,
-        host=settings.api_host,
-        port=settings.api_port,
-        workers=settings.api_workers,
-        log_config=None,  # keep configure_logging's set-up; uvicorn logs through the root logger
-        # Quiet: the app logs what matters through structlog; uvicorn speaks up only on trouble
-        # (a port in use, a failed start-up) unless MUSTER_LOG_LEVEL=debug.
-        log_level="debug" if settings.log_level == "debug" else "warning",
-        access_log=False,
-        timeout_graceful_shutdown=API_GRACE_S,
-    )
+    try:
+        uvicorn.run(
+            API_APP,
+            factory=True,
+            host=settings.api_host,
+            port=settings.api_port,
+            workers=settings.api_workers,
+            log_config=None,  # keep configure_logging's set-up; uvicorn logs through the root logger
+            # Quiet: the app logs what matters through structlog; uvicorn speaks up only on
+            # trouble (a port in use, a failed start-up) unless MUSTER_LOG_LEVEL=debug.
+            log_level="debug" if settings.log_level == "debug" else "warning",
+            access_log=False,
+            timeout_graceful_shutdown=API_GRACE_S,
+        )
+    finally:
+        if listener is not None:
+            listener.close()
     return 0
+
+
+def _close_then_die(listener: MetricsListener, signum: int, frame: FrameType | None) -> None:
+    listener.close()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -141,7 +183,50 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
     return up(settings)
 
 
+def run_init(args: argparse.Namespace) -> int:
+    """`muster init`: a private `.env` with a fresh admin token (an existing one is kept)."""
+    path = Path(args.path)
+    if args.path.endswith(os.sep) or path.is_dir():
+        path = path / ".env"
+    token, kept = envfile.write(path, data_dir=path.parent / "var", force=args.force)
+    merged = {**envfile.read(path), **os.environ}
+    try:
+        url = load_settings(merged).public_url
+    except ConfigError:
+        url = local_url(Settings().api_host, Settings().api_port)
+    where = "" if path.resolve().parent == Path.cwd() else f"cd {path.resolve().parent} && "
+    print(
+        "\n".join(
+            [
+                f"muster init: wrote {path} (readable by you only)"
+                + (", keeping its admin token" if kept else ", with a new admin token"),
+                "",
+                "Next:",
+                f"  {where}muster up          start everything here (Ctrl-C stops it)",
+                f"  open {url}/app   and sign in as admin with the admin token,",
+                f"  MUSTER_ADMIN_TOKEN in {path}:",
+                "",
+                f"      {token}",
+                "",
+                "Other `muster` commands run in this directory read the same file: they find",
+                "the API and the embedded Redis without exporting anything. See `muster --help`.",
+            ]
+        )
+    )
+    return 0
+
+
 # --- helpers ----------------------------------------------------------------------------------
+def _embedded_redis(settings: Settings) -> Settings:
+    """With MUSTER_REDIS_URL unset: the embedded Redis of a `muster up` running on this data
+    dir, if any, for this command and the processes it starts (the API's workers)."""
+    url = running_url(settings.data_dir)
+    if url is None:
+        return settings
+    os.environ[env_name("redis_url")] = url
+    return msgspec.structs.replace(settings, redis_url=url)
+
+
 @contextlib.contextmanager
 def _redis(settings: Settings, command: str) -> Iterator[redis.Redis]:
     """A sync client for a one-shot command; an unreachable server becomes `CommandFailed`."""
@@ -253,6 +338,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(run=run_up, process="up")
 
+    init = commands.add_parser(
+        "init",
+        help="write a private .env with a fresh admin token, and say what to do next",
+        description="Write a .env (mode 0600) with a new random MUSTER_ADMIN_TOKEN, the data "
+        "dir and the common settings commented out. Every muster command run in its directory "
+        "reads it. An existing file is kept unless --force, which keeps the variables it sets "
+        "(its admin token above all).",
+    )
+    init.add_argument(
+        "--path",
+        default=".env",
+        help="the file to write, or a directory to write .env in (default ./.env)",
+    )
+    init.add_argument(
+        "--force", action="store_true", help="replace an existing file, keeping its variables"
+    )
+    init.set_defaults(run=run_init, process="init")
+
     api = commands.add_parser("api", help="the HTTP API alone")
     api.set_defaults(run=run_api, process="api")
 
@@ -286,19 +389,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     again.set_defaults(run=run_dlq_redrive, process="dlq")
 
+    from muster.ops import admin
     from muster.ops.commands import add_commands  # it imports this module's helpers
 
     add_commands(commands)
+    admin.add_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.process == "init":  # before reading any .env: it may be the one being replaced
+        try:
+            return run_init(args)
+        except CommandFailed as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_FAILED
     try:
+        required = bool(os.environ.get(env_name("env_file")))
+        envfile.load(env_file_of(os.environ), os.environ, required=required)
         settings = load_settings()
     except ConfigError as exc:
         print(f"muster: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if settings.redis_url is None and args.process != "up":
+        settings = _embedded_redis(settings)
     process = f"worker-{args.kind}" if args.process == "worker" else args.process
     configure_logging(settings, process=process)
     command: Command = args.run

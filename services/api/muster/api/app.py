@@ -1,4 +1,4 @@
-"""The HTTP API process: authenticates, validates, appends events, serves reads and metrics.
+"""The HTTP API process: authenticates, validates, appends events, serves reads (metrics: metrics.py).
 
 It never fans out or delivers; workers do that from the event log. `create_app(settings)`
 builds the app (tests use it directly); `app_from_env()` is the factory uvicorn runs.

@@ -190,12 +190,15 @@ class ConversationOut(msgspec.Struct, kw_only=True):
     last: DmOut
 
 
-DeliveryState = Literal["pending", "sent", "failed"]
+DeliveryState = Literal["pending", "sent", "logged", "failed"]
+"""`logged`: NOT sent — no SMTP server or SMS provider is configured, so the message went to
+the development mailbox or the log instead (`note` says where)."""
 
 
 class DeliveryCounts(msgspec.Struct, kw_only=True):
     pending: int = 0
     sent: int = 0
+    logged: int = 0
     failed: int = 0
 
 
@@ -205,6 +208,7 @@ class RecipientDelivery(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: DeliveryState
     attempts: int
     last_error: str | None = None
+    note: str | None = None
 
 
 class DeliveriesOut(msgspec.Struct, kw_only=True):

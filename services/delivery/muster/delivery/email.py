@@ -1,4 +1,5 @@
-"""Email over SMTP with aiosmtplib: a small pool of long-lived sessions, plain text + HTML.
+"""Email over SMTP with aiosmtplib: a small pool of long-lived sessions, plain text + HTML;
+with no SMTP server configured, a development mailbox instead.
 
 MUSTER_SMTP_URL says where and how: `smtp://[user:pass@]host[:port][?starttls=1|0]`
 (STARTTLS required with 1, never with 0, used when the server offers it otherwise) or
@@ -12,6 +13,14 @@ MUSTER_PUBLIC_URL}>` — on every retry and on a resend after a crash, so mail s
 people can tell a duplicate. The subject carries the severity and the author. Answers:
 5xx (and an address that cannot be sent to) are permanent, 4xx and lost connections
 transient.
+
+With MUSTER_SMTP_URL unset, `Mailbox` takes the sender's place: each message, exactly as it
+would have been sent (To and Message-ID included), is written to `<MUSTER_DATA_DIR>/mailbox/
+<delivery id>.eml` (owner-only, like the rest of the data dir), and logged with its
+recipient, subject and file; its delivery is recorded as `logged`, not `sent`. A DM's file
+holds its text — it is the email the recipient would have got, kept where the event log
+holding the same text lives — but its log line says only that it is a DM: a DM's text, and
+an internal post's, never reach the log (docs/architecture.md, guarantee 7).
 """
 
 from __future__ import annotations
@@ -19,11 +28,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import html
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
 from email.policy import SMTP
 from email.utils import format_datetime
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
@@ -182,6 +194,24 @@ class _Pool:
         self.open.clear()
 
 
+class Composer:
+    """The bytes of each delivery's email: one rendered template per post or DM, with the
+    recipient's To and the delivery's Message-ID in front."""
+
+    def __init__(self, mail_from: str, public_url: str) -> None:
+        self.mail_from = mail_from
+        self.public_url = public_url
+        self._templates: Rendered[str, bytes] = Rendered()
+
+    def message(self, delivery_id: str, content: Content, to: str) -> bytes:
+        template = self._templates.get(
+            content.id,
+            lambda: render(content, mail_from=self.mail_from, public_url=self.public_url),
+        )
+        msgid = message_id(delivery_id, self.public_url)
+        return f"To: {to}\r\nMessage-ID: {msgid}\r\n".encode() + template
+
+
 class EmailSender:
     def __init__(self, settings: Settings) -> None:
         if not settings.smtp_url or not settings.mail_from:
@@ -193,17 +223,13 @@ class EmailSender:
         self.pool = _Pool(
             self.target, settings.smtp_connections, float(settings.webhook_timeout_s), local
         )
-        self._templates: Rendered[str, bytes] = Rendered()
+        self.composer = Composer(settings.mail_from, settings.public_url)
 
     def message(self, delivery_id: str, content: Content, to: str) -> bytes:
-        template = self._templates.get(
-            content.id,
-            lambda: render(content, mail_from=self.mail_from, public_url=self.settings.public_url),
-        )
-        msgid = message_id(delivery_id, self.settings.public_url)
-        return f"To: {to}\r\nMessage-ID: {msgid}\r\n".encode() + template
+        return self.composer.message(delivery_id, content, to)
 
-    async def send(self, delivery_id: str, content: Content, recipient: Recipient) -> None:
+    async def send(self, delivery_id: str, content: Content, recipient: Recipient) -> str | None:
+        """Send; None (sent), or raise a DeliveryError."""
         to = recipient.email
         if not to:
             raise PermanentDeliveryError("no email address")
@@ -254,6 +280,76 @@ class EmailSender:
             raise
         finally:
             self.pool.idle.put_nowait(session)
+        return None
 
     async def aclose(self) -> None:
         await self.pool.close()
+
+
+MAILBOX = "mailbox"
+"""Under MUSTER_DATA_DIR: the development mailbox, one `<delivery id>.eml` per email."""
+
+DEV_MAIL_FROM = "muster@localhost"
+"""The From of mailbox messages when MUSTER_MAIL_FROM is unset too."""
+
+
+class Mailbox:
+    """Email with no SMTP server: written to files, logged, recorded as not sent."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.directory = settings.data_dir / MAILBOX
+        self.composer = Composer(settings.mail_from or DEV_MAIL_FROM, settings.public_url)
+
+    async def send(self, delivery_id: str, content: Content, recipient: Recipient) -> str:
+        """Write the message; the note its delivery status carries (`logged`: not sent)."""
+        to = recipient.email
+        if not to:
+            raise PermanentDeliveryError("no email address")
+        _check_address(to)
+        data = self.composer.message(delivery_id, content, to)
+        path = self.directory / f"{delivery_id}.eml"
+        try:
+            await asyncio.to_thread(_write_private, path, data)
+        except OSError as exc:
+            raise TransientDeliveryError(f"cannot write to the mailbox: {exc}") from None
+        subject = BytesHeaderParser(policy=SMTP).parsebytes(data)["Subject"]
+        if content.message is not None:
+            log.info(
+                "email not sent: DM written to the mailbox",
+                delivery=delivery_id,
+                to=to,
+                file=str(path),
+            )
+        elif content.private:
+            log.info(
+                "email not sent: internal post written to the mailbox",
+                delivery=delivery_id,
+                to=to,
+                file=str(path),
+            )
+        else:
+            log.info(
+                "email not sent: written to the mailbox",
+                delivery=delivery_id,
+                to=to,
+                subject=str(subject),
+                file=str(path),
+            )
+        return f"not sent (MUSTER_SMTP_URL is unset): written to {path}"
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Owner-only, complete or absent: a resend after a crash writes the same file again."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

@@ -9,8 +9,10 @@ the post (or "DM from ..."), cut with an ellipsis so the link back to Muster alw
   4xx permanent (a bad number stays bad). The delivery id goes along as `Idempotency-Key`
   for providers that honour one (Twilio ignores it), so a resend after a crash is
   recognisable.
-- `log` writes the recipient, length and delivery id to the log, for development; the text
-  of a DM or an internal post is never written (docs/architecture.md, guarantee 7).
+- `log` writes the recipient, length, delivery id and text to the log, for development, and
+  its delivery is recorded as `logged` (not sent), so a delivery report shows what would
+  have gone out; the text of a DM or an internal post is never written (the line says which
+  it was; docs/architecture.md, guarantee 7).
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ def sms_text(content: Content, public_url: str) -> str:
 
 
 class SmsProvider(Protocol):
-    async def send(self, delivery_id: str, to: str, body: str, *, private: bool) -> None: ...
+    async def send(self, delivery_id: str, to: str, body: str, *, private: bool) -> str | None:
+        """None when sent; a note when not (its delivery is `logged`); or a DeliveryError."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -57,11 +61,23 @@ class SmsProvider(Protocol):
 class LogProvider:
     """Development only: SMS go to the log, never with the text of something private."""
 
-    async def send(self, delivery_id: str, to: str, body: str, *, private: bool) -> None:
-        if private:
-            log.info("sms (log provider)", delivery=delivery_id, to=to, chars=len(body))
+    async def send(self, delivery_id: str, to: str, body: str, *, private: bool) -> str:
+        if private:  # a DM or an internal post: that it happened, never what it says
+            log.info(
+                "sms not sent (log provider): private, text withheld",
+                delivery=delivery_id,
+                to=to,
+                chars=len(body),
+            )
         else:
-            log.info("sms (log provider)", delivery=delivery_id, to=to, chars=len(body), text=body)
+            log.info(
+                "sms not sent (log provider)",
+                delivery=delivery_id,
+                to=to,
+                chars=len(body),
+                text=body,
+            )
+        return "not sent (MUSTER_SMS_PROVIDER=log): written to the delivery worker's log"
 
     async def aclose(self) -> None:
         return None

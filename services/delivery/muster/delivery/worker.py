@@ -4,7 +4,7 @@ It reads keys.deliveries(p, c) for each off-app channel, plus its re-drive strea
 shared consumer loop, and for each batch:
 
 1. reads every request's status (keys.delivery_status). A request is done once the status
-   says `sent`, or records more sends than the request had seen (`attempt`): handling an
+   says `sent` or `logged`, or records more sends than the request had seen (`attempt`): handling an
    entry again — after a crash, a reclaim, a batch retried one by one — sends nothing;
 2. reads the content (post or DM) and the recipient's current contact point;
 3. sends the rest concurrently: a global limit (MUSTER_DELIVERY_CONCURRENCY) and one per
@@ -12,9 +12,10 @@ shared consumer loop, and for each batch:
    A send that cannot start within the wait budget (its destination is busy) is deferred —
    put back in a second, untried — so a batch always ends long before MUSTER_CLAIM_IDLE_MS
    and is never reclaimed, and sent twice, because one receiver is slow;
-4. records every outcome in one pipeline: `sent`; `pending` plus the request in the delayed
-   set for a transient failure (retries.py); `failed` for a permanent one or an exhausted
-   schedule;
+4. records every outcome in one pipeline: `sent`; `logged` when the channel has nowhere to
+   send (no SMTP server: the development mailbox; the SMS `log` provider), with a note
+   saying where it went; `pending` plus the request in the delayed set for a transient
+   failure (retries.py); `failed` for a permanent one or an exhausted schedule;
 5. returns an outcome per entry: the failed ones `Failed` (the loop dead-letters them), the
    rest done (the loop acknowledges them). A failure never makes the batch run again, so a
    neighbour that was sent, or deferred to the delayed set, is never sent a second time.
@@ -41,7 +42,7 @@ from aiohttp.abc import AbstractResolver
 from muster import failpoints, keys, scripts
 from muster.consumer import Failed, Handler, Message, Outcomes
 from muster.delivery import content as contents
-from muster.delivery.email import EmailSender
+from muster.delivery.email import EmailSender, Mailbox
 from muster.delivery.retries import Scheduler, next_delay_s, now_ms, retry_payload
 from muster.delivery.sms import SmsProvider, provider_for, sms_text
 from muster.delivery.status import Recorder, clip
@@ -49,6 +50,7 @@ from muster.delivery.webhook import WebhookGone, WebhookSender
 from muster.errors import PermanentDeliveryError, TransientDeliveryError
 from muster.keys import GROUP_DELIVERY
 from muster.records import (
+    DONE_STATES,
     DeliveryRequest,
     Status,
     decode_request,
@@ -83,8 +85,8 @@ class _Job:
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
-    state: str  # "sent" | "retry" | "failed" | "deferred" (not tried: its destination was busy)
-    error: str = ""
+    state: str  # "sent" | "logged" | "retry" | "failed" | "deferred" (not tried: destination busy)
+    error: str = ""  # or, when logged, where it went instead
     gone: bool = False
 
 
@@ -108,7 +110,9 @@ class Delivery:
         self.partitions = settings.partitions
         self.schedule = settings.delivery_retry_schedule
         self.webhooks = WebhookSender(settings, resolver=resolver)
-        self.email = EmailSender(settings) if settings.smtp_url and settings.mail_from else None
+        self.email: EmailSender | Mailbox = (
+            EmailSender(settings) if settings.smtp_url and settings.mail_from else Mailbox(settings)
+        )
         self.sms: SmsProvider = provider_for(settings)
         self.scheduler = Scheduler(redis, partitions=settings.partitions)
         self._redrive_streams = {keys.retry(p, GROUP) for p in range(settings.partitions)}
@@ -130,8 +134,7 @@ class Delivery:
     async def aclose(self) -> None:
         await self.webhooks.aclose()
         await self.sms.aclose()
-        if self.email is not None:
-            await self.email.aclose()
+        await self.email.aclose()
 
     # --- one batch ----------------------------------------------------------------------------
     async def __call__(self, messages: Sequence[Message[DeliveryRequest]]) -> Outcomes:
@@ -164,7 +167,7 @@ class Delivery:
         for job in jobs:
             status = job.status
             if status is not None and (
-                status.state == "sent" or status.attempts > job.request.attempt
+                status.state in DONE_STATES or status.attempts > job.request.attempt
             ):
                 if status.state == "failed":  # recorded, not yet dead-lettered: do it now
                     permanent[job.entry] = f"{job.request.id}: {status.error}"
@@ -279,8 +282,6 @@ class Delivery:
             return "an internal post is not for this recipient"
         if person.contact(r.channel) is None:
             return f"no contact point for {r.channel}"
-        if r.channel == "email" and self.email is None:
-            return "email is off (MUSTER_SMTP_URL is not set)"
         if job.disabled:
             return "webhook disabled after it answered 410 Gone; set a new webhook_url"
         return None
@@ -335,7 +336,7 @@ class Delivery:
         try:
             failpoints.hit("delivery.before_send", self.settings)
             try:
-                await send()
+                note = await send()
             except WebhookGone as exc:
                 return _Outcome("failed", str(exc), gone=True)
             except PermanentDeliveryError as exc:
@@ -349,17 +350,15 @@ class Delivery:
             self._global.release()
             destination.release()
         failpoints.hit("delivery.after_send", self.settings)
-        return _SENT
+        return _SENT if note is None else _Outcome("logged", note)
 
     def _sender(
         self, r: DeliveryRequest, content: contents.Content, person: contents.Recipient
-    ) -> Callable[[], Awaitable[None]]:
+    ) -> Callable[[], Awaitable[str | None]]:
         if r.channel == "webhook":
             return lambda: self.webhooks.send(r.id, content, person)
         if r.channel == "email":
-            assert self.email is not None
-            email = self.email
-            return lambda: email.send(r.id, content, person)
+            return lambda: self.email.send(r.id, content, person)
         text = self._sms_texts.get(content.id, lambda: sms_text(content, self.settings.public_url))
         return lambda: self.sms.send(r.id, person.phone or "", text, private=content.private)
 
@@ -372,6 +371,12 @@ class Delivery:
         if outcome.state == "sent":
             recorder.status(job.q, r.message_id, r.recipient, r.channel, Status("sent", made))
             recorder.count(r.channel, "sent")
+            return
+        if outcome.state == "logged":
+            recorder.status(
+                job.q, r.message_id, r.recipient, r.channel, Status("logged", made, error)
+            )
+            recorder.count(r.channel, "logged")
             return
         if outcome.state == "deferred":  # not tried: the same request, again in a moment
             recorder.retry(job.q, r.channel, encode_request(r), now_ms() + DEFER_S * 1000)

@@ -8,12 +8,14 @@ post gets 403, and whoever cannot see it gets 404, as if it did not exist.
 
 `totals` count every recipient; `recipients` is a page, ordered by handle then channel:
 `?limit` (default 100, at most 1000) and `?after=<handle>:<channel>` (the last one seen)
-page through them, `?status=failed` (or pending, sent) keeps one state.
+page through them, `?status=failed` (or pending, sent, logged) keeps one state. `logged`
+means NOT sent: no SMTP server or SMS provider is configured, and the message went to the
+development mailbox or the log instead; its `note` says where.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
@@ -23,7 +25,7 @@ from muster.api import bodies
 from muster.api.openapi import SECURED, responds
 from muster.api.reads import can_see
 from muster.api.routes.reads import PostId
-from muster.api.schemas import DeliveriesOut, DeliveryCounts, RecipientDelivery
+from muster.api.schemas import DeliveriesOut, DeliveryCounts, DeliveryState, RecipientDelivery
 from muster.api.state import state
 from muster.api.tokens import authenticate
 from muster.errors import Forbidden, NotFound
@@ -40,12 +42,14 @@ def _parse(field: bytes, value: bytes) -> RecipientDelivery | None:
     status = status_of(value)
     if status is None or channel not in keys.OFFAPP_CHANNELS:
         return None
+    logged = status.state == "logged"  # its error slot says where it went instead
     return RecipientDelivery(
         handle=handle,
         channel=channel,  # type: ignore[arg-type]
         status=status.state,
         attempts=status.attempts,
-        last_error=status.error or None,
+        last_error=None if logged else status.error or None,
+        note=status.error or None if logged else None,
     )
 
 
@@ -69,7 +73,7 @@ async def post_deliveries(
         ),
     ] = None,
     status: Annotated[
-        Literal["pending", "sent", "failed"] | None,
+        DeliveryState | None,
         Query(description="only recipients in this state"),
     ] = None,
 ) -> Response:

@@ -1,4 +1,5 @@
-"""Health, readiness and metrics: what an orchestrator and Prometheus ask."""
+"""Health and readiness: what an orchestrator asks. (Prometheus asks the metrics listener,
+an internal address of its own: muster.api.metrics.)"""
 
 from __future__ import annotations
 
@@ -63,14 +64,3 @@ async def readyz(request: Request) -> Response:
     if missing:
         return bodies.json(Status(status="missing consumer groups", detail=missing), 503)
     return bodies.json(Status(status="ready"))
-
-
-@router.get(
-    "/metrics",
-    summary="Prometheus metrics",
-    responses=responds(200, {"type": "string"}, media_type="text/plain"),
-)
-async def metrics(request: Request) -> Response:
-    st = state(request)
-    text = await st.metrics.render(st.redis, st.settings.partitions)
-    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
