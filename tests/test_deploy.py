@@ -5,7 +5,7 @@ units are checked as data against the code they start: every command is one the 
 parser accepts, every MUSTER_ name is a setting Muster reads and the values set there load,
 no secret is written down, and Redis is configured for durability (deploy/redis.conf is also
 loaded by a real redis-server, which must keep an acknowledged write across a kill -9). The
-README's configuration table, metrics and checks are compared with settings.py, the metrics
+the configuration table and metrics of docs/operations.md and the README's checks are compared with settings.py, the metrics
 registry and .ci/run, so none of them can drift from what the code does.
 """
 
@@ -38,6 +38,7 @@ DOCKERIGNORE = ROOT / "deploy" / "Dockerfile.dockerignore"
 REDIS_CONF = ROOT / "deploy" / "redis.conf"
 SYSTEMD = ROOT / "deploy" / "systemd"
 README = ROOT / "README.md"
+OPERATIONS = ROOT / "docs" / "operations.md"
 CI = ROOT / ".ci" / "run"
 
 REDIS_URL_IN_COMPOSE = "redis://redis:6379/0"
@@ -125,9 +126,11 @@ def systemd_exec_starts() -> Iterator[tuple[str, list[str]]]:
                     yield unit.name, [arg.replace("%i", instance) for arg in argv]
 
 
-def readme_section(title: str) -> str:
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", README.read_text(), re.M | re.S)
-    assert match, f"README.md has no '## {title}' section"
+def readme_section(title: str, document: Path = README) -> str:
+    match = re.search(
+        rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", document.read_text(), re.M | re.S
+    )
+    assert match, f"{document.name} has no '## {title}' section"
     return match[1]
 
 
@@ -375,7 +378,7 @@ def _expected_default(value: object) -> str | None:
 
 
 def test_readme_configuration_table_lists_every_setting_with_its_default() -> None:
-    rows = table_rows(readme_section("Configuration"))
+    rows = table_rows(readme_section("Configuration", OPERATIONS))
     documented = [MUSTER_NAME.search(row[0]) for row in rows]
     names = [match[0] for match in documented if match]
     assert len(names) == len(rows), "every row starts with one MUSTER_ variable"
@@ -396,7 +399,8 @@ def test_readme_metrics_are_the_ones_served() -> None:
     for family in [*Metrics().registry.collect(), *SystemCollector(Settings()).describe()]:
         served.add(family.name + ("_total" if family.type == "counter" else ""))
     documented = {
-        row[0].strip("`").split("{")[0] for row in table_rows(readme_section("Operations"))
+        row[0].strip("`").split("{")[0]
+        for row in table_rows(readme_section("Operations", OPERATIONS))
     }
     assert documented == served
 

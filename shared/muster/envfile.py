@@ -34,7 +34,7 @@ _HEADER = """\
 # Muster's settings for this directory, written by `muster init`. Every `muster` command
 # run here reads this file (or the one MUSTER_ENV_FILE names); a variable already set in
 # the environment wins over it. Keep it private: it holds the admin token.
-# Every setting is described in the README's Configuration section.
+# Every setting is described in docs/operations.md, Configuration.
 """
 
 _COMMON = """\

@@ -4,7 +4,7 @@ Nobody else formats a key. Keys that belong to one event-log partition carry its
 `{pN}`, so that a partition's stream and the write-side state checked before appending to it
 sit in one Redis Cluster slot and one MULTI or script can check and append together.
 An account's handle decides its partition; changing MUSTER_PARTITIONS on a populated
-database moves accounts between partitions and needs a replay (README, Limits).
+database moves accounts between partitions and needs a replay (docs/operations.md, Limits).
 """
 
 from __future__ import annotations

@@ -362,5 +362,5 @@ def env_file_of(environ: Mapping[str, str]) -> Path:
 
 
 def known_variables() -> list[str]:
-    """Every MUSTER_ variable Settings reads (the README and compose file are checked against it)."""
+    """Every MUSTER_ variable Settings reads (docs/operations.md and the compose file are checked against it)."""
     return [env_name(field) for field in _PARSERS]

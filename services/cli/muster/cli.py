@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="muster",
         description="Muster: crisis and incident communication. Configured by MUSTER_* "
-        "environment variables (see the README).",
+        "environment variables (see docs/operations.md).",
     )
     parser.add_argument("--version", action="version", version=f"muster {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

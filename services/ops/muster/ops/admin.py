@@ -174,6 +174,34 @@ def _set_active(active: bool) -> Callable[[argparse.Namespace, Settings], int]:
     return run
 
 
+def run_posters(args: argparse.Namespace, settings: Settings) -> int:
+    with Api(settings, args, "accounts posters") as api:
+        for handle in args.add or ():
+            api.call("PUT", f"/v1/accounts/{args.team}/posters/{handle}")
+        for handle in args.remove or ():
+            api.call("DELETE", f"/v1/accounts/{args.team}/posters/{handle}")
+        found = api.call("GET", f"/v1/accounts/{args.team}/posters")
+    posters = ", ".join(f"@{h}" for h in found["posters"]) or "nobody"
+    print(f"@{args.team} is posted as by {posters}")
+    return 0
+
+
+def run_enrol(args: argparse.Namespace, settings: Settings) -> int:
+    followers: Any = (
+        "all_members"
+        if args.all_members
+        else [h.strip().lstrip("@") for h in args.followers.split(",") if h.strip()]
+    )
+    channels = [c.strip() for c in args.channels.split(",") if c.strip()]
+    body = {"followers": followers, "channels": channels, "mandatory": args.mandatory}
+    with Api(settings, args, "accounts enrol") as api:
+        done = api.call("PUT", f"/v1/accounts/{args.account}/enrolments", json=body)
+    who = "every member, now and future" if args.all_members else f"{done['followers']} people"
+    rule = "mandatory" if done["mandatory"] else "optional"
+    print(f"enrolled {who} in @{args.account} ({rule}; {', '.join(done['channels'])})")
+    return 0
+
+
 # --- posts -------------------------------------------------------------------------------------
 def run_post(args: argparse.Namespace, settings: Settings) -> int:
     body: dict[str, Any] = {"text": args.text, "severity": args.severity}
@@ -213,7 +241,7 @@ def add_commands(commands: Any) -> None:
     create = sub.add_parser("create", help="create an account; prints its token once")
     create.add_argument("handle")
     create.add_argument("--kind", choices=("person", "team", "service"), default="person")
-    create.add_argument("--role", choices=("admin", "member", "external"))
+    create.add_argument("--role", choices=("admin", "member", "external", "auditor"))
     create.add_argument("--display-name", dest="display_name")
     create.add_argument("--email")
     create.add_argument("--phone", help="E.164, e.g. +15551230001")
@@ -243,6 +271,29 @@ def add_commands(commands: Any) -> None:
         command.add_argument("handle")
         _connection(command)
         command.set_defaults(run=_set_active(active), process="accounts")
+
+    posters = sub.add_parser(
+        "posters", help="who may post as a team or service: list, --add, --remove"
+    )
+    posters.add_argument("team")
+    posters.add_argument("--add", action="append", metavar="PERSON", help="repeatable")
+    posters.add_argument("--remove", action="append", metavar="PERSON", help="repeatable")
+    _connection(posters)
+    posters.set_defaults(run=run_posters, process="accounts")
+
+    enrol = sub.add_parser(
+        "enrol", help="make people follow an account: --all-members or --followers a,b"
+    )
+    enrol.add_argument("account")
+    who = enrol.add_mutually_exclusive_group(required=True)
+    who.add_argument("--all-members", action="store_true", help="every member, now and future")
+    who.add_argument("--followers", metavar="HANDLES", help="comma-separated handles")
+    enrol.add_argument(
+        "--channels", default="app", help="comma-separated: app,email,sms,webhook (default app)"
+    )
+    enrol.add_argument("--mandatory", action="store_true", help="no opt-out")
+    _connection(enrol)
+    enrol.set_defaults(run=run_enrol, process="accounts")
 
     post = commands.add_parser(
         "post",
