@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from muster.api.schemas import DirectoryEntry, FollowOut, Kind
+from muster.api.schemas import DirectoryEntry, FollowOut
 from muster.api.web import session
 from muster.api.web.html import WebRoute, render
 from muster.api.web.inprocess import JsonApi
@@ -35,11 +35,12 @@ def here(q: str | None, kind: str | None, after: str | None = None) -> str:
 async def people(
     request: Request,
     q: Annotated[str | None, Query(max_length=100)] = None,
-    kind: Kind | None = None,
+    kind: Annotated[str | None, Query(pattern=r"^(person|team|service)?$")] = None,
     after: Annotated[str | None, Query(pattern=r"^[a-z0-9_]{1,30}$")] = None,
 ) -> Response:
     current = await session.require(request)
     q = (q or "").strip() or None
+    kind = kind or None  # the form's "All kinds" sends an empty kind
     api = JsonApi(request, current.token)
     found = (await api.get("/v1/directory", q=q, kind=kind, after=after, limit=PAGE)).value(
         list[DirectoryEntry]
