@@ -162,11 +162,17 @@ def test_names_avatars_and_times_of_a_live_post_match_the_server(
     assert face("Arrived live") == arrived  # the same as the server writes it
 
     # the absolute time is at hand: in the title, on hover, and shown on the thread's post
-    page.locator("#posts article", has_text="Arrived live").locator("a.when").click()
+    when = page.locator("#posts article", has_text="Arrived live").locator("a.when")
+    before = when.bounding_box()
+    when.hover()
+    tip = when.locator(".absolute").bounding_box()
+    assert tip is not None and tip["width"] > 50, "no absolute time on hover"
+    assert when.bounding_box() == before, "hovering the time moved it"
+    when.click()
     current = page.locator("article.current")
     expect(current.locator(".absolute")).to_be_visible()
     expect(current.locator(".absolute")).to_have_text(
-        re.compile(r"· \d{4}-\d\d-\d\d \d\d:\d\d UTC")
+        re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC")
     )
 
 

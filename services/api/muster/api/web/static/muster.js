@@ -221,7 +221,7 @@
       if (name === "when") {
         setTime(fields[i], item.created_at, now);
       } else if (name === "when_absolute") {
-        fields[i].textContent = " · " + absolute(item.created_at);
+        fields[i].textContent = " " + absolute(item.created_at);
       } else {
         var value = item[name];
         fields[i].textContent = value === undefined || value === null ? "" : String(value);
