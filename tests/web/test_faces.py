@@ -166,14 +166,13 @@ def test_names_avatars_and_times_of_a_live_post_match_the_server(
     before = when.bounding_box()
     when.hover()
     tip = when.locator(".absolute").bounding_box()
-    assert tip is not None and tip["width"] > 50, "no absolute time on hover"
+    assert tip is not None
+    assert tip["width"] > 50, "no absolute time on hover"
     assert when.bounding_box() == before, "hovering the time moved it"
     when.click()
     current = page.locator("article.current")
     expect(current.locator(".absolute")).to_be_visible()
-    expect(current.locator(".absolute")).to_have_text(
-        re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC")
-    )
+    expect(current.locator(".absolute")).to_have_text(re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC"))
 
 
 def test_without_javascript_times_and_counters_are_plain_text(
