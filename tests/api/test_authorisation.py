@@ -57,6 +57,7 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, int]]] = {
         {**MEMBERS_ONLY, "admin": 201, "member": 201, "external": 201},
     ),
     ("GET", "/v1/me/tokens"): ("/v1/me/tokens", None, MEMBERS_ONLY),
+    ("GET", "/v1/directory"): ("/v1/directory", None, MEMBERS_ONLY),  # externals: teams only
     ("DELETE", "/v1/me/tokens/{token_id}"): (
         "/v1/me/tokens/123",
         None,

@@ -138,6 +138,7 @@ def test_every_page_passes_the_audit(web: WebStack, context: ContextFactory, sch
         "deliveries": f"/app/posts/{data['post']}/deliveries",
         "messages": "/app/dms",
         "follows": "/app/follows",
+        "people": "/app/people",
         "contact points": "/app/me",
         "accounts": "/app/admin/accounts",
         "posters": "/app/admin/posters?team=ops",
@@ -152,6 +153,10 @@ def test_every_page_passes_the_audit(web: WebStack, context: ContextFactory, sch
     sign_in(mia, data["mia"])
     mia.goto("/app/dms/eve")
     problems["conversation"] = audit(mia)
+    mia.goto("/app/dms")
+    problems["messages (member)"] = audit(mia)
+    mia.goto("/app/people?kind=team")
+    problems["people (member)"] = audit(mia)
     mia.goto("/app")
     mia.get_by_label("Text").fill("")
     mia.get_by_label("Text").fill(" ")  # the API refuses blank text: the error state

@@ -42,8 +42,8 @@ def test_create_accounts_and_the_new_token_signs_in(web: WebStack, context: Cont
 
     page.get_by_role("link", name="Back to accounts").click()
     table = page.locator("#accounts")
-    expect(table.get_by_role("row", name=re.compile(r"^@nora"))).to_contain_text("external")
-    expect(table.get_by_role("row", name=re.compile(r"^@admin"))).to_contain_text("admin")
+    expect(table.get_by_role("row", name=re.compile(r"\B@nora\b"))).to_contain_text("external")
+    expect(table.get_by_role("row", name=re.compile(r"\B@admin\b"))).to_contain_text("admin")
 
     form = page.locator("form", has=page.get_by_role("heading", name="Create an account"))
     form.get_by_label("Handle").fill("nora")
@@ -149,7 +149,7 @@ def test_search_reset_a_token_deactivate_and_reactivate(
     page.get_by_role("button", name="Search").click()
     table = page.locator("#accounts")
     expect(table.locator("tbody tr")).to_have_count(1)
-    row = table.get_by_role("row", name=re.compile(r"^@mia"))
+    row = table.get_by_role("row", name=re.compile(r"\B@mia\b"))
     expect(row).to_contain_text("Active")
 
     row.get_by_role("button", name="Reset token of @mia").click()
@@ -165,7 +165,7 @@ def test_search_reset_a_token_deactivate_and_reactivate(
     page.goto("/app/admin/accounts?q=mia")
     page.locator("#accounts").get_by_role("button", name="Deactivate @mia").click()
     expect(page.locator("p.notice")).to_contain_text("deactivated")
-    row = page.locator("#accounts").get_by_role("row", name=re.compile(r"^@mia"))
+    row = page.locator("#accounts").get_by_role("row", name=re.compile(r"\B@mia\b"))
     expect(row).to_contain_text("Deactivated")
     shot(page, "admin-deactivated")
     assert web.call("GET", "/v1/me", token=new).json()["error"]["code"] == "account_deactivated"

@@ -166,6 +166,55 @@ def test_admin_lists_accounts_by_handle_with_paging(web: WebStack) -> None:
     )
 
 
+def test_the_directory_shows_public_fields_to_people_and_only_teams_to_externals(
+    web: WebStack,
+) -> None:
+    tokens = world(web)
+    tokens["eve"] = web.person("eve", "external", display_name="Eve Santos", email="e@example.com")
+    tokens["aud"] = web.person("aud", "auditor", display_name="Audra")
+    web.ok("POST", "/v1/accounts", 201, token=ADMIN_TOKEN,
+           json={"handle": "ci", "kind": "service", "display_name": "Deploy bot"})  # fmt: skip
+    gone = web.person("gone", display_name="Left the company")
+    web.ok("PATCH", "/v1/accounts/gone", token=ADMIN_TOKEN, json={"active": False})
+
+    def handles(token: str, query: str = "") -> list[str]:
+        return [row["handle"] for row in web.ok("GET", f"/v1/directory{query}", token=token)]
+
+    # employees (members, auditors) find every active account, with public fields only
+    active = ["admin", "aud", "ci", "eve", "mia", "ops", "pat", "sales"]
+    assert handles(tokens["mia"]) == active
+    assert handles(tokens["aud"]) == active
+    eve = web.ok("GET", "/v1/directory?q=santos", token=tokens["mia"])
+    assert eve == [
+        {
+            "id": eve[0]["id"],
+            "handle": "eve",
+            "kind": "person",
+            "display_name": "Eve Santos",
+            "active": True,
+        }
+    ]  # fmt: skip: never a role, an email, a phone or a webhook
+    assert handles(tokens["mia"], "?q=DEPLOY") == ["ci"]
+    assert handles(tokens["mia"], "?q=@pa") == ["pat"]
+    assert handles(tokens["mia"], "?kind=team") == ["ops", "sales"]
+    assert handles(tokens["mia"], "?limit=2&after=ci") == ["eve", "mia"]
+    # admins also find deactivated accounts, marked so; nobody else does
+    assert handles(ADMIN_TOKEN, "?q=gone") == ["gone"]
+    assert web.ok("GET", "/v1/directory?q=gone", token=ADMIN_TOKEN)[0]["active"] is False
+    assert handles(tokens["mia"], "?q=gone") == []
+    # externals find teams and services only: never the list of employees
+    assert handles(tokens["eve"]) == ["ci", "ops", "sales"]
+    assert handles(tokens["eve"], "?kind=person") == []
+    assert handles(tokens["eve"], "?q=mia") == []
+    # services may not search it; a deactivated person's token no longer works; no token: 401
+    service_token = web.ok("POST", "/v1/accounts/ci/token", token=ADMIN_TOKEN)["token"]
+    assert web.call("GET", "/v1/directory", token=service_token).status_code == 403
+    assert web.call("GET", "/v1/directory", token=gone).status_code == 401
+    assert web.call("GET", "/v1/directory").status_code == 401
+    assert web.call("GET", "/v1/directory?kind=robot", token=tokens["mia"]).status_code == 422
+    assert web.call("GET", "/v1/directory?limit=0", token=tokens["mia"]).status_code == 422
+
+
 def test_admin_lists_posters(web: WebStack) -> None:
     tokens = world(web)
     web.ok("PUT", "/v1/accounts/ops/posters/mia", 204, token=ADMIN_TOKEN)
@@ -194,6 +243,10 @@ def test_openapi_describes_the_new_json_routes_and_no_html(web: WebStack) -> Non
     assert "AccountSummary" in document["components"]["schemas"]
     assert "PostersOut" in document["components"]["schemas"]
     assert "/v1/accounts/{team}/posters" in paths
+    directory = paths["/v1/directory"]["get"]
+    assert directory["security"] == [{"bearer": []}]
+    assert {p["name"] for p in directory["parameters"]} >= {"q", "kind", "limit", "after"}
+    assert "DirectoryEntry" in document["components"]["schemas"]
     html = [p for p in paths if not p.startswith("/v1/") and p not in {"/healthz", "/readyz"}]
     assert html == []
 

@@ -229,6 +229,16 @@ class AccountSummary(msgspec.Struct, kw_only=True):
     active: bool = True
 
 
+class DirectoryEntry(msgspec.Struct, kw_only=True):
+    """One account found in the people's directory (GET /v1/directory): public fields only."""
+
+    id: str
+    handle: str
+    kind: Kind
+    display_name: str
+    active: bool = True
+
+
 class PostersOut(msgspec.Struct, kw_only=True):
     """GET /v1/accounts/{team}/posters: who may post as `account`."""
 

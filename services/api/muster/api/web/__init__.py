@@ -5,7 +5,7 @@ API serves (muster.api.reads), always as an anonymous reader, so an internal pos
 them; a small script adds live updates from GET /v1/accounts/{handle}/stream. Everything works
 with JavaScript off, except the live updates.
 
-The web app (`/app`, signin.py, timeline.py, messages.py, profile.py, admin.py) is a client of
+The web app (`/app`, signin.py, timeline.py, messages.py, profile.py, people.py, admin.py) is a client of
 the JSON API *inside the process*: each page and form calls the API's own routes through
 `inprocess.JsonApi`, an ASGI call on this same app carrying the session's token as a bearer
 token and the form as a JSON body. So validation, authorisation, visibility, idempotency and
@@ -37,6 +37,7 @@ from muster.api.web import (
     fallback,
     live,
     messages,
+    people,
     profile,
     signin,
     status,
@@ -44,6 +45,17 @@ from muster.api.web import (
 )
 
 router = APIRouter(include_in_schema=False)
-_PAGES = (assets, status, signin, company, live, timeline, messages, profile, admin, fallback)
-for _module in _PAGES:
+for _module in (
+    assets,
+    status,
+    signin,
+    company,
+    live,
+    timeline,
+    messages,
+    profile,
+    people,
+    admin,
+    fallback,
+):
     router.include_router(_module.router)

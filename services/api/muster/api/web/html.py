@@ -22,8 +22,10 @@ from redis.exceptions import MaxConnectionsError, RedisError
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from muster.api import crowd
+from muster.api.web import times
 from muster.api.web.assets import asset_url
 from muster.api.web.headers import harden
+from muster.api.web.names import Face
 from muster.errors import ApiError
 from muster.views import Message, Post
 
@@ -47,11 +49,17 @@ class Redirect(Exception):
         self.location = location
 
 
-def when(created_at: str) -> str:
-    """`2025-03-01T14:03:05.123Z` → `2025-03-01 14:03 UTC` (static/muster.js writes the same)."""
-    if len(created_at) < 16:
-        return created_at
-    return f"{created_at[:10]} {created_at[11:16]} UTC"
+@jinja2.pass_context
+def ago(context: jinja2.runtime.Context, moment: str) -> str:
+    """Relative to when the page is rendered (times.py); every time on a page agrees."""
+    return times.relative(moment, context["now"])
+
+
+@jinja2.pass_context
+def face(context: jinja2.runtime.Context, handle: str) -> Face:
+    """The display name and avatar of a handle the page's route looked up (names.faces)."""
+    found: Face | None = context["faces"].get(handle)
+    return found if found is not None else Face(handle, handle)
 
 
 def fill(pattern: str, item: Any) -> str:
@@ -77,7 +85,9 @@ def environment() -> jinja2.Environment:
     env.globals["asset"] = asset_url
     env.globals["blank_post"] = BLANK_POST
     env.globals["blank_message"] = BLANK_MESSAGE
-    env.filters["when"] = when
+    env.globals["face"] = face
+    env.filters["when"] = times.absolute
+    env.filters["ago"] = ago
     env.filters["fill"] = fill
     return env
 
@@ -106,6 +116,12 @@ def render(request: Request, template: str, *, status: int = 200, **context: Any
     context.setdefault("notice", NOTICES.get(request.query_params.get("notice", "")))
     context.setdefault("title", "Muster")
     context.setdefault("section", None)
+    context.setdefault("faces", {})
+    me = context["session"]
+    if me is not None and me.handle not in context["faces"]:  # the header shows who is signed in
+        faces = context["faces"] = dict(context["faces"])
+        faces[me.handle] = Face(me.handle, me.account.display_name)
+    context.setdefault("now", times.now())
     html = environment().get_template(template).render(request=request, **context)
     return HTMLResponse(html, status_code=status)
 

@@ -21,6 +21,7 @@ from muster.api.web import forms, readback, session
 from muster.api.web.html import Redirect, WebRoute, render
 from muster.api.web.inprocess import JsonApi, Refused, path
 from muster.api.web.live import stream_for
+from muster.api.web.names import faces
 from muster.api.web.session import Session
 from muster.errors import ApiError
 from muster.views import Message
@@ -58,6 +59,8 @@ async def list_page(
         session=current,
         stream=stream,
         conversations=found,
+        faces=await faces(request, [c.with_ for c in found]),
+        max_chars=state(request).settings.max_post_chars,
         form=form or new_form(),
         error=error,
     )
@@ -95,6 +98,8 @@ async def conversation_page(
         stream=stream,
         other=other,
         messages=found,
+        faces=await faces(request, [other, *(m.from_ for m in found)]),
+        max_chars=state(request).settings.max_post_chars,
         earlier=found[0].id if len(found) == PAGE else None,
         form=form or new_form(to=other),
         error=error,

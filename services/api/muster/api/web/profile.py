@@ -6,6 +6,7 @@ contact points are missing, and the contact points page is one click away.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,10 +17,21 @@ from muster.api.schemas import FollowOut, MeOut, NamedTokenOut
 from muster.api.web import forms, session
 from muster.api.web.html import Redirect, WebRoute, render
 from muster.api.web.inprocess import JsonApi, Refused, path
+from muster.api.web.names import faces
 from muster.api.web.session import Session
 from muster.errors import ApiError
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
+
+_BACK = re.compile(r"^/app/people(\?[A-Za-z0-9_=&%.+-]*)?$")
+"""Where a follow form may send the browser back to (the directory, with its search)."""
+
+
+def back_to(form: forms.Form, default: str, notice: str) -> str:
+    target = form.get("next")
+    target = target if _BACK.fullmatch(target) else default
+    return f"{target}{'&' if '?' in target else '?'}notice={notice}"
+
 
 CONTACT_OF = {"email": "email", "sms": "phone", "webhook": "webhook_url"}
 """Off-app channel → the contact point it needs."""
@@ -48,6 +60,7 @@ async def follows_page(
         section="follows",
         session=current,
         follows=follows,
+        faces=await faces(request, [f.account for f in follows]),
         channels=keys.CHANNELS,
         missing=missing_contacts(me),
         form=form or {"handle": "", "channels": ["app"]},
@@ -85,7 +98,7 @@ async def follow(request: Request) -> Response:
             status=reply.status,
         )
     raise Redirect(
-        "/app/follows?notice=" + ("saved" if form.get("done") == "saved" else "followed")
+        back_to(form, "/app/follows", "saved" if form.get("done") == "saved" else "followed")
     )
 
 
@@ -101,7 +114,7 @@ async def unfollow(handle: str, request: Request) -> Response:
     )
     if not reply.ok:
         return await follows_page(request, current, error=reply.refused(), status=reply.status)
-    raise Redirect("/app/follows?notice=unfollowed")
+    raise Redirect(back_to(form, "/app/follows", "unfollowed"))
 
 
 async def me_page(

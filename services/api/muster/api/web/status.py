@@ -25,6 +25,7 @@ from muster.api.web import forms
 from muster.api.web.headers import frameable
 from muster.api.web.html import WebRoute, render
 from muster.api.web.live import stream_for
+from muster.api.web.names import faces
 from muster.connection import texts
 from muster.errors import NotFound
 from muster.records import Account
@@ -93,13 +94,17 @@ async def status_page(handle: str, request: Request, before: Before = None) -> R
     account = await _account(st, handle)
     stream = stream_for(request, f"/v1/accounts/{handle}/stream", "status")
     posts = await st.reader.account_posts(account, None, before, PAGE)
+    replies = await public_replies(st, posts)
+    shown = [account.handle, *(p.as_account for p in posts)]
+    shown += [r.as_account for rs in replies.values() for r in rs]
     response = render(
         request,
         "status/page.html",
         title=f"{account.display_name} status",
         account=account,
         posts=posts,
-        replies=await public_replies(st, posts),
+        faces=await faces(request, shown),
+        replies=replies,
         parents=await public_parents(st, posts),
         before=before,
         older=posts[-1].id if len(posts) == PAGE else None,
@@ -128,6 +133,7 @@ async def public_thread(handle: str, post_id: str, request: Request) -> Response
         ancestors=ancestors,
         post=post,
         replies=replies,
+        faces=await faces(request, [p.as_account for p in (*ancestors, post, *replies)]),
     )
     response.headers["Cache-Control"] = PUBLIC_CACHE
     return response

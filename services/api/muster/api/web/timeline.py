@@ -21,6 +21,7 @@ from muster.api.web import forms, readback, session
 from muster.api.web.html import Redirect, WebRoute, render
 from muster.api.web.inprocess import JsonApi, Refused, path
 from muster.api.web.live import stream_for
+from muster.api.web.names import faces
 from muster.api.web.session import Session
 from muster.api.web.teams import teams_of
 from muster.errors import ApiError
@@ -76,6 +77,7 @@ async def home_page(
         session=current,
         stream=stream,
         posts=posts,
+        faces=await faces(request, [*teams, *(h for p in posts for h in (p.as_account, p.author))]),
         before=before,
         older=posts[-1].id if len(posts) == PAGE else None,
         error=error,
@@ -100,6 +102,7 @@ async def thread_page(
     api = JsonApi(request, current.token)
     thread = (await api.get(path("v1", "posts", post_id, "thread"))).value(ThreadOut)
     teams = await teams_of(request, current.handle)
+    shown = [*thread.ancestors, thread.post, *thread.replies]
     return render(
         request,
         "app/thread.html",
@@ -108,8 +111,9 @@ async def thread_page(
         section="home",
         session=current,
         thread=thread,
+        faces=await faces(request, [*teams, *(h for p in shown for h in (p.as_account, p.author))]),
         error=error,
-        reports=report_links(current, teams, [*thread.ancestors, thread.post, *thread.replies]),
+        reports=report_links(current, teams, shown),
         **composer(request, current, teams, form or new_form()),
     )
 
@@ -206,6 +210,14 @@ async def deliveries(
         section="home",
         session=current,
         post=post,
+        faces=await faces(
+            request,
+            [
+                post.as_account,
+                post.author,
+                *(r.handle for r in (report.recipients if report else [])),
+            ],
+        ),
         report=report,
         more=more,
     )
