@@ -38,6 +38,18 @@ async def followers_count(st: ApiState, handle: str) -> int:
     return await graph.follower_count(st.redis, handle, st.settings.partitions)
 
 
+async def account_out(st: ApiState, account: Account) -> AccountOut:
+    """An account as anyone may see it (GET /v1/accounts/{handle})."""
+    return AccountOut(
+        id=account.id,
+        handle=account.handle,
+        kind=account.kind,  # type: ignore[arg-type]
+        display_name=account.display_name,
+        followers_count=await followers_count(st, account.handle),
+        active=account.active,
+    )
+
+
 async def me_out(st: ApiState, account: Account, secret: str | None = None) -> MeOut:
     return MeOut(
         id=account.id,
@@ -102,16 +114,7 @@ async def create_account(request: Request) -> Response:
 async def get_account(handle: Handle, request: Request) -> Response:
     st = state(request)
     account = await lookups.existing(st, handle)
-    return bodies.json(
-        AccountOut(
-            id=account.id,
-            handle=account.handle,
-            kind=account.kind,  # type: ignore[arg-type]
-            display_name=account.display_name,
-            followers_count=await followers_count(st, handle),
-            active=account.active,
-        )
-    )
+    return bodies.json(await account_out(st, account))
 
 
 @router.patch(
@@ -133,16 +136,7 @@ async def patch_account(handle: Handle, request: Request) -> Response:
                 field="active",
             )
         account = await writes.set_active(st, admin.handle, handle, req.active)
-    return bodies.json(
-        AccountOut(
-            id=account.id,
-            handle=account.handle,
-            kind=account.kind,  # type: ignore[arg-type]
-            display_name=account.display_name,
-            followers_count=await followers_count(st, handle),
-            active=account.active,
-        )
-    )
+    return bodies.json(await account_out(st, account))
 
 
 @router.post(
