@@ -70,7 +70,7 @@ def test_every_script_is_used_and_every_include_resolves() -> None:
         p.read_text()
         for p in [*(ROOT / "shared").rglob("*.py"), *(ROOT / "services").rglob("*.py")]
     )
-    used = set(re.findall(r'scripts\.source\("(\w+)"\)', sources))
+    used = set(re.findall(r'scripts\.(?:source|register)\((?:redis, )?"(\w+)"\)', sources))
     included = {
         m
         for p in LUA.glob("*.lua")

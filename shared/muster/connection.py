@@ -13,22 +13,70 @@ ran out (or this process ran out of file descriptors), so the process is overloa
 Redis is not known to be down. It stays a `MaxConnectionsError`, hence a redis
 `ConnectionError`, so code that retries those keeps retrying it; that is why it is not in
 muster.errors. The API answers it with 429 `busy`.
+
+Redis Cluster. When MUSTER_REDIS_URL names a cluster (`redis+cluster://host:port,...`), every
+factory here returns redis-py's cluster client (`RedisCluster`, sync or asyncio) instead,
+typed as the single-node client: Muster's code keeps to what both serve (every multi-key
+command, MULTI and script within one hash tag, keys.py). The cluster client follows MOVED and
+ASK, and retries CLUSTERDOWN, TRYAGAIN and lost connections with capped, jittered backoff
+(CLUSTER_RETRY), which rides out a failover; what still fails after that is one of
+`UNAVAILABLE`, which callers treat like a lost connection (a 503, a worker backing off),
+never like a bad message. In a cluster the API's pool does not queue: each node allows
+MUSTER_REDIS_CONNECTIONS connections and the next command in flight gets 429 `busy` at once.
+rq has no cluster mode: `rq_client` connects to MUSTER_RQ_REDIS_URL, one server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
+import redis.cluster as synccluster
+import structlog
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    MaxConnectionsError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
+from muster import keys
 from muster.errors import ConfigError
-from muster.settings import Settings
+from muster.settings import ClusterAddress, Settings, env_name
+
+log = structlog.get_logger("muster.connection")
+
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,  # CLUSTERDOWN, MASTERDOWN: a failover is under way
+    TryAgainError,  # TRYAGAIN: a multi-key command during a slot migration
+    AskError,  # MOVED/ASK still answered after every redirect was followed
+    ClusterError,
+    RedisClusterException,  # no node reachable, a slot no node serves
+)
+"""What Redis raises while it cannot answer for a moment (down, failing over, migrating a
+slot): retried later, never taken for a bad request or a poison message."""
+
+CLUSTER_RETRIES = 10
+CLUSTER_BACKOFF_BASE_S = 0.05
+CLUSTER_BACKOFF_CAP_S = 1.0
+"""The cluster client retries a command up to 10 times, 50 ms doubling to 1 s apart with
+jitter (about 5 s in all): a replica is promoted within cluster-node-timeout plus an election,
+so a failover with a timeout of a few seconds is ridden out by the client alone."""
 
 _OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
 
@@ -120,8 +168,74 @@ def _transport_options(url: str) -> dict[str, bool]:
     return {} if url.startswith("unix:") else {"socket_keepalive": True}
 
 
+def _cluster_options(address: ClusterAddress, settings: Settings) -> dict[str, Any]:
+    return {
+        "username": address.username,
+        "password": address.password,
+        "ssl": address.tls,
+        "socket_timeout": settings.redis_socket_timeout,
+        "socket_connect_timeout": 5.0,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        "decode_responses": False,
+        "require_full_coverage": True,
+    }
+
+
+def _backoff() -> ExponentialWithJitterBackoff:
+    return ExponentialWithJitterBackoff(base=CLUSTER_BACKOFF_BASE_S, cap=CLUSTER_BACKOFF_CAP_S)
+
+
+def async_cluster(
+    address: ClusterAddress, settings: Settings, *, max_connections: int | None = None
+) -> aioredis.Redis:
+    """redis-py's asyncio cluster client, typed as the single-node one (see the docstring)."""
+    client = aiocluster.RedisCluster(
+        startup_nodes=[aiocluster.ClusterNode(host, port) for host, port in address.nodes],
+        retry=AsyncRetry(_backoff(), CLUSTER_RETRIES),
+        max_connections=max_connections or 100,  # per node
+        **_cluster_options(address, settings),
+    )
+    return cast(aioredis.Redis, client)
+
+
+def sync_cluster(address: ClusterAddress, settings: Settings) -> redis.Redis:
+    client = synccluster.RedisCluster(
+        startup_nodes=[
+            synccluster.ClusterNode(host, port)  # type: ignore[no-untyped-call]
+            for host, port in address.nodes
+        ],
+        retry=Retry(_backoff(), CLUSTER_RETRIES),
+        **_cluster_options(address, settings),
+    )
+    return cast(redis.Redis, client)
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether `client` (or the client under a pipeline) is a cluster client."""
+    return isinstance(
+        client,
+        aiocluster.RedisCluster
+        | aiocluster.ClusterPipeline
+        | synccluster.RedisCluster
+        | synccluster.ClusterPipeline,
+    )
+
+
+def in_multi(pipe: Any) -> bool:
+    """Whether `pipe` has had MULTI (pipe.multi()) called: queued writes are waiting for EXEC.
+    redis-py's cluster pipeline keeps this in its transaction strategy."""
+    strategy = getattr(pipe, "_execution_strategy", None)
+    if strategy is not None:
+        return bool(getattr(strategy, "_explicit_transaction", False))
+    return bool(getattr(pipe, "explicit_transaction", False))
+
+
 def async_client(settings: Settings, *, max_connections: int | None = None) -> aioredis.Redis:
     url = _url(settings)
+    address = settings.redis_cluster
+    if address is not None:
+        return async_cluster(address, settings, max_connections=max_connections)
     return aioredis.Redis.from_url(
         url,
         socket_timeout=settings.redis_socket_timeout,
@@ -137,6 +251,9 @@ def waiting_client(settings: Settings, *, connections: int, wait_s: float) -> ai
     """An asyncio client on a WaitingPool of `connections`: with more commands in flight
     than that, each waits up to `wait_s` for a free connection, then raises PoolBusy."""
     url = _url(settings)
+    address = settings.redis_cluster
+    if address is not None:
+        return async_cluster(address, settings, max_connections=connections)
     pool = WaitingPool.from_url(
         url,
         max_connections=connections,
@@ -152,6 +269,9 @@ def waiting_client(settings: Settings, *, connections: int, wait_s: float) -> ai
 
 def sync_client(settings: Settings) -> redis.Redis:
     url = _url(settings)
+    address = settings.redis_cluster
+    if address is not None:
+        return sync_cluster(address, settings)
     return redis.Redis.from_url(
         url,
         socket_timeout=settings.redis_socket_timeout,
@@ -162,10 +282,18 @@ def sync_client(settings: Settings) -> redis.Redis:
     )
 
 
-def blocking_sync_client(settings: Settings) -> redis.Redis:
-    """A sync client with no socket timeout, for rq: its worker blocks on its queues for
-    minutes at a time (a dead server is still noticed by the health check and keepalive)."""
-    url = _url(settings)
+def rq_client(settings: Settings) -> redis.Redis:
+    """A sync client for rq, on MUSTER_RQ_REDIS_URL (else MUSTER_REDIS_URL when that is one
+    server), with no socket timeout: rq's worker blocks on its queues for minutes at a time (a
+    dead server is still noticed by the health check and keepalive)."""
+    _url(settings)
+    url = settings.rq_url
+    if url is None:
+        raise ConfigError(
+            f"{env_name('rq_redis_url')} is not set, and {env_name('redis_url')} names a Redis "
+            "Cluster, which rq (operator jobs: `muster worker ops`, `muster replay` without "
+            f"--inline) cannot use: set {env_name('rq_redis_url')} to a single-node Redis"
+        )
     return redis.Redis.from_url(
         url,
         socket_timeout=None,
@@ -183,3 +311,53 @@ def text(value: Any) -> str:
 
 def texts(values: Any) -> list[str]:
     return [text(v) for v in values]
+
+
+async def check_topology(client: aioredis.Redis, settings: Settings) -> None:
+    """In a cluster, refuse MUSTER_PARTITIONS below the number of masters (some masters
+    would hold no event log at all), and log the masters that hold no partition anyway (the
+    partitions' hash tags fall into slots the operator did not give them). One server: nothing."""
+    if not isinstance(client, aiocluster.RedisCluster):
+        return
+    await client.initialize()
+    masters = {node.name for node in client.get_primaries()}
+    if settings.partitions < len(masters):
+        raise ConfigError(
+            f"{env_name('partitions')}={settings.partitions} is fewer than the cluster's "
+            f"{len(masters)} masters: each partition's keys live on one master, so some "
+            f"masters would do nothing; set {env_name('partitions')} to at least "
+            f"{len(masters)} (a multiple of it spreads best; changing it needs a replay)"
+        )
+    holding = {client.get_node_from_key(keys.events(p)).name for p in range(settings.partitions)}
+    idle = sorted(masters - holding)
+    if idle:
+        log.warning(
+            "masters holding no partition",
+            masters=idle,
+            partitions=settings.partitions,
+            hint="move slots of the partitions' hash tags to them (redis-cli --cluster "
+            "rebalance) or raise MUSTER_PARTITIONS",
+        )
+
+
+async def scan_pages(redis: aioredis.Redis, match: str, count: int) -> AsyncIterator[list[bytes]]:
+    """Every key matching `match`, a SCAN page at a time: on one server one cursor; in a
+    cluster one cursor per master, each walking its own keyspace."""
+    if isinstance(redis, aiocluster.RedisCluster):
+        for node in redis.get_primaries():
+            cursor: Any = 0
+            while True:
+                # redis-py's cluster SCAN answers (cursor by node name, keys)
+                reply: Any = await redis.scan(cursor, match=match, count=count, target_nodes=node)
+                cursors, page = reply
+                cursor = cursors[node.name]
+                yield list(page)
+                if not int(cursor):
+                    break
+        return
+    cursor = 0
+    while True:
+        cursor, keys_ = await redis.scan(cursor, match=match, count=count)
+        yield [key for key in keys_ if isinstance(key, bytes)]  # our clients never decode
+        if not int(cursor):
+            return

@@ -24,6 +24,10 @@ processing:
   `muster dlq redrive` puts it back, to that group only.
 - NOGROUP (Redis restarted without its data) recreates the group from the stream's start,
   and lost connections are retried, both with capped exponential backoff, never a hot loop.
+  A handler that raises because Redis cannot answer for a moment (connection.UNAVAILABLE:
+  down, a cluster failing over or migrating a slot) has its batch left pending as it is,
+  counted as no attempt: the loop backs off and the entries are handed out again (reclaimed)
+  once Redis answers, so an outage never turns into failures and dead letters.
 - `stop` (set on SIGTERM) lets the batch in hand finish and be acked, then returns.
 
 The loop never interprets events; it does not know what a timeline or a delivery is.
@@ -43,17 +47,23 @@ from typing import Any, Generic, TypeVar
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from muster import events, keys
-from muster.connection import text
+from muster import events, keys, scripts
+from muster.connection import UNAVAILABLE, text
 from muster.errors import EventDecodeError, PermanentError
 from muster.tasks import cancel_and_wait
 
 log = structlog.get_logger("muster.consumer")
 
-_TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    OSError,
+    *UNAVAILABLE,
+)
 _CONSUMER_IDLE_FORGET_MS = 24 * 3600 * 1000
 
 
@@ -233,6 +243,9 @@ class ConsumerLoop:
         while True:
             try:
                 return await call()
+            except UNAVAILABLE as exc:  # before ResponseError: CLUSTERDOWN and TRYAGAIN are ones
+                self.log.warning("redis unavailable, retrying", stream=stream, error=str(exc))
+                await backoff.wait(stop)
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -352,7 +365,15 @@ class ConsumerLoop:
 
     async def _handle(self, stream: str, messages: list[Message[Any]]) -> None:
         try:
-            outcomes = await self.handler(messages)
+            try:
+                outcomes = await self.handler(messages)
+            except NoScriptError:
+                # A node lost its scripts (restarted, or a replica was promoted): they load
+                # again where they next run (scripts.py); the handler's effects repeat safely.
+                scripts.forget_everywhere()
+                outcomes = await self.handler(messages)
+        except UNAVAILABLE:
+            raise  # not the entries' fault: left pending, the loop backs off (see above)
         except Exception as exc:
             if len(messages) == 1:
                 await self._settle(stream, messages, {messages[0].entry_id: _outcome_of(exc)})
@@ -368,6 +389,8 @@ class ConsumerLoop:
             for message in messages:
                 try:
                     alone = await self.handler([message])
+                except UNAVAILABLE:
+                    raise
                 except Exception as exc:
                     alone = {message.entry_id: _outcome_of(exc)}
                 await self._settle(stream, [message], alone)

@@ -93,6 +93,12 @@ def dead_letters(partition: int) -> str:
     return f"{_tag(partition)}:dead"
 
 
+def replication_mark(partition: int) -> str:
+    """Counter the api increments, in a cluster, on the master holding the partition before
+    WAIT there (MUSTER_WRITE_REPLICAS): REPLICATION_MARK is one node's, this is per slot."""
+    return f"{_tag(partition)}:replmark"
+
+
 def failures(stream: str, group: str) -> str:
     """Hash entry id → failed attempts of `group` on `stream`; kept by the consumer loop."""
     return f"{stream}:failures:{group}"

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 
@@ -22,8 +22,57 @@ from muster.errors import ConfigError
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "password", "admin", "token", "xxx", "test"}
 
 
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+"""MUSTER_REDIS_URL schemes that name a Redis Cluster (by some of its nodes); every other
+form is one server."""
+
+
+class ClusterAddress(msgspec.Struct, frozen=True, kw_only=True):
+    """A Redis Cluster as MUSTER_REDIS_URL names it:
+    `redis+cluster://[user:password@]host:port[,host:port...]` (`rediss+cluster://` for TLS).
+    The nodes are where the client starts; it learns the rest of the cluster from them."""
+
+    nodes: tuple[tuple[str, int], ...]
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+
+def cluster_address(url: str) -> ClusterAddress | None:
+    """The cluster a cluster URL names; None for a single-node URL. ValueError if malformed."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in CLUSTER_SCHEMES:
+        return None
+    for end in ("/", "?", "#"):
+        rest = rest.split(end, 1)[0]
+    credentials, at, hosts = rest.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = credentials.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    nodes = []
+    for raw in hosts.split(","):
+        host, colon, port = raw.strip().rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(
+                f"must list the cluster's nodes as host:port[,host:port...] after "
+                f"{scheme}://, got {raw.strip()!r}"
+            )
+        nodes.append((host, int(port)))
+    return ClusterAddress(
+        nodes=tuple(nodes),
+        tls=scheme == "rediss+cluster",
+        username=username,
+        password=password,
+    )
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None
+    rq_redis_url: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_workers: int = 1
@@ -82,6 +131,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.oidc_issuer is not None
 
     @property
+    def redis_cluster(self) -> ClusterAddress | None:
+        """The Redis Cluster MUSTER_REDIS_URL names, or None for a single Redis."""
+        return None if self.redis_url is None else cluster_address(self.redis_url)
+
+    @property
+    def rq_url(self) -> str | None:
+        """Where rq keeps its queues: MUSTER_RQ_REDIS_URL, else MUSTER_REDIS_URL when that is
+        one server (rq has no cluster mode); None when neither can serve."""
+        if self.rq_redis_url is not None:
+            return self.rq_redis_url
+        return None if self.redis_cluster is not None else self.redis_url
+
+    @property
     def redis_socket_timeout(self) -> float:
         """Longer than any blocking read, so a quiet stream never looks like a dead socket."""
         return self.consumer_block_ms / 1000 + 5.0
@@ -130,6 +192,22 @@ def _url(*schemes: str) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+def _redis_url(raw: str) -> str:
+    """One server (redis://, rediss://, unix://) or a cluster (redis+cluster://host:port,...)."""
+    if cluster_address(raw) is None:
+        return _url("redis", "rediss", "unix", *CLUSTER_SCHEMES)(raw)
+    return raw
+
+
+def _rq_url(raw: str) -> str:
+    if raw.partition("://")[0] in CLUSTER_SCHEMES:
+        raise ValueError(
+            "names a Redis Cluster, and rq has no cluster mode: give operator and timed jobs "
+            "a single-node Redis (redis://, rediss:// or unix://)"
+        )
+    return _url("redis", "rediss", "unix")(raw)
 
 
 def _secret(what: str) -> Callable[[str], str]:
@@ -256,7 +334,8 @@ def _check_oidc(values: Mapping[str, Any]) -> None:
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "redis_url": _url("redis", "rediss", "unix"),
+    "redis_url": _redis_url,
+    "rq_redis_url": _rq_url,
     "api_host": str,
     "api_port": _int(1, 65535),
     "api_workers": _int(1, 64),

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from muster import events, keys
-from muster.connection import async_client
+from muster.connection import async_client, check_topology
 from muster.consumer import ConsumerLoop, Decode, Handler, LoopConfig, Message, Outcomes
 from muster.settings import Settings
 
@@ -109,6 +109,7 @@ async def serve(
         running.add_signal_handler(sig, stop.set)
     redis = async_client(settings)
     try:
+        await check_topology(redis, settings)
         handler = await make_handler(redis, settings)
         loops = build_loops(
             redis,

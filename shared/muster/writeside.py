@@ -29,7 +29,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from muster import events, keys, scripts, views
+from muster import eventlog, events, keys, scripts, views
 from muster.connection import text
 from muster.events import (
     AccountCreated,
@@ -146,9 +146,9 @@ class WriteSide:
     def __init__(self, redis: aioredis.Redis, *, partitions: int) -> None:
         self.redis = redis
         self.partitions = partitions
-        self._follow_v1 = redis.register_script(scripts.source("follow_v1"))
-        self._enrol = redis.register_script(scripts.source("enrol"))
-        self._email_index = redis.register_script(scripts.source("email_index"))
+        self._follow_v1 = scripts.register(redis, "follow_v1")
+        self._enrol = scripts.register(redis, "enrol")
+        self._email_index = scripts.register(redis, "email_index")
 
     def _p(self, handle: str) -> int:
         return keys.partition_of(handle, self.partitions)
@@ -275,7 +275,7 @@ class WriteSide:
         p = self._p(event.follower)
         head, tail = events.enrolment_payload(event)
         names = [keys.follows(p, event.follower), keys.follow_seq(p, event.follower)]
-        names.append(keys.events(p))
+        names.append(keys.events(eventlog.noting(p)))
         args: list[Any] = [
             event.account,
             ",".join(event.channels),

@@ -46,7 +46,6 @@ HANDLE_FIELDS = (
     "recipient",
 )
 
-_PROJECT = scripts.source("audit_index")
 _encode = msgspec.msgpack.Encoder().encode
 
 
@@ -66,7 +65,7 @@ class AuditIndex:
     def __init__(self, redis: aioredis.Redis, *, partitions: int) -> None:
         self.redis = redis
         self.partitions = partitions
-        self._script = redis.register_script(_PROJECT)
+        self._script = scripts.register(redis, "audit_index")
 
     def args_for(self, batch: dict[int, list[Any]], event: AnyEvent, payload: bytes) -> None:
         p = eventlog.partition_for(event, self.partitions)

@@ -24,12 +24,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from muster import keys, scripts
-from muster.connection import text
+from muster.connection import is_cluster, text
 from muster.projections.fanout import FANOUT_BATCH
-
-_APPLY = scripts.source("apply")
-
-_HLENS = scripts.source("hlens")
 
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -126,6 +122,19 @@ class Writes:
     def __bool__(self) -> bool:
         return bool(self._ops or self._fanouts)
 
+    async def write_first(self, redis: aioredis.Redis) -> None:
+        """In a cluster, send the writes other than fan-outs now, on a pipeline of their own:
+        a cluster pipeline runs each node's share on its own connection, all at once, so
+        the order `queue` keeps (logs before fan-outs) holds only across two round trips.
+        On one Redis nothing: one pipeline keeps that order."""
+        if not self._ops or not is_cluster(redis):
+            return
+        fanouts, self._fanouts = self._fanouts, {}
+        async with redis.pipeline(transaction=False) as pipe:
+            await self.queue(pipe)  # the ops alone
+            await self._batches.execute(pipe)
+        self._fanouts = fanouts
+
     async def queue(self, pipe: Any) -> list[Reply]:
         """Queue the calls; their replies (for `continued`)."""
         replies = []
@@ -156,8 +165,8 @@ class WriteBatches:
     executes pipelines of script calls in one round trip (`execute`)."""
 
     def __init__(self, redis: aioredis.Redis, *, cap: int) -> None:
-        self._script = redis.register_script(_APPLY)
-        self._hlens = redis.register_script(_HLENS)
+        self._script = scripts.register(redis, "apply")
+        self._hlens = scripts.register(redis, "hlens")
         self.cap = cap
         self._known: set[str] = set()  # shas this process has seen the server run
         self._expected: dict[int, list[tuple[int, Reply]]] = {}  # by pipeline
@@ -165,7 +174,7 @@ class WriteBatches:
     def reply(self, pipe: Any) -> Reply:
         """The Reply of the command just queued on `pipe`, filled by `execute`."""
         reply = Reply()
-        self._expected.setdefault(id(pipe), []).append((len(pipe.command_stack) - 1, reply))
+        self._expected.setdefault(id(pipe), []).append((len(pipe) - 1, reply))
         return reply
 
     async def execute(self, pipe: Any) -> None:
@@ -174,13 +183,15 @@ class WriteBatches:
         A server that lost them (a restart, SCRIPT FLUSH) answers NOSCRIPT: that raises here,
         the caller runs again, and the next pipeline asks (and loads) again."""
         expected = self._expected.pop(id(pipe), [])
-        used = {script.sha for script in pipe.scripts}
-        if used <= self._known:
-            pipe.scripts.clear()
+        registered = getattr(pipe, "scripts", None)  # a cluster pipeline has none (scripts.py)
+        used = {script.sha for script in registered or ()}
+        if registered is not None and used <= self._known:
+            registered.clear()
         try:
             replies: list[Any] = await pipe.execute()
         except NoScriptError:
             self._known.clear()
+            scripts.forget_everywhere()
             raise
         self._known |= used
         for index, reply in expected:

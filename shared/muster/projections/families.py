@@ -36,6 +36,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from muster import keys, writeside
+from muster.connection import scan_pages
 from muster.keys import Family
 from muster.projections import audit, routing, timeline
 
@@ -89,17 +90,13 @@ async def family_keys(
     families), and that walk was a sixth of a million-event replay."""
     matchers = {name: _matcher(FAMILIES[name].patterns(partitions)) for name in families}
     found: dict[str, list[bytes]] = {name: [] for name in matchers}
-    cursor: Any = 0
-    page: Any  # list[bytes]: our clients never decode
-    while True:
-        cursor, page = await redis.scan(cursor, match=f"{keys.PREFIX}:*", count=_SCAN_COUNT)
+    async for page in scan_pages(redis, f"{keys.PREFIX}:*", _SCAN_COUNT):
         for key in page:
             for name, matcher in matchers.items():
                 if matcher.fullmatch(key):
                     found[name].append(key)
                     break  # families are disjoint
-        if not int(cursor):
-            return found
+    return found
 
 
 async def drop(redis: aioredis.Redis, families: Iterable[str], partitions: int) -> int:

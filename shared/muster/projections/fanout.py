@@ -16,12 +16,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from muster import keys, scripts
-from muster.projections.routing import ROUTED_FANOUT, PostRoute
+from muster.projections.routing import PostRoute
 
 FANOUT_BATCH = 2000
-
-
-_FANOUT = scripts.source("fanout")
 
 
 class Walk:
@@ -65,8 +62,8 @@ class Fanout:
         self.redis = redis
         self.partitions = partitions
         self.cap = cap
-        self._script = redis.register_script(_FANOUT)
-        self._routed = redis.register_script(ROUTED_FANOUT)
+        self._script = scripts.register(redis, "fanout")
+        self._routed = scripts.register(redis, "routed_fanout")
 
     def walks(
         self,

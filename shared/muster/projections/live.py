@@ -13,13 +13,11 @@ import redis.asyncio as aioredis
 
 from muster import keys, scripts
 
-_ANNOUNCE_ONCE = scripts.source("live_announce")
-
 
 class Live:
     def __init__(self, redis: aioredis.Redis, *, retention: int) -> None:
         self.retention = retention
-        self._script = redis.register_script(_ANNOUNCE_ONCE)
+        self._script = scripts.register(redis, "live_announce")
 
     async def announce(
         self, event_id: str, fields: dict[str, str | bytes], *, pipe: Any = None

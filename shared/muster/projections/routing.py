@@ -45,11 +45,6 @@ in the log, so rebuilt only by routing again (`muster replay --redeliver`)."""
 
 ROUTED_FANOUT = scripts.source("routed_fanout")
 
-_ROUTE_DM = scripts.source("route_dm")
-
-
-_ROUTE_FOLLOWER = scripts.source("route_follower")
-
 
 class LateFollow(NamedTuple):
     """A follow (or enrolment, or channel change) just projected: `log` is where the posts
@@ -136,8 +131,8 @@ class Router:
     def __init__(self, redis: aioredis.Redis, *, partitions: int) -> None:
         self.redis = redis
         self.partitions = partitions
-        self._route_dm = redis.register_script(_ROUTE_DM)
-        self._route_follower = redis.register_script(_ROUTE_FOLLOWER)
+        self._route_dm = scripts.register(redis, "route_dm")
+        self._route_follower = scripts.register(redis, "route_follower")
 
     async def late_follows(
         self, follows: Sequence[LateFollow], recent: Mapping[str, Sequence[str]]

@@ -278,6 +278,7 @@ class Timeline:
         return plan
 
     async def _publish_write(self, plan: _PublishPlan) -> None:
+        await plan.writes.write_first(self.redis)  # in a cluster: logs before any fan-out
         async with self.redis.pipeline(transaction=False) as pipe:
             plan.pages = await plan.writes.queue(pipe)
             for account in plan.marks:

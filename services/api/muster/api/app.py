@@ -14,15 +14,22 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    MaxConnectionsError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from scim2_models import SCIMException
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from muster import keys
+from muster import connection, keys
 from muster.api import bodies, crowd, openapi, scim, web, writes
 from muster.api.backpressure import LagMonitor
 from muster.api.hotpath import HotPath
@@ -80,6 +87,7 @@ def create_app(settings: Settings) -> MusterApi:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = crowd.request_client(settings)
+        await connection.check_topology(redis, settings)
         live_redis = crowd.live_client(settings)
         node = int(await redis.incr(keys.NODE_COUNTER))
         lag = LagMonitor(redis, settings.partitions, settings.max_lag)
@@ -179,8 +187,14 @@ def create_app(settings: Settings) -> MusterApi:
             response.headers["Retry-After"] = retry_after
         return response
 
+    # Down, failing over or migrating a slot (connection.UNAVAILABLE): retry, never a 500.
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
+    @app.exception_handler(ClusterDownError)
+    @app.exception_handler(TryAgainError)
+    @app.exception_handler(AskError)
+    @app.exception_handler(ClusterError)
+    @app.exception_handler(RedisClusterException)
     async def redis_down(request: Request, exc: Exception) -> Response:
         log.error("redis unavailable", error=str(exc))
         message = "the event log is unavailable; retry"

@@ -86,7 +86,7 @@ class _Append:
         return await self._claimed(record, receipt)
 
     async def _script(self, record: str | None) -> bytes:
-        p = self.partition
+        p = eventlog.noting(self.partition)
         if record is None and self.poster_of is None:
             # Nothing for the script to check (no key, no poster): all it would do is this XADD,
             # which is cheaper to send (benchmarks/ingest.py).
@@ -98,6 +98,7 @@ class _Append:
         script_keys = [keys.events(p), keys.posters(p, self.poster_of or self.caller)]
         if record is not None:
             script_keys.append(record)
+        scripts.check_one_slot("append_checked", script_keys)
         reply = await self.state.redis.eval(
             _APPEND_CHECKED,
             len(script_keys),

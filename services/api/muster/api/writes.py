@@ -26,6 +26,7 @@ from muster.api import accounts, tokens, validation
 from muster.api.auditlog import AuditQuery
 from muster.api.schemas import CreateAccount, UpdateMe
 from muster.api.state import ApiState
+from muster.connection import in_multi
 from muster.errors import Conflict, Forbidden, Invalid, NotFound
 from muster.events import utcnow
 from muster.records import Account, Follow, NamedToken, Rule, account_of, follow_of, named_token_of
@@ -50,7 +51,7 @@ async def transact(
             try:
                 await pipe.watch(*watch)
                 result = await body(pipe)
-                if pipe.explicit_transaction:
+                if in_multi(pipe):
                     await pipe.execute()
                 return result
             except WatchError:
@@ -119,7 +120,9 @@ async def create_account(
     key = keys.account(p, req.handle)
 
     async def body(pipe: Any) -> None:
-        if await pipe.exists(key):
+        # EXISTS as a plain command: redis-py's cluster pipeline splits `exists()` by slot
+        # and answers with the pipeline itself, even under WATCH
+        if await pipe.execute_command("EXISTS", key):
             raise Conflict(f"handle {req.handle!r} is taken", code="handle_taken", field="handle")
         pipe.multi()
         for event in (created, *with_events):

@@ -31,8 +31,6 @@ log = structlog.get_logger("muster.delivery.retries")
 TICK_S = 0.2
 MOVE_BATCH = 500
 
-_MOVE_DUE = scripts.source("retry_due")
-
 
 def next_delay_s(request: DeliveryRequest, schedule: Sequence[int]) -> float | None:
     """Seconds until the next send after this request's send failed; None when exhausted."""
@@ -68,7 +66,7 @@ class Scheduler:
     def __init__(self, redis: aioredis.Redis, *, partitions: int) -> None:
         self.redis = redis
         self.partitions = partitions
-        self._move = redis.register_script(_MOVE_DUE)
+        self._move = scripts.register(redis, "retry_due")
 
     async def tick(self) -> int:
         """Move every due request back to its delivery stream; how many moved."""

@@ -65,8 +65,6 @@ log = structlog.get_logger("muster.delivery")
 
 _KINDS = {"post", "dm"}
 
-_REISSUE = scripts.source("delivery_reissue")
-
 
 def streams_for(partition: int) -> list[str]:
     return [keys.deliveries(partition, channel) for channel in keys.OFFAPP_CHANNELS] + [
@@ -125,7 +123,7 @@ class Delivery:
             1.0, settings.claim_idle_ms / 1000 - settings.webhook_timeout_s - 2.0
         )
         self._sms_texts: contents.Rendered[str, str] = contents.Rendered()
-        self._reissue = redis.register_script(_REISSUE)
+        self._reissue = scripts.register(redis, "delivery_reissue")
 
     # --- Service -------------------------------------------------------------------------------
     async def run_beside(self, stop: asyncio.Event) -> None:

@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from muster import keys
-from muster.connection import async_client, blocking_sync_client, require_redis, text
+from muster.connection import async_client, require_redis, rq_client, text
 from muster.errors import CommandFailed, CommandUsage
 from muster.ids import is_id, lowest_id_at
 from muster.settings import Settings
@@ -97,7 +97,7 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
     )
     if args.inline:
         return _inline(settings, request)
-    connection = blocking_sync_client(settings)
+    connection = rq_client(settings)
     try:
         job = jobs.enqueue_replay(connection, request)
         print(f"replay queued as job {job.id} on {keys.QUEUE_OPS}: {jobs.describe(request)}")
@@ -123,7 +123,7 @@ def _attach(settings: Settings, job_id: str) -> int:
 
     from muster.ops import jobs
 
-    connection = blocking_sync_client(settings)
+    connection = rq_client(settings)
     try:
         try:
             job = Job.fetch(job_id, connection=connection)

@@ -32,7 +32,7 @@ from rq import Queue, Worker, get_current_job
 from rq.job import Job, JobStatus
 
 from muster import keys
-from muster.connection import async_client, blocking_sync_client
+from muster.connection import async_client, rq_client
 from muster.ops.replay import ReplayRequest, ReplayResult, replay
 from muster.settings import Settings, load_settings
 
@@ -142,7 +142,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
     """`muster worker ops`: an rq worker for QUEUE_OPS and QUEUE_SCHEDULED, with the scheduler."""
     global _worker_settings
     _worker_settings = settings
-    connection = blocking_sync_client(settings)
+    connection = rq_client(settings)
     try:
         queues = [
             Queue(keys.QUEUE_OPS, connection=connection),

@@ -118,16 +118,13 @@ async def _release_groups(redis: aioredis.Redis, partitions: int) -> None:
             await redis.xgroup_setid(keys.events(p), group, id=last)
 
 
-_RESTORE = scripts.source("restore")
-
-
 class _Restorer:
     """Puts archived events back into their streams, in order, under their entry ids."""
 
     def __init__(self, redis: aioredis.Redis, partitions: int) -> None:
         self.partitions = partitions
         self.last: dict[int, StreamId] = {}
-        self._script = redis.register_script(_RESTORE)
+        self._script = scripts.register(redis, "restore")
 
     async def queue(self, pipe: Any, items: Iterable[Item]) -> None:
         per_partition: dict[int, list[str]] = {}
