@@ -16,7 +16,14 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from muster import keys, scripts
-from muster.projections.routing import ROUTED_FANOUT, PostRoute
+from muster.events import PostPublished
+from muster.projections.routing import (
+    ROUTE_SUBSCRIBERS,
+    ROUTED_FANOUT,
+    PostRoute,
+    subscriber_args,
+    subscriber_keys,
+)
 
 FANOUT_BATCH = 2000
 
@@ -67,6 +74,23 @@ class Fanout:
         self.cap = cap
         self._script = redis.register_script(_FANOUT)
         self._routed = redis.register_script(ROUTED_FANOUT)
+        self._subscribers = redis.register_script(ROUTE_SUBSCRIBERS)
+
+    def subscriber_walks(self, event: PostPublished) -> list[Walk]:
+        """A public post's walks of its account's subscribers, one per partition, FANOUT_BATCH
+        subscriptions per call like followers (routing.py). Nothing for other posts: an
+        internal post never reaches a subscriber."""
+        if event.visibility != "public":
+            return []
+        args = subscriber_args(event)
+        return [
+            Walk(
+                self._subscribers,
+                subscriber_keys(q, event.as_account, event.id),
+                lambda cursor: args(cursor, FANOUT_BATCH),
+            )
+            for q in range(self.partitions)
+        ]
 
     def walks(
         self,
