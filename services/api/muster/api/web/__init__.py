@@ -40,10 +40,23 @@ from muster.api.web import (
     profile,
     signin,
     status,
+    subscribe,
     timeline,
 )
 
 router = APIRouter(include_in_schema=False)
-_PAGES = (assets, status, signin, company, live, timeline, messages, profile, admin, fallback)
+_PAGES = (
+    assets,
+    status,
+    subscribe,
+    signin,
+    company,
+    live,
+    timeline,
+    messages,
+    profile,
+    admin,
+    fallback,
+)
 for _module in _PAGES:
     router.include_router(_module.router)
