@@ -66,7 +66,7 @@ class Subscribe(Request):
 
 
 class SubscribeOut(msgspec.Struct, kw_only=True, omit_defaults=True):
-    status: Literal["confirmation_sent"] = "confirmation_sent"
+    status: Literal["confirmation_sent"]
     webhook_secret: str | None = None
     """A webhook subscription's signing secret (Standard Webhooks `whsec_`), shown once."""
 

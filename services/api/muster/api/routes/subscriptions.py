@@ -78,7 +78,7 @@ async def subscribe(handle: Handle, request: Request) -> Response:
     st = state(request)
     req = await bodies.read(request, Subscribe)
     asked = await subscribing.request(st, handle, req, client_of(request), via="api")
-    return bodies.json(SubscribeOut(webhook_secret=asked.webhook_secret), 202)
+    return bodies.json(SubscribeOut(status="confirmation_sent", webhook_secret=asked.webhook_secret), 202)
 
 
 @router.post(
