@@ -171,9 +171,7 @@ async def test_sms_code_delivery_stop_and_start(stack: Stack, peers: Peers) -> N
     )
     assert refused.status_code == 422
     assert refused.json()["error"]["code"] == "wrong_code"
-    await s.ok(
-        "POST", "/v1/subscriptions/confirm", json={"phone": phone, "code": code.group(1)}
-    )
+    await s.ok("POST", "/v1/subscriptions/confirm", json={"phone": phone, "code": code.group(1)})
     await s.routed()
     post = await s.post(pat, "Payments delayed in EU", as_="ops", visibility="public")
     await s.delivered()
@@ -198,7 +196,9 @@ async def test_sms_code_delivery_stop_and_start(stack: Stack, peers: Peers) -> N
     )
     assert unsigned.status_code == 403
     assert (await subscriptions(s))[0]["state"] == "active"
-    answered = await s.call("POST", "/v1/inbound/sms", content=urlencode(stop), headers=signed(stop))
+    answered = await s.call(
+        "POST", "/v1/inbound/sms", content=urlencode(stop), headers=signed(stop)
+    )
     assert answered.status_code == 200
     assert answered.headers["content-type"].startswith("application/xml")
     assert "<Message>You will get no more" in answered.text
@@ -209,7 +209,9 @@ async def test_sms_code_delivery_stop_and_start(stack: Stack, peers: Peers) -> N
     assert len(peers.sms.messages) == 2
 
     start = {**stop, "Body": "START", "MessageSid": "SM2"}
-    resumed = await s.call("POST", "/v1/inbound/sms", content=urlencode(start), headers=signed(start))
+    resumed = await s.call(
+        "POST", "/v1/inbound/sms", content=urlencode(start), headers=signed(start)
+    )
     assert resumed.status_code == 200
     assert (await subscriptions(s))[0]["state"] == "active"
     await s.routed()

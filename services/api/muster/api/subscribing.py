@@ -44,6 +44,7 @@ from muster.records import (
     status_field,
     subscriber_recipient,
     subscription_index_id,
+    subscription_address,
     subscription_index_range,
 )
 
@@ -164,12 +165,13 @@ async def request(
     components = _components(req)
     s = st.settings
     network = await network_of(st, client)
+    target = f"{channel}\n{subscription_address(channel, address)}"
     limits = [
         _Limit("net", network or "unknown", s.subscribe_rate, HOUR_S, "too_many_requests",
                "subscription requests from your network"),
-        _Limit("addr", f"{channel}\n{address}", s.subscribe_address_rate, HOUR_S,
+        _Limit("addr", target, s.subscribe_address_rate, HOUR_S,
                "too_many_requests", "subscription requests for this address"),
-        _Limit("confirm", f"{channel}\n{address}", s.subscribe_daily_confirmations, DAY_S,
+        _Limit("confirm", target, s.subscribe_daily_confirmations, DAY_S,
                "confirmation_limit", "confirmation messages to this address today"),
     ]  # fmt: skip
     await _check(st, limits)
