@@ -64,7 +64,7 @@ BAD_BODIES = [
         422,
         "one_address_needed",
         id="two-addresses",
-    ),  # fmt: skip
+    ),
     pytest.param({"email": "not an address"}, 422, "invalid_email", id="bad-email"),
     pytest.param({"phone": "0791234567"}, 422, "invalid_phone", id="bad-phone"),
     pytest.param({"webhook_url": "ftp://example.test/x"}, 422, "invalid_url", id="bad-url"),
@@ -73,23 +73,23 @@ BAD_BODIES = [
         422,
         "private_webhook_target",
         id="private-webhook",
-    ),  # fmt: skip
+    ),
     pytest.param(
         {"webhook_url": "http://10.1.2.3/hook"}, 422, "private_webhook_target", id="private-range"
-    ),  # fmt: skip
+    ),
     pytest.param({"email": "a" * 250 + "@example.test"}, 422, "invalid_field", id="long-email"),
     pytest.param(
         {"email": "a@example.test", "components": ["a,b"]}, 422, "invalid_field", id="bad-component"
-    ),  # fmt: skip
+    ),
     pytest.param(
         {"email": "a@example.test", "components": ["x"] * 21},
         422,
         "invalid_field",
         id="too-many-components",
-    ),  # fmt: skip
+    ),
     pytest.param(
         {"email": "a@example.test", "role": "admin"}, 422, "unknown_field", id="unknown-field"
-    ),  # fmt: skip
+    ),
     pytest.param(b"[1]", 400, "not_an_object", id="not-an-object"),
 ]
 
@@ -98,17 +98,23 @@ BAD_BODIES = [
 async def test_bad_requests_are_refused_and_change_nothing(
     api: Api, cast: Cast, body: Any, status: int, code: str
 ) -> None:
-    kw: dict[str, Any] = {"json": body} if not isinstance(body, bytes) else {
-        "content": body, "headers": {"Content-Type": "application/json"}
-    }  # fmt: skip
+    kw: dict[str, Any] = (
+        {"json": body}
+        if not isinstance(body, bytes)
+        else {"content": body, "headers": {"Content-Type": "application/json"}}
+    )
     await refused(api, "POST", f"/v1/accounts/{TEAM}/subscriptions", status, code, **kw)
 
 
 async def test_unknown_account_is_404(api: Api, cast: Cast) -> None:
     await refused(
-        api, "POST", "/v1/accounts/nobody/subscriptions", 404, "no_such_account",
+        api,
+        "POST",
+        "/v1/accounts/nobody/subscriptions",
+        404,
+        "no_such_account",
         json={"email": "a@example.test"},
-    )  # fmt: skip
+    )
 
 
 async def requests_for(api: Api, channel: str) -> list[Any]:
@@ -125,8 +131,9 @@ async def test_the_answer_is_the_same_subscribed_or_not_and_limits_answer_429(
     assert first.json() == second.json() == {"status": "confirmation_sent"}
     assert len(await requests_for(api, "email")) == 2  # one confirmation per request
     # per target address: the third request for kim within the hour
-    error = await refused(api, "POST", path, 429, "too_many_requests",
-                          json={"email": "kim@example.test"})  # fmt: skip
+    error = await refused(
+        api, "POST", path, 429, "too_many_requests", json={"email": "kim@example.test"}
+    )
     assert "address" in error["message"]
     # per client network: 4 an hour (two used above)
     await api.ok("POST", path, 202, json={"email": "lee@example.test"})
@@ -143,10 +150,17 @@ async def test_confirmation_messages_per_address_are_capped_per_day(
     relaxed = msgspec.structs.replace(api_settings, subscribe_rate=100, subscribe_address_rate=100)
     async with open_api(relaxed) as roomy:
         for _ in range(3):
-            await roomy.ok("POST", f"/v1/accounts/{TEAM}/subscriptions", 202,
-                           json={"phone": "+15551230000"})  # fmt: skip
-        await refused(roomy, "POST", f"/v1/accounts/{TEAM}/subscriptions", 429,
-                      "confirmation_limit", json={"phone": "+15551230000"})  # fmt: skip
+            await roomy.ok(
+                "POST", f"/v1/accounts/{TEAM}/subscriptions", 202, json={"phone": "+15551230000"}
+            )
+        await refused(
+            roomy,
+            "POST",
+            f"/v1/accounts/{TEAM}/subscriptions",
+            429,
+            "confirmation_limit",
+            json={"phone": "+15551230000"},
+        )
         assert len(await requests_for(roomy, "sms")) == 3
 
 
@@ -166,26 +180,57 @@ async def test_forged_and_reused_tokens_and_wrong_codes_change_nothing(
     )
     token = await confirmation_secret(api, "email")
     sid = subscriptions.subscription_id(TEAM, "email", "kim@example.test")
-    await refused(api, "POST", "/v1/subscriptions/confirm", 404, "invalid_token",
-                  json={"token": f"{sid}.{'A' * 43}"})  # fmt: skip
-    await refused(api, "POST", "/v1/subscriptions/confirm", 404, "invalid_token",
-                  json={"token": f"{'0' * 20}.{token}"})  # fmt: skip
+    await refused(
+        api,
+        "POST",
+        "/v1/subscriptions/confirm",
+        404,
+        "invalid_token",
+        json={"token": f"{sid}.{'A' * 43}"},
+    )
+    await refused(
+        api,
+        "POST",
+        "/v1/subscriptions/confirm",
+        404,
+        "invalid_token",
+        json={"token": f"{'0' * 20}.{token}"},
+    )
     page = await api.call("POST", f"/subscriptions/confirm/{sid}.{'B' * 43}")
     assert page.status_code == 404
     await api.ok("POST", "/v1/subscriptions/confirm", json={"token": f"{sid}.{token}"})
-    await refused(api, "POST", "/v1/subscriptions/confirm", 404, "invalid_token",
-                  json={"token": f"{sid}.{token}"})  # fmt: skip
+    await refused(
+        api,
+        "POST",
+        "/v1/subscriptions/confirm",
+        404,
+        "invalid_token",
+        json={"token": f"{sid}.{token}"},
+    )
 
     await api.ok("POST", f"/v1/accounts/{TEAM}/subscriptions", 202, json={"phone": "+15551230001"})
     code = await confirmation_secret(api, "sms")
     wrong = f"{(int(code) + 1) % 10**6:06d}"
-    await refused(api, "POST", "/v1/subscriptions/confirm", 422, "wrong_code",
-                  json={"phone": "+15551230001", "code": wrong})  # fmt: skip
+    await refused(
+        api,
+        "POST",
+        "/v1/subscriptions/confirm",
+        422,
+        "wrong_code",
+        json={"phone": "+15551230001", "code": wrong},
+    )
     for _ in range(4):  # five wrong codes an hour, then 429 even for the right one
-        await api.call("POST", "/v1/subscriptions/confirm",
-                       json={"phone": "+15551230001", "code": wrong})  # fmt: skip
-    await refused(api, "POST", "/v1/subscriptions/confirm", 429, "too_many_requests",
-                  json={"phone": "+15551230001", "code": code})  # fmt: skip
+        await api.call(
+            "POST", "/v1/subscriptions/confirm", json={"phone": "+15551230001", "code": wrong}
+        )
+    await refused(
+        api,
+        "POST",
+        "/v1/subscriptions/confirm",
+        429,
+        "too_many_requests",
+        json={"phone": "+15551230001", "code": code},
+    )
     # forged unsubscribe links
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     before = state(await api.snapshot())
@@ -213,15 +258,18 @@ async def test_inbound_sms_unsigned_or_forged_is_403_and_changes_nothing(
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     await refused(api, "POST", "/v1/inbound/sms", 403, "bad_signature", content=body, headers=form)
     forged = twilio_headers(url, stop, "someone-elses-token")
-    await refused(api, "POST", "/v1/inbound/sms", 403, "bad_signature", content=body,
-                  headers=forged)  # fmt: skip
+    await refused(
+        api, "POST", "/v1/inbound/sms", 403, "bad_signature", content=body, headers=forged
+    )
     other_url = twilio_headers("https://elsewhere.test/v1/inbound/sms", stop, TWILIO_TOKEN)
-    await refused(api, "POST", "/v1/inbound/sms", 403, "bad_signature", content=body,
-                  headers=other_url)  # fmt: skip
+    await refused(
+        api, "POST", "/v1/inbound/sms", 403, "bad_signature", content=body, headers=other_url
+    )
     tampered = twilio_headers(url, stop, TWILIO_TOKEN)
     changed = urlencode({**stop, "From": "+15551230002"}).encode()
-    await refused(api, "POST", "/v1/inbound/sms", 403, "bad_signature", content=changed,
-                  headers=tampered)  # fmt: skip
+    await refused(
+        api, "POST", "/v1/inbound/sms", 403, "bad_signature", content=changed, headers=tampered
+    )
     ok = await api.call("POST", "/v1/inbound/sms", content=body, headers=tampered)
     assert ok.status_code == 200
     assert ok.text.startswith("<?xml")
@@ -249,8 +297,12 @@ def test_the_signature_scheme_on_twilios_published_vector() -> None:
 
 async def test_posters_and_admins_list_and_remove_subscribers(api: Api, cast: Cast) -> None:
     await api.ok("PUT", f"/v1/accounts/{TEAM}/posters/mia", 204, token=cast.admin)
-    await api.ok("POST", f"/v1/accounts/{TEAM}/subscriptions", 202,
-                 json={"email": "kim@example.test", "components": ["api", "db"]})  # fmt: skip
+    await api.ok(
+        "POST",
+        f"/v1/accounts/{TEAM}/subscriptions",
+        202,
+        json={"email": "kim@example.test", "components": ["api", "db"]},
+    )
     (sub,) = await api.ok("GET", f"/v1/accounts/{TEAM}/subscriptions", token=cast.member)
     assert sub["channel"] == "email"
     assert sub["address"] == "kim@example.test"
@@ -262,12 +314,23 @@ async def test_posters_and_admins_list_and_remove_subscribers(api: Api, cast: Ca
         response = await api.call("GET", f"/v1/accounts/{TEAM}/subscriptions", token=who)
         assert_error(response, 403, "not_allowed")
     assert_error(await api.call("GET", f"/v1/accounts/{TEAM}/subscriptions"), 401)
-    await refused(api, "DELETE", f"/v1/accounts/{TEAM}/subscriptions/{sub['id']}", 403,
-                  "not_allowed", headers=bearer(cast.external))  # fmt: skip
-    await refused(api, "DELETE", f"/v1/accounts/{TEAM}/subscriptions/{'f' * 20}", 404,
-                  "no_such_subscription", headers=bearer(cast.admin))  # fmt: skip
-    await api.ok("DELETE", f"/v1/accounts/{TEAM}/subscriptions/{sub['id']}", 204,
-                 token=cast.member)  # fmt: skip
+    await refused(
+        api,
+        "DELETE",
+        f"/v1/accounts/{TEAM}/subscriptions/{sub['id']}",
+        403,
+        "not_allowed",
+        headers=bearer(cast.external),
+    )
+    await refused(
+        api,
+        "DELETE",
+        f"/v1/accounts/{TEAM}/subscriptions/{'f' * 20}",
+        404,
+        "no_such_subscription",
+        headers=bearer(cast.admin),
+    )
+    await api.ok("DELETE", f"/v1/accounts/{TEAM}/subscriptions/{sub['id']}", 204, token=cast.member)
     (ended,) = await api.ok("GET", f"/v1/accounts/{TEAM}/subscriptions", token=cast.admin)
     assert (ended["state"], ended["ended_how"]) == ("ended", "removed")
     removal = [e for e in await api.events() if type(e).__name__ == "SubscriptionEnded"]

@@ -43,8 +43,8 @@ from muster.records import (
     encode_request,
     status_field,
     subscriber_recipient,
-    subscription_index_id,
     subscription_address,
+    subscription_index_id,
     subscription_index_range,
 )
 
@@ -167,13 +167,31 @@ async def request(
     network = await network_of(st, client)
     target = f"{channel}\n{subscription_address(channel, address)}"
     limits = [
-        _Limit("net", network or "unknown", s.subscribe_rate, HOUR_S, "too_many_requests",
-               "subscription requests from your network"),
-        _Limit("addr", target, s.subscribe_address_rate, HOUR_S,
-               "too_many_requests", "subscription requests for this address"),
-        _Limit("confirm", target, s.subscribe_daily_confirmations, DAY_S,
-               "confirmation_limit", "confirmation messages to this address today"),
-    ]  # fmt: skip
+        _Limit(
+            "net",
+            network or "unknown",
+            s.subscribe_rate,
+            HOUR_S,
+            "too_many_requests",
+            "subscription requests from your network",
+        ),
+        _Limit(
+            "addr",
+            target,
+            s.subscribe_address_rate,
+            HOUR_S,
+            "too_many_requests",
+            "subscription requests for this address",
+        ),
+        _Limit(
+            "confirm",
+            target,
+            s.subscribe_daily_confirmations,
+            DAY_S,
+            "confirmation_limit",
+            "confirmation messages to this address today",
+        ),
+    ]
     await _check(st, limits)
 
     sid = subs.subscription_id(handle, channel, address)
@@ -222,9 +240,14 @@ async def request(
 
 # --- confirming -----------------------------------------------------------------------------
 def _confirmed(
-    st: ApiState, sub: Subscription, how: str, network: str, request_id: str | None,
-    components: tuple[str, ...], webhook_secret: str | None,
-) -> SubscriptionConfirmed:  # fmt: skip
+    st: ApiState,
+    sub: Subscription,
+    how: str,
+    network: str,
+    request_id: str | None,
+    components: tuple[str, ...],
+    webhook_secret: str | None,
+) -> SubscriptionConfirmed:
     return SubscriptionConfirmed(
         id=st.ids.next(),
         actor="anonymous",
@@ -278,8 +301,14 @@ async def subscription_ids(st: ApiState, channel: str, address: str) -> list[str
 async def confirm_code(st: ApiState, phone: str, code: str, network: str) -> None:
     """POST /v1/subscriptions/confirm {phone, code}: the SMS request it names is active."""
     validation.phone(phone)
-    wrong = _Limit("code", phone, WRONG_CODES_PER_HOUR, HOUR_S, "too_many_requests",
-                   "wrong codes for this phone")  # fmt: skip
+    wrong = _Limit(
+        "code",
+        phone,
+        WRONG_CODES_PER_HOUR,
+        HOUR_S,
+        "too_many_requests",
+        "wrong codes for this phone",
+    )
     await _check(st, [wrong])
     now = utcnow()
     for sid in await subscription_ids(st, "sms", phone):
@@ -305,9 +334,10 @@ async def confirm_code(st: ApiState, phone: str, code: str, network: str) -> Non
             return
     await _count(st, [wrong])
     raise Invalid(
-        "wrong or expired code; ask for a new one by subscribing again", code="wrong_code",
+        "wrong or expired code; ask for a new one by subscribing again",
+        code="wrong_code",
         field="code",
-    )  # fmt: skip
+    )
 
 
 # --- ending ---------------------------------------------------------------------------------

@@ -46,13 +46,14 @@ def subscription_out(sub: Subscription) -> SubscriptionOut:
         channel=sub.channel,  # type: ignore[arg-type]
         address=sub.address,
         state=sub.shown_state(utcnow()),  # type: ignore[arg-type]
-        components=list(sub.request.components if sub.state != "active" and sub.request
-                        else sub.components),
+        components=list(
+            sub.request.components if sub.state != "active" and sub.request else sub.components
+        ),
         requested_at=views.rfc3339(sub.requested_at),
         confirmed_at=at(sub.confirmed_at),
         ended_at=at(sub.ended_at),
         ended_how=sub.ended_how,
-    )  # fmt: skip
+    )
 
 
 async def require_poster(request: Request, st: ApiState, handle: str) -> str:
@@ -78,7 +79,9 @@ async def subscribe(handle: Handle, request: Request) -> Response:
     st = state(request)
     req = await bodies.read(request, Subscribe)
     asked = await subscribing.request(st, handle, req, client_of(request), via="api")
-    return bodies.json(SubscribeOut(status="confirmation_sent", webhook_secret=asked.webhook_secret), 202)
+    return bodies.json(
+        SubscribeOut(status="confirmation_sent", webhook_secret=asked.webhook_secret), 202
+    )
 
 
 @router.post(
