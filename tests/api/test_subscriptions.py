@@ -118,7 +118,8 @@ async def test_unknown_account_is_404(api: Api, cast: Cast) -> None:
 
 
 async def requests_for(api: Api, channel: str) -> list[Any]:
-    return list(await api.redis.xrange(keys.deliveries(0, channel)))
+    found: Any = await api.redis.xrange(keys.deliveries(0, channel))
+    return list(found)
 
 
 async def test_the_answer_is_the_same_subscribed_or_not_and_limits_answer_429(

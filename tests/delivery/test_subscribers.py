@@ -42,7 +42,8 @@ async def subscriptions(s: Stack, handle: str = "ops") -> list[dict[str, Any]]:
 async def log(s: Stack) -> list[events.AnyEvent]:
     found = []
     for p in range(s.settings.partitions):
-        for _, entry in await s.redis.xrange(events_key(p)):
+        entries: Any = await s.redis.xrange(events_key(p))
+        for _, entry in entries:
             found.append(events.decode(entry[events.STREAM_FIELD]))
     return sorted(found, key=lambda e: int(e.id))
 
