@@ -18,7 +18,7 @@ from playwright.sync_api import expect  # noqa: E402
 
 from muster import keys  # noqa: E402
 
-SIZES = {
+SIZES: dict[str, dict[str, Any]] = {
     "desktop": {"viewport": {"width": 1280, "height": 900}},
     "phone": {
         "viewport": {"width": 360, "height": 740},
