@@ -39,11 +39,6 @@ PUBLIC_CACHE = "no-cache"
 """Pages change with every post: browsers may keep them but must ask again each time."""
 
 
-async def account_for_page(st: ApiState, handle: str) -> Account:
-    """The account of a public page, or a 404 page (also for a handle that cannot exist)."""
-    return await _account(st, handle)
-
-
 async def _account(st: ApiState, handle: str) -> Account:
     if not forms.is_handle(handle):
         raise NotFound("There is no status page here.", code="no_such_account")

@@ -22,20 +22,26 @@ from starlette.responses import Response
 
 from muster import keys
 from muster import subscriptions as subs
-from muster.api import subscribing
+from muster.api import lookups, subscribing
 from muster.api.routes.subscriptions import client_of
 from muster.api.schemas import Subscribe
-from muster.api.state import state
+from muster.api.state import ApiState, state
 from muster.api.web import forms
 from muster.api.web.html import WebRoute, render
-from muster.api.web.status import account_for_page
 from muster.errors import Invalid, NotFound
 from muster.events import utcnow
-from muster.records import Subscription
+from muster.records import Account, Subscription
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
 _CHANNELS = ("email", "sms", "webhook")
+
+
+async def account_for_page(st: ApiState, handle: str) -> Account:
+    """The account whose status page the form is on; a 404 page for any other handle."""
+    if not forms.is_handle(handle):
+        raise NotFound("There is no status page here.", code="no_such_account")
+    return await lookups.existing(st, handle)
 
 
 def _split(link: str) -> tuple[str, str]:
