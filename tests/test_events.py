@@ -189,7 +189,12 @@ PARTITION_FIELD = {
     "DirectoryUserRemoved": "handle",
     "DirectoryGroupChanged": "account",
     "DirectoryGroupRemoved": "account",
+    "SubscriptionRequested": "subscription",
+    "SubscriptionConfirmed": "subscription",
+    "SubscriptionEnded": "subscription",
 }
+PARTITION_PREFIX = {"subscription": "sub-"}
+"""A subscription's events go to its recipient name's partition: `sub-<id>`."""
 
 
 def test_partition_field_covers_every_type() -> None:
@@ -199,5 +204,6 @@ def test_partition_field_covers_every_type() -> None:
 @pytest.mark.parametrize("path", STORED, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_partition_handle(path: Path) -> None:
     event = events.decode(path.read_bytes())
-    expected = stored(path)[PARTITION_FIELD[path.stem]]
+    field = PARTITION_FIELD[path.stem]
+    expected = PARTITION_PREFIX.get(field, "") + stored(path)[field]
     assert events.partition_handle(event) == expected

@@ -263,6 +263,10 @@ class PostPublished(Event, frozen=True, tag="PostPublished"):
     visibility: str = "internal"
     severity: str = "info"
     in_reply_to: str | None = None
+    components: tuple[str, ...] = ()
+    """The components the post is about (an incident update names the ones it changes).
+    Subscribers limited to components get a public post that names one of theirs, or
+    names none (then it is about everything); subscribers of everything get them all."""
 
 
 class DirectMessageSent(Event, frozen=True, tag="DirectMessageSent"):
@@ -271,6 +275,67 @@ class DirectMessageSent(Event, frozen=True, tag="DirectMessageSent"):
     recipient: str
     text: str
     in_reply_to: str | None = None
+
+
+# --- subscriptions (people without an account) ----------------------------------------------
+# A subscription is one (account, channel, address): its `subscription` id is derived from
+# them (muster.subscriptions.subscription_id), so asking again finds the same one. Its events
+# go to the partition of its recipient name `sub-<id>` (records.subscriber_recipient), where
+# its write-side state lives. Consent is recorded, never the client's address: `network` is
+# a keyed hash of the client's network (IPv4 /24, IPv6 /48).
+
+
+class SubscriptionRequested(Event, frozen=True, kw_only=True, tag="SubscriptionRequested"):
+    """Someone asked (POST /v1/accounts/{handle}/subscriptions, or the status page's form)
+    for `account`'s public updates on `channel` (email, sms, webhook) at `address`, limited
+    to `components` (none: everything). Nothing is delivered until it is confirmed by
+    `expires_at`; `confirm_hash` is SHA-256 of the confirmation token (email link) or code
+    (SMS), never the token; `webhook_secret` signs the webhook's deliveries once confirmed."""
+
+    subscription: str
+    account: str
+    channel: str
+    address: str
+    components: tuple[str, ...] = ()
+    network: str = ""
+    confirm_hash: str = ""
+    expires_at: datetime
+    webhook_secret: str | None = None
+    via: str = "api"
+    """Where it was asked: `api` or `web` (the status page's form)."""
+
+
+class SubscriptionConfirmed(Event, frozen=True, kw_only=True, tag="SubscriptionConfirmed"):
+    """The subscription is active from now on: `how` is `email_link` (the link's button),
+    `sms_code` (POST /v1/subscriptions/confirm), `webhook_handshake` (the receiver answered
+    2xx to the signed subscription.confirm event) or `sms_start` (START texted back after a
+    STOP). `request` is the SubscriptionRequested it confirms (none for sms_start)."""
+
+    subscription: str
+    account: str
+    channel: str
+    how: str
+    request: str | None = None
+    network: str = ""
+    components: tuple[str, ...] = ()
+    """The components in force from now on (the confirmed request's)."""
+    webhook_secret: str | None = None
+    """A webhook's signing secret in force from now on (the confirmed request's)."""
+    generation: int = 1
+    """How many confirmations made it active, this one included; unsubscribe links of an
+    earlier generation no longer work."""
+
+
+class SubscriptionEnded(Event, frozen=True, kw_only=True, tag="SubscriptionEnded"):
+    """Nothing more is delivered: `how` is `unsubscribe_link` (the page's button),
+    `one_click` (RFC 8058 POST from a mail program), `sms_stop` (STOP texted back; START
+    resumes), `removed` (a poster or admin, `actor`) or `webhook_gone` (410)."""
+
+    subscription: str
+    account: str
+    channel: str
+    how: str
+    network: str = ""
 
 
 AnyEvent: TypeAlias = (
@@ -296,6 +361,9 @@ AnyEvent: TypeAlias = (
     | DirectoryUserRemoved
     | DirectoryGroupChanged
     | DirectoryGroupRemoved
+    | SubscriptionRequested
+    | SubscriptionConfirmed
+    | SubscriptionEnded
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__
@@ -353,6 +421,12 @@ def partition_handle(event: Event) -> str:
             return f
         case PostPublished(as_account=a):
             return a
+        case (
+            SubscriptionRequested(subscription=s)
+            | SubscriptionConfirmed(subscription=s)
+            | SubscriptionEnded(subscription=s)
+        ):
+            return f"sub-{s}"
         case _:
             return event.actor
 

@@ -215,6 +215,65 @@ def directory_members(partition: int, team: str) -> str:
     return f"{_tag(partition)}:dir:members:{team}"
 
 
+# --- subscriptions (people without an account), write-side state -----------------------------
+# A subscription lives in the partition of its recipient name `sub-<id>`
+# (records.subscriber_recipient), like a person in theirs: its record, its place in the
+# account's subscriber list and in routing, and its lookup entry, all in one slot.
+SUBSCRIPTION_REQUEST_TTL_S: Final = 24 * 3600
+"""How long a subscription request waits for its confirmation (docs/api.md: 24 h)."""
+
+
+def subscription(partition: int, subscription_id: str) -> str:
+    """String: records.Subscription (JSON), the subscription's state and its pending
+    request; written with SubscriptionRequested / Confirmed / Ended (writeside.py)."""
+    return f"{_tag(partition)}:sub:{subscription_id}"
+
+
+def subscribers(partition: int, account: str) -> str:
+    """Hash: recipient `sub-<id>` → records.subscriber_entry (channel and components) for
+    each ACTIVE subscription to `account` living in `partition`; routing walks it for every
+    public post like a followers hash. Written with SubscriptionConfirmed / Ended."""
+    return f"{_tag(partition)}:subscribers:{account}"
+
+
+def account_subscriptions(partition: int, account: str) -> str:
+    """Sorted set (scores 0): ids of every subscription to `account` in `partition`,
+    whatever its state, for the posters' list; added with SubscriptionRequested."""
+    return f"{_tag(partition)}:subs:{account}"
+
+
+def subscription_index(partition: int) -> str:
+    """Sorted set (scores 0, by lex) of records.subscription_index_entry(channel, address,
+    id): how an inbound STOP finds every subscription of a phone, and a confirmation code
+    its request; one ZRANGEBYLEX per partition. Added with SubscriptionRequested."""
+    return f"{_tag(partition)}:subindex"
+
+
+def unsubscribe_token(partition: int, token_hash: str) -> str:
+    """String: `<subscription id>|<generation>` for the SHA-256 of an unsubscribe token the
+    delivery worker put into one message (List-Unsubscribe, the webhook's unsubscribe_url),
+    in the subscription's partition; UNSUBSCRIBE_TOKEN_TTL_S. Not write-side state: a
+    token is good while its generation is the subscription's (a new confirmation starts
+    a new one)."""
+    return f"{_tag(partition)}:unsub:{token_hash}"
+
+
+UNSUBSCRIBE_TOKEN_TTL_S: Final = 90 * 24 * 3600
+"""How long an unsubscribe link in a message keeps working (as long as delivery statuses)."""
+
+
+def rate(scope: str, subject_hash: str, window: int) -> str:
+    """Counter: requests of one kind (`scope`: subscribe per client network, subscribe per
+    address, confirmation messages per address and day, wrong codes per phone) in one
+    fixed window; expires with the window. Never holds an address, only its SHA-256."""
+    return f"{PREFIX}:rate:{scope}:{subject_hash}:{window}"
+
+
+NETWORK_KEY: Final = f"{PREFIX}:subscriptions:networkkey"
+"""String: the random key consent events' `network` hashes are keyed with (SET NX by the
+first api process that needs it), so a hash cannot be reversed by trying every network."""
+
+
 # --- projections (timeline worker writes; api reads) ----------------------------------------
 def partition_of_id(snowflake: str, partitions: int) -> int:
     """Where a post or DM record lives: by id, so a read by id needs nothing else."""

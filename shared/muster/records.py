@@ -251,6 +251,9 @@ class DeliveryRequest(
     channel: str
     attempt: int = 0
     schedule_from: int = 0
+    secret: str | None = None
+    """Kind `confirm` only: the confirmation token (email link) or code (SMS) the message
+    carries. Only its hash is kept anywhere else; it lives in the delivery stream entry."""
 
 
 _request_encoder = msgspec.json.Encoder()
@@ -305,6 +308,219 @@ def status_of(raw: bytes | str | None) -> Status | None:
 
 def status_field(recipient: str, channel: str) -> str:
     return f"{recipient}:{channel}"
+
+
+# --- subscriptions (people without an account) -------------------------------------------------
+SUBSCRIBER_PREFIX = "sub-"
+"""A subscriber as a delivery recipient: `sub-<id>`. `-` is in no handle, so it never names
+an account, and it needs no escaping in JSON, a Message-ID local part or a webhook-id."""
+
+
+def subscriber_recipient(subscription_id: str) -> str:
+    return f"{SUBSCRIBER_PREFIX}{subscription_id}"
+
+
+def subscription_of_recipient(recipient: str) -> str | None:
+    """The subscription id of a recipient `sub-<id>`; None for an account's handle."""
+    if recipient.startswith(SUBSCRIBER_PREFIX):
+        return recipient[len(SUBSCRIBER_PREFIX) :]
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRequest:
+    """A request waiting for its confirmation: the latest SubscriptionRequested's fields."""
+
+    event: str
+    components: tuple[str, ...]
+    confirm_hash: str
+    expires_at: datetime
+    webhook_secret: str | None
+    requested_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """keys.subscription, a hash: one (account, channel, address) and where it stands.
+
+    `state`: `pending` (asked, never confirmed), `active`, `ended`. `components` and
+    `webhook_secret` are those in force while active; `request` is the latest unconfirmed
+    ask (a new one replaces it; its confirmation makes its components and secret those in
+    force). `generation` counts the confirmations that made it active, so an unsubscribe
+    link from before an ending cannot end the subscription that followed."""
+
+    id: str
+    account: str
+    channel: str
+    address: str
+    state: str
+    requested_at: datetime
+    components: tuple[str, ...] = ()
+    webhook_secret: str | None = None
+    generation: int = 0
+    confirmed_at: datetime | None = None
+    ended_at: datetime | None = None
+    ended_how: str | None = None
+    request: SubscriptionRequest | None = None
+
+    def pending_request(self, now: datetime) -> SubscriptionRequest | None:
+        """The request a confirmation may still confirm (None: none, or it expired)."""
+        if self.request is None or self.request.expires_at <= now:
+            return None
+        return self.request
+
+    def shown_state(self, now: datetime) -> str:
+        """What the posters' list says: active, pending, ended, or expired (asked, never
+        confirmed in time)."""
+        if self.state == "active":
+            return "active"
+        if self.pending_request(now) is not None:
+            return "pending"
+        return "ended" if self.state == "ended" else "expired"
+
+
+REQUEST_FIELDS = ("req_event", "req_components", "req_hash", "req_expires", "req_secret", "req_at")
+"""The hash fields of a subscription's pending request (dropped when it is confirmed or
+the subscription ends)."""
+
+
+def _csv(values: tuple[str, ...]) -> str:
+    return "\n".join(values)  # component names hold no newline (api validation)
+
+
+def _uncsv(value: str) -> tuple[str, ...]:
+    return tuple(v for v in value.split("\n") if v)
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def subscription_identity(
+    subscription_id: str, account: str, channel: str, address: str, at: datetime
+) -> dict[str, str]:
+    """The fields a first request writes (HSETNX each: a later request keeps them)."""
+    return {
+        "id": subscription_id,
+        "account": account,
+        "channel": channel,
+        "address": address,
+        "state": "pending",
+        "generation": "0",
+        "requested_at": at.isoformat(),
+    }
+
+
+def request_hash(
+    event: str,
+    components: tuple[str, ...],
+    confirm_hash: str,
+    expires_at: datetime,
+    webhook_secret: str | None,
+    at: datetime,
+) -> dict[str, str]:
+    """The pending request's fields (REQUEST_FIELDS); `req_secret` absent without one."""
+    values = {
+        "req_event": event,
+        "req_components": _csv(components),
+        "req_hash": confirm_hash,
+        "req_expires": expires_at.isoformat(),
+        "req_at": at.isoformat(),
+    }
+    if webhook_secret is not None:
+        values["req_secret"] = webhook_secret
+    return values
+
+
+def active_hash(
+    components: tuple[str, ...], webhook_secret: str | None, generation: int, at: datetime
+) -> dict[str, str]:
+    values = {
+        "state": "active",
+        "components": _csv(components),
+        "generation": str(generation),
+        "confirmed_at": at.isoformat(),
+    }
+    if webhook_secret is not None:
+        values["webhook_secret"] = webhook_secret
+    return values
+
+
+def ended_hash(how: str, at: datetime) -> dict[str, str]:
+    return {"state": "ended", "ended_how": how, "ended_at": at.isoformat()}
+
+
+def subscription_of(raw: Mapping[Any, Any]) -> Subscription | None:
+    """A subscription's hash as HGETALL returns it (bytes) → Subscription; None if empty."""
+    if not raw:
+        return None
+    v = {
+        (k.decode() if isinstance(k, bytes) else k): (x.decode() if isinstance(x, bytes) else x)
+        for k, x in raw.items()
+    }
+    request = None
+    if v.get("req_event"):
+        request = SubscriptionRequest(
+            event=v["req_event"],
+            components=_uncsv(v.get("req_components", "")),
+            confirm_hash=v.get("req_hash", ""),
+            expires_at=datetime.fromisoformat(v["req_expires"]),
+            webhook_secret=v.get("req_secret"),
+            requested_at=datetime.fromisoformat(v["req_at"]),
+        )
+    return Subscription(
+        id=v["id"],
+        account=v["account"],
+        channel=v["channel"],
+        address=v["address"],
+        state=v.get("state", "pending"),
+        requested_at=datetime.fromisoformat(v["requested_at"]),
+        components=_uncsv(v.get("components", "")),
+        webhook_secret=v.get("webhook_secret"),
+        generation=int(v.get("generation", "0")),
+        confirmed_at=_time(v.get("confirmed_at")),
+        ended_at=_time(v.get("ended_at")),
+        ended_how=v.get("ended_how"),
+        request=request,
+    )
+
+
+def subscriber_entry(channel: str, components: tuple[str, ...]) -> str:
+    """A keys.subscribers value: `channel|,a,b,` (components wrapped in commas, so
+    lua/route_subscribers.lua finds `,name,` with a plain search), `channel|` for all."""
+    wrapped = f",{','.join(components)}," if components else ""
+    return f"{channel}|{wrapped}"
+
+
+def components_arg(components: tuple[str, ...]) -> str:
+    """A post's components as lua/route_subscribers.lua takes them: `,a,b,` or ``."""
+    return f",{','.join(components)}," if components else ""
+
+
+_SUB_INDEX_SEP = "\x00"
+
+
+def subscription_index_entry(channel: str, address: str, subscription_id: str) -> str:
+    """A keys.subscription_index member: `channel NUL address NUL id` (address as
+    subscription_address makes it)."""
+    key = subscription_address(channel, address)
+    return f"{channel}{_SUB_INDEX_SEP}{key}{_SUB_INDEX_SEP}{subscription_id}"
+
+
+def subscription_index_range(channel: str, address: str) -> tuple[str, str]:
+    prefix = f"{channel}{_SUB_INDEX_SEP}{subscription_address(channel, address)}{_SUB_INDEX_SEP}"
+    return f"[{prefix}", f"({prefix[:-1]}\x01"
+
+
+def subscription_index_id(entry: bytes | str) -> str:
+    text = entry.decode() if isinstance(entry, bytes) else entry
+    return text.rpartition(_SUB_INDEX_SEP)[2]
+
+
+def subscription_address(channel: str, address: str) -> str:
+    """An address as subscriptions compare it: email with ASCII letters lowered (as the
+    account email index does), phone and webhook URL exactly."""
+    return email_key(address) if channel == "email" else address
 
 
 # --- the live stream ----------------------------------------------------------------------------

@@ -124,6 +124,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     oidc_claim: str = "email"
     oidc_allowed_domains: tuple[str, ...] = ()
     oidc_name: str | None = None
+    subscribe_rate: int = 10
+    subscribe_address_rate: int = 3
+    subscribe_daily_confirmations: int = 5
 
     @property
     def oidc_enabled(self) -> bool:
@@ -387,6 +390,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "oidc_claim": _claim,
     "oidc_allowed_domains": _domains,
     "oidc_name": str,
+    "subscribe_rate": _int(1, 1_000_000),
+    "subscribe_address_rate": _int(1, 1_000_000),
+    "subscribe_daily_confirmations": _int(1, 1_000),
 }
 
 

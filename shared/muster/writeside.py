@@ -51,19 +51,30 @@ from muster.events import (
     NamedTokenRevoked,
     PosterGranted,
     PosterRevoked,
+    SubscriptionConfirmed,
+    SubscriptionEnded,
+    SubscriptionRequested,
 )
 from muster.records import (
+    REQUEST_FIELDS,
     Account,
     DirectoryGroup,
     DirectoryUser,
     Follow,
     NamedToken,
     Rule,
+    active_hash,
     directory_index_entry,
     email_entry,
     encode_directory,
     encode_named_token,
+    ended_hash,
+    request_hash,
     rule_of,
+    subscriber_entry,
+    subscriber_recipient,
+    subscription_identity,
+    subscription_index_entry,
 )
 
 FAMILIES = (
@@ -85,6 +96,10 @@ FAMILIES = (
             keys.directory_index,
             keys.directory_groups,
             lambda p: keys.directory_members(p, keys.ANY),
+            lambda p: keys.subscription(p, keys.ANY),
+            lambda p: keys.subscribers(p, keys.ANY),
+            lambda p: keys.account_subscriptions(p, keys.ANY),
+            keys.subscription_index,
         ),
         (keys.token(keys.ANY), keys.ENROLMENT_RULES),
     ),
@@ -235,6 +250,8 @@ class WriteSide:
                 p = self._p(event.account)
                 pipe.hdel(keys.directory_groups(p), event.account)
                 pipe.delete(keys.directory_members(p, event.account))
+            case SubscriptionRequested() | SubscriptionConfirmed() | SubscriptionEnded():
+                self._subscription(pipe, event)
             case _:
                 pass  # posts and DMs keep no write-side state (idempotency keys expire)
 
@@ -320,6 +337,58 @@ class WriteSide:
                     ],
                     client=pipe,
                 )
+
+    def _subscription(
+        self,
+        pipe: Any,
+        event: SubscriptionRequested | SubscriptionConfirmed | SubscriptionEnded,
+    ) -> None:
+        """A subscription's record, its place in the account's list, in routing (the
+        subscribers hash holds the active ones) and in the address index; all in the
+        partition of its recipient name. Each event states what it sets, so applying one
+        reads nothing."""
+        recipient = subscriber_recipient(event.subscription)
+        p = self._p(recipient)
+        key = keys.subscription(p, event.subscription)
+        match event:
+            case SubscriptionRequested():
+                identity = subscription_identity(
+                    event.subscription, event.account, event.channel, event.address, event.at
+                )
+                for field, value in identity.items():
+                    pipe.hsetnx(key, field, value)
+                pipe.hdel(key, "req_secret")
+                pipe.hset(
+                    key,
+                    mapping=request_hash(
+                        event.id,
+                        event.components,
+                        event.confirm_hash,
+                        event.expires_at,
+                        event.webhook_secret,
+                        event.at,
+                    ),
+                )
+                pipe.zadd(keys.account_subscriptions(p, event.account), {event.subscription: 0})
+                entry = subscription_index_entry(event.channel, event.address, event.subscription)
+                pipe.zadd(keys.subscription_index(p), {entry: 0})
+            case SubscriptionConfirmed():
+                pipe.hdel(key, *REQUEST_FIELDS, "webhook_secret", "ended_how", "ended_at")
+                pipe.hset(
+                    key,
+                    mapping=active_hash(
+                        event.components, event.webhook_secret, event.generation, event.at
+                    ),
+                )
+                pipe.hset(
+                    keys.subscribers(p, event.account),
+                    recipient,
+                    subscriber_entry(event.channel, event.components),
+                )
+            case SubscriptionEnded():
+                pipe.hdel(key, *REQUEST_FIELDS)
+                pipe.hset(key, mapping=ended_hash(event.how, event.at))
+                pipe.hdel(keys.subscribers(p, event.account), recipient)
 
     def _directory_user(self, pipe: Any, event: DirectoryUserChanged) -> None:
         """The directory's record of the person and its lookup entries (keys.directory_index)."""

@@ -16,7 +16,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from muster import keys, scripts
-from muster.projections.routing import PostRoute
+from muster.events import PostPublished
+from muster.projections.routing import PostRoute, subscriber_args, subscriber_keys
 
 FANOUT_BATCH = 2000
 
@@ -64,6 +65,23 @@ class Fanout:
         self.cap = cap
         self._script = scripts.register(redis, "fanout")
         self._routed = scripts.register(redis, "routed_fanout")
+        self._subscribers = scripts.register(redis, "route_subscribers")
+
+    def subscriber_walks(self, event: PostPublished) -> list[Walk]:
+        """A public post's walks of its account's subscribers, one per partition, FANOUT_BATCH
+        subscriptions per call like followers (routing.py). Nothing for other posts: an
+        internal post never reaches a subscriber."""
+        if event.visibility != "public":
+            return []
+        args = subscriber_args(event)
+        return [
+            Walk(
+                self._subscribers,
+                subscriber_keys(q, event.as_account, event.id),
+                lambda cursor: args(cursor, FANOUT_BATCH),
+            )
+            for q in range(self.partitions)
+        ]
 
     def walks(
         self,

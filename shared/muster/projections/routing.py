@@ -24,12 +24,19 @@ appends nothing twice and never resets a status the delivery worker has since mo
 The request JSON is built in Lua by concatenation: handles are [a-z0-9_] and ids are digits,
 so nothing needs escaping (tests check it decodes to the same records.DeliveryRequest).
 
+Subscribers without an account (muster.subscriptions) are recipients too, named `sub-<id>`:
+every public post (never an internal one) walks each partition's keys.subscribers hash of
+its account, FANOUT_BATCH at a time like followers (lua/route_subscribers.lua), and appends
+one request per active subscription it is for (a subscription limited to components gets a
+post naming one of them, or naming none), with the same HSETNX status and request format,
+so the delivery worker, its statuses, the report and the delivery ids work unchanged.
+
 It never sends anything; the delivery workers do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
@@ -37,6 +44,7 @@ import redis.asyncio as aioredis
 
 from muster import events, keys, scripts, views
 from muster.events import DirectMessageSent, PostPublished
+from muster.records import components_arg
 
 FAMILIES = (keys.Family("deliveries", (lambda p: keys.delivery_status(p, keys.ANY),)),)
 """Delivery statuses: created here with each request, moved on by the delivery workers; not
@@ -56,6 +64,26 @@ class LateFollow(NamedTuple):
     account: str
     log: str
     since: str  # the follow's event id (an expanded enrolment's: the enrolment's)
+
+
+def subscriber_keys(q: int, account: str, message_id: str) -> list[str]:
+    """The keys of partition q lua/route_subscribers.lua reads and writes, in its order."""
+    return [
+        keys.subscribers(q, account),
+        keys.delivery_status(q, message_id),
+        *(keys.deliveries(q, c) for c in keys.OFFAPP_CHANNELS),
+    ]
+
+
+def subscriber_args(event: PostPublished) -> Callable[[str, int], list[str]]:
+    """lua/route_subscribers.lua's ARGV for `event`, given a cursor and a page size."""
+    head, mid = request_pieces(event.id, "post", event.as_account, event_time(event))
+    wanted = components_arg(event.components)
+
+    def args(cursor: str, batch: int) -> list[str]:
+        return [cursor, str(batch), head, mid, str(keys.DELIVERY_STATUS_TTL_S), wanted]
+
+    return args
 
 
 def routing_keys(q: int, message_id: str) -> list[str]:

@@ -273,6 +273,10 @@ class Timeline:
                     else:
                         plan.routed.append(walk)
                     plan.walks.append(walk)
+            if self.route:  # subscribers without an account: public posts only
+                for walk in self.fanout.subscriber_walks(event):
+                    plan.routed.append(walk)
+                    plan.walks.append(walk)
             if self.announce:
                 plan.news.append((event.id, _post_news(event, data)))
         return plan

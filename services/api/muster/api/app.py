@@ -46,10 +46,12 @@ from muster.api.routes import (
     directory,
     dms,
     follows,
+    inbound,
     ops,
     posts,
     reads,
     stream,
+    subscriptions,
 )
 from muster.api.routes import scim as scim_routes
 from muster.api.state import ApiState
@@ -132,7 +134,21 @@ def create_app(settings: Settings) -> MusterApi:
         # hook otherwise checks for configured providers on every request (~3 µs per post).
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    routers = (accounts, directory, follows, posts, reads, deliveries, dms, stream, audit, ops, web)
+    routers = (
+        accounts,
+        directory,
+        follows,
+        posts,
+        reads,
+        deliveries,
+        dms,
+        stream,
+        audit,
+        ops,
+        subscriptions,
+        inbound,
+        web,
+    )
     for module in (*routers, scim_routes):
         app.include_router(module.router)
     openapi.install(app)

@@ -28,7 +28,7 @@ from muster.ids import lowest_id_at
 REDACTED = "[redacted]"
 WITHHELD = "[withheld]"
 _DM = b'{"type":"DirectMessageSent"'
-SECRET_FIELDS = ("token_hash", "webhook_secret")
+SECRET_FIELDS = ("token_hash", "webhook_secret", "confirm_hash")
 _SECRET_MARKERS = tuple(f'"{name}":"'.encode() for name in SECRET_FIELDS)
 _ID_LOW, _ID_HIGH = 10**17, 10**18  # ids are 18 digits (ms << 16) until the 25th century
 _PAGE = 1000

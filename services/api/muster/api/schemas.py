@@ -52,6 +52,49 @@ class UpdateMe(Request):
     dm_channels: list[Channel] | UnsetType = UNSET
 
 
+ComponentName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^,|\x00-\x1f\x7f]+$")]
+
+
+class Subscribe(Request):
+    """Exactly one of `email`, `phone`, `webhook_url`; `components` limits the subscription
+    to updates naming one of them (omitted or empty: everything)."""
+
+    email: Email | None = None
+    phone: Phone | None = None
+    webhook_url: Url | None = None
+    components: Annotated[list[ComponentName], Meta(max_length=20)] | None = None
+
+
+class SubscribeOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    status: Literal["confirmation_sent"]
+    webhook_secret: str | None = None
+    """A webhook subscription's signing secret (Standard Webhooks `whsec_`), shown once."""
+
+
+class ConfirmSubscription(Request):
+    """`{phone, code}` (the SMS code) or `{token}` (the token of an email's link)."""
+
+    phone: Phone | None = None
+    code: Annotated[str, Meta(max_length=16)] | None = None
+    token: Annotated[str, Meta(max_length=128)] | None = None
+
+
+class ConfirmedOut(msgspec.Struct, kw_only=True):
+    status: Literal["confirmed"] = "confirmed"
+
+
+class SubscriptionOut(msgspec.Struct, kw_only=True):
+    id: str
+    channel: Literal["email", "sms", "webhook"]
+    address: str
+    state: Literal["pending", "active", "ended", "expired"]
+    components: list[str]
+    requested_at: str
+    confirmed_at: str | None
+    ended_at: str | None
+    ended_how: str | None
+
+
 class FollowRequest(Request):
     channels: list[Channel] | None = None
 

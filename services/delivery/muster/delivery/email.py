@@ -41,7 +41,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiosmtplib
 import structlog
 
-from muster.delivery.content import Content, Recipient, Rendered, link
+from muster.delivery.content import Content, Recipient, Rendered, link, status_link
 from muster.errors import PermanentDeliveryError, TransientDeliveryError
 from muster.settings import Settings
 from muster.views import Message, Post
@@ -135,6 +135,70 @@ def render(content: Content, *, mail_from: str, public_url: str) -> bytes:
     return mail.as_bytes()
 
 
+def render_for_subscriber(
+    content: Content, *, mail_from: str, public_url: str, unsubscribe: str
+) -> bytes:
+    """A public post for a subscriber without an account: linked to the status page, with a
+    line on why they get it and how to stop, and RFC 8058's List-Unsubscribe headers (a
+    POST to the URL ends the subscription at once; a GET shows a page with a button)."""
+    assert content.post is not None
+    post = content.post
+    url = status_link(public_url, content)
+    subject, plain, rich = _post_parts(post, url)
+    why = f"You get this because you subscribed to @{post.as_account}'s status updates."
+    plain = plain.replace("Open in Muster:", "Read it on the status page:")
+    plain += f"\n--\n{why}\nUnsubscribe: {unsubscribe}\n"
+    rich = rich.replace(">Open in Muster<", ">Read it on the status page<")
+    rich += (
+        f'<hr>\n<p>{html.escape(why)} <a href="{html.escape(unsubscribe)}">Unsubscribe</a></p>\n'
+    )
+    return _mail(subject, plain, rich, post.created_at, mail_from, content.raw, unsubscribe)
+
+
+def render_confirmation(
+    account: str, *, mail_from: str, link_to_confirm: str, created_at: str
+) -> bytes:
+    """The double opt-in: a link to a page whose button confirms (mail scanners open links,
+    so opening it changes nothing)."""
+    subject = f"Confirm your subscription to @{account}'s status updates"
+    plain = (
+        f"Someone, hopefully you, asked to get @{account}'s status updates at this address.\n\n"
+        f"To confirm, open this page and press its button (it works for 24 hours):\n"
+        f"{link_to_confirm}\n\nIf it was not you, ignore this message: nothing will be sent.\n"
+    )
+    rich = (
+        f"<p>Someone, hopefully you, asked to get @{html.escape(account)}'s status updates "
+        "at this address.</p>\n"
+        f'<p><a href="{html.escape(link_to_confirm)}">Confirm the subscription</a> '
+        "(the link works for 24 hours).</p>\n"
+        "<p>If it was not you, ignore this message: nothing will be sent.</p>\n"
+    )
+    return _mail(subject, plain, rich, created_at, mail_from, link_to_confirm.encode(), None)
+
+
+def _mail(
+    subject: str,
+    plain: str,
+    rich: str,
+    created_at: str,
+    mail_from: str,
+    seed: bytes,
+    unsubscribe: str | None,
+) -> bytes:
+    mail = EmailMessage(policy=SMTP)
+    mail["From"] = mail_from
+    mail["Subject"] = subject
+    mail["Date"] = _date(created_at)
+    mail["Auto-Submitted"] = "auto-generated"
+    if unsubscribe is not None:
+        mail["List-Unsubscribe"] = f"<{unsubscribe}>"
+        mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    mail.set_content(plain)
+    mail.add_alternative(rich, subtype="html")
+    mail.set_boundary("=_muster_" + hashlib.sha256(seed).hexdigest()[:32])
+    return mail.as_bytes()
+
+
 def message_id(delivery_id: str, public_url: str) -> str:
     host = urlsplit(public_url).hostname or "muster.invalid"
     return f"<{delivery_id}@{host}>"
@@ -194,6 +258,16 @@ class _Pool:
         self.open.clear()
 
 
+@dataclass(frozen=True, slots=True)
+class SubscriberParts:
+    """What a subscriber's message adds: the account, and the one link it carries (the
+    unsubscribe link of a post, the confirmation link of a confirmation), with its time."""
+
+    account: str
+    link: str
+    created_at: str = ""
+
+
 class Composer:
     """The bytes of each delivery's email: one rendered template per post or DM, with the
     recipient's To and the delivery's Message-ID in front."""
@@ -203,13 +277,34 @@ class Composer:
         self.public_url = public_url
         self._templates: Rendered[str, bytes] = Rendered()
 
-    def message(self, delivery_id: str, content: Content, to: str) -> bytes:
+    def message(
+        self,
+        delivery_id: str,
+        content: Content,
+        to: str,
+        extra: SubscriberParts | None = None,
+    ) -> bytes:
+        msgid = message_id(delivery_id, self.public_url)
+        head = f"To: {to}\r\nMessage-ID: {msgid}\r\n".encode()
+        if extra is not None:  # a subscriber's: its own links, rendered for it
+            return head + self._for_subscriber(content, extra)
         template = self._templates.get(
             content.id,
             lambda: render(content, mail_from=self.mail_from, public_url=self.public_url),
         )
-        msgid = message_id(delivery_id, self.public_url)
-        return f"To: {to}\r\nMessage-ID: {msgid}\r\n".encode() + template
+        return head + template
+
+    def _for_subscriber(self, content: Content, extra: SubscriberParts) -> bytes:
+        if content.kind == "confirm":
+            return render_confirmation(
+                extra.account,
+                mail_from=self.mail_from,
+                link_to_confirm=extra.link,
+                created_at=extra.created_at,
+            )
+        return render_for_subscriber(
+            content, mail_from=self.mail_from, public_url=self.public_url, unsubscribe=extra.link
+        )
 
 
 class EmailSender:
@@ -225,16 +320,24 @@ class EmailSender:
         )
         self.composer = Composer(settings.mail_from, settings.public_url)
 
-    def message(self, delivery_id: str, content: Content, to: str) -> bytes:
-        return self.composer.message(delivery_id, content, to)
+    def message(
+        self, delivery_id: str, content: Content, to: str, extra: SubscriberParts | None = None
+    ) -> bytes:
+        return self.composer.message(delivery_id, content, to, extra)
 
-    async def send(self, delivery_id: str, content: Content, recipient: Recipient) -> str | None:
+    async def send(
+        self,
+        delivery_id: str,
+        content: Content,
+        recipient: Recipient,
+        extra: SubscriberParts | None = None,
+    ) -> str | None:
         """Send; None (sent), or raise a DeliveryError."""
         to = recipient.email
         if not to:
             raise PermanentDeliveryError("no email address")
         _check_address(to)
-        data = self.message(delivery_id, content, to)
+        data = self.message(delivery_id, content, to, extra)
         options = [] if to.isascii() else ["SMTPUTF8"]
         session = await self.pool.idle.get()
         try:
@@ -300,20 +403,33 @@ class Mailbox:
         self.directory = settings.data_dir / MAILBOX
         self.composer = Composer(settings.mail_from or DEV_MAIL_FROM, settings.public_url)
 
-    async def send(self, delivery_id: str, content: Content, recipient: Recipient) -> str:
+    async def send(
+        self,
+        delivery_id: str,
+        content: Content,
+        recipient: Recipient,
+        extra: SubscriberParts | None = None,
+    ) -> str:
         """Write the message; the note its delivery status carries (`logged`: not sent)."""
         to = recipient.email
         if not to:
             raise PermanentDeliveryError("no email address")
         _check_address(to)
-        data = self.composer.message(delivery_id, content, to)
+        data = self.composer.message(delivery_id, content, to, extra)
         path = self.directory / f"{delivery_id}.eml"
         try:
             await asyncio.to_thread(_write_private, path, data)
         except OSError as exc:
             raise TransientDeliveryError(f"cannot write to the mailbox: {exc}") from None
         subject = BytesHeaderParser(policy=SMTP).parsebytes(data)["Subject"]
-        if content.message is not None:
+        if content.kind == "confirm":  # its link confirms: never in the log
+            log.info(
+                "email not sent: subscription confirmation written to the mailbox",
+                delivery=delivery_id,
+                to=to,
+                file=str(path),
+            )
+        elif content.message is not None:
             log.info(
                 "email not sent: DM written to the mailbox",
                 delivery=delivery_id,

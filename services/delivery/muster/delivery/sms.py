@@ -23,7 +23,7 @@ from typing import Protocol
 import aiohttp
 import structlog
 
-from muster.delivery.content import Content, link
+from muster.delivery.content import Content, link, status_link
 from muster.errors import PermanentDeliveryError, TransientDeliveryError
 from muster.settings import Settings
 
@@ -48,6 +48,31 @@ def sms_text(content: Content, public_url: str) -> str:
     if len(lead) > room:
         lead = lead[: room - len(ELLIPSIS)].rstrip() + ELLIPSIS
     return f"{lead} {url}"
+
+
+STOP_HINT = " Reply STOP to stop."
+
+
+def subscriber_sms_text(content: Content, public_url: str) -> str:
+    """A public post for a subscriber: as sms_text, linked to the status page, saying how
+    to stop (a STOP reply reaches POST /v1/inbound/sms)."""
+    assert content.post is not None
+    post = content.post
+    url = status_link(public_url, content)
+    severity = "" if post.severity == "info" else f"[{post.severity.upper()}] "
+    lead = " ".join(f"{severity}@{post.as_account}: {post.text}".split())
+    room = max(SMS_CHARS - len(url) - 1 - len(STOP_HINT), 20)
+    if len(lead) > room:
+        lead = lead[: room - len(ELLIPSIS)].rstrip() + ELLIPSIS
+    return f"{lead} {url}{STOP_HINT}"
+
+
+def confirmation_sms_text(account: str, code: str) -> str:
+    """The double opt-in by SMS: a code for POST /v1/subscriptions/confirm."""
+    return (
+        f"Your code to confirm @{account}'s status updates: {code}. It works for 24 hours."
+        f"{STOP_HINT}"
+    )
 
 
 class SmsProvider(Protocol):

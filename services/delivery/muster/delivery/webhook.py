@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import aiohttp
+import msgspec
 from aiohttp.abc import AbstractResolver, ResolveResult
 from standardwebhooks.webhooks import Webhook
 
@@ -77,6 +78,23 @@ def body_of(content: Content) -> tuple[bytes, str]:
     """The webhook body, as bytes to send and as the text the signature covers."""
     body = b'{"type":"' + event_type(content).encode() + b'","data":' + content.raw + b"}"
     return body, body.decode()
+
+
+def subscriber_body(content: Content, unsubscribe_url: str) -> tuple[bytes, str]:
+    """A subscriber's webhook body: the post's, plus the `unsubscribe_url` that ends it."""
+    tail = b',"unsubscribe_url":' + msgspec.json.encode(unsubscribe_url) + b"}"
+    body = b'{"type":"post.published","data":' + content.raw + tail
+    return body, body.decode()
+
+
+def confirmation_body(subscription: str, account: str, components: tuple[str, ...]) -> bytes:
+    """The handshake: answering it 2xx confirms the subscription."""
+    return msgspec.json.encode(
+        {
+            "type": "subscription.confirm",
+            "data": {"subscription": subscription, "account": account, "components": components},
+        }
+    )
 
 
 def check_target(url: str, allow_private: bool) -> None:
@@ -150,12 +168,24 @@ class WebhookSender:
             )
         return self._session
 
-    async def send(self, delivery_id: str, content: Content, recipient: Recipient) -> None:
-        url, secret = recipient.webhook_url, recipient.webhook_secret
+    async def send(
+        self,
+        delivery_id: str,
+        content: Content,
+        recipient: Recipient,
+        body_for: tuple[bytes, str] | None = None,
+        secret_for: str | None = None,
+    ) -> None:
+        """`body_for`, `secret_for`: a subscriber's own body (it carries its links) and,
+        for the confirmation handshake, the requested secret (none is in force yet)."""
+        url, secret = recipient.webhook_url, secret_for or recipient.webhook_secret
         if not url or not secret:
             raise PermanentDeliveryError("no webhook_url")
         check_target(url, self.allow_private)
-        body, text = self._bodies.get(content.id, lambda: body_of(content))
+        if body_for is not None:
+            body, text = body_for
+        else:
+            body, text = self._bodies.get(content.id, lambda: body_of(content))
         now = datetime.now(UTC)
         headers = {
             "Content-Type": "application/json",

@@ -25,6 +25,15 @@ dies between the provider's acceptance and step 4 — with the same Message-ID /
 (guarantee 2 of docs/architecture.md; failpoints.py marks those steps for the crash tests).
 A re-driven dead letter whose status is `failed` is re-issued as a fresh request (a new
 retry schedule), atomically with its status going back to `pending`.
+
+Subscribers without an account (recipients `sub-<id>`, muster.subscriptions) go the same
+way, checked again at send time: only while the subscription is active, only public posts.
+Each email and webhook to one carries a fresh unsubscribe link: a random token whose SHA-256
+is written (keys.unsubscribe_token, with the subscription's generation) before the send. A
+`confirm` request is the double opt-in message of a subscription request (its secret is in
+the request); a webhook's is the handshake, and its 2xx appends SubscriptionConfirmed before
+the delivery is recorded, so a crash in between sends the handshake again, never loses it.
+A subscriber's webhook answering 410 ends the subscription (SubscriptionEnded).
 """
 
 from __future__ import annotations
@@ -40,30 +49,46 @@ import structlog
 from aiohttp.abc import AbstractResolver
 
 from muster import failpoints, keys, scripts
+from muster import subscriptions as subs
 from muster.consumer import Failed, Handler, Message, Outcomes
 from muster.delivery import content as contents
-from muster.delivery.email import EmailSender, Mailbox
+from muster.delivery.email import EmailSender, Mailbox, SubscriberParts
 from muster.delivery.retries import Scheduler, next_delay_s, now_ms, retry_payload
-from muster.delivery.sms import SmsProvider, provider_for, sms_text
+from muster.delivery.sms import (
+    SmsProvider,
+    confirmation_sms_text,
+    provider_for,
+    sms_text,
+    subscriber_sms_text,
+)
 from muster.delivery.status import Recorder, clip
-from muster.delivery.webhook import WebhookGone, WebhookSender
+from muster.delivery.webhook import (
+    WebhookGone,
+    WebhookSender,
+    confirmation_body,
+    subscriber_body,
+)
 from muster.errors import PermanentDeliveryError, TransientDeliveryError
+from muster.events import SubscriptionConfirmed, SubscriptionEnded, utcnow
+from muster.ids import IdGenerator
 from muster.keys import GROUP_DELIVERY
 from muster.records import (
     DONE_STATES,
     DeliveryRequest,
     Status,
+    Subscription,
     decode_request,
     encode_request,
     status_field,
     status_of,
 )
 from muster.settings import Settings
+from muster.writeside import WriteSide
 
 GROUP = GROUP_DELIVERY
 log = structlog.get_logger("muster.delivery")
 
-_KINDS = {"post", "dm"}
+_KINDS = {"post", "dm", "confirm"}
 
 
 def streams_for(partition: int) -> list[str]:
@@ -79,6 +104,7 @@ class _Job:
     status: Status | None
     entry: str  # the stream entry it came from, for its outcome
     disabled: bool = False  # webhook answered 410 earlier
+    unsubscribe: str = ""  # a subscriber's post: the link this message carries
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +150,8 @@ class Delivery:
         )
         self._sms_texts: contents.Rendered[str, str] = contents.Rendered()
         self._reissue = scripts.register(redis, "delivery_reissue")
+        self.writeside = WriteSide(redis, partitions=settings.partitions)
+        self._ids: IdGenerator | None = None
 
     # --- Service -------------------------------------------------------------------------------
     async def run_beside(self, stop: asyncio.Event) -> None:
@@ -246,6 +274,8 @@ class Delivery:
         found, people = await contents.load(self.redis, (j.request for j in jobs), self.partitions)
         deadline = asyncio.get_running_loop().time() + self.wait_budget_s
         sends: list[tuple[_Job, Awaitable[_Outcome]]] = []
+        minted: list[tuple[_Job, contents.Recipient]] = []
+        ready: list[tuple[_Job, contents.Content, contents.Recipient]] = []
         for job in jobs:
             r = job.request
             content = found.get(r.message_id)
@@ -264,8 +294,14 @@ class Delivery:
             if content is None or person is None:
                 sends.append((job, _missing()))
                 continue
+            if person.subscription is not None and r.kind == "post" and r.channel != "sms":
+                minted.append((job, person))
+            ready.append((job, content, person))
+        await self._mint_unsubscribe(minted)
+        for job, content, person in ready:
             sends.append((job, self._send(job, content, person, deadline)))
         outcomes = await asyncio.gather(*(send for _, send in sends))
+        await self._after_subscriber_sends(sends, outcomes, people)
         for (job, _), outcome in zip(sends, outcomes, strict=True):
             self._record(job, outcome, recorder, permanent)
 
@@ -274,8 +310,12 @@ class Delivery:
     ) -> str | None:
         """Why this request cannot be sent at all (so is not tried), or None."""
         r = job.request
+        if person is not None and person.subscription is not None:
+            return self._subscriber_refusal(r, content, person.subscription)
         if person is None or person.kind is None:
             return f"no account {r.recipient}"
+        if r.kind == "confirm":
+            return "a confirmation is for a subscriber"
         if content is not None and content.internal and not person.is_employee:
             return "an internal post is not for this recipient"
         if person.contact(r.channel) is None:
@@ -283,6 +323,108 @@ class Delivery:
         if job.disabled:
             return "webhook disabled after it answered 410 Gone; set a new webhook_url"
         return None
+
+    @staticmethod
+    def _subscriber_refusal(
+        r: DeliveryRequest, content: contents.Content | None, sub: Subscription
+    ) -> str | None:
+        """A subscriber gets public posts while active, and its request's confirmation
+        while that request waits (not an older one's, not after it expired)."""
+        if r.channel != sub.channel:
+            return f"the subscription is by {sub.channel}, not {r.channel}"
+        if r.kind == "confirm":
+            request = sub.pending_request(utcnow())
+            if request is None or request.event != r.message_id or not r.secret:
+                return "the subscription request was confirmed, replaced or expired"
+            return None
+        if r.kind != "post":
+            return "a subscriber gets posts only"
+        if content is not None and content.internal:
+            return "an internal post is not for this recipient"
+        if sub.state != "active":
+            return f"the subscription is {sub.state}, not active"
+        return None
+
+    async def _mint_unsubscribe(self, jobs: list[tuple[_Job, contents.Recipient]]) -> None:
+        """A fresh unsubscribe token for each subscriber email and webhook about to be sent,
+        its hash written first (so the link works when the message arrives)."""
+        if not jobs:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job, person in jobs:
+                sub = person.subscription
+                assert sub is not None
+                token = subs.new_token()
+                pipe.set(
+                    keys.unsubscribe_token(job.q, subs.token_hash(token)),
+                    f"{sub.id}|{sub.generation}",
+                    ex=keys.UNSUBSCRIBE_TOKEN_TTL_S,
+                )
+                job.unsubscribe = contents.unsubscribe_link(self.settings.public_url, sub.id, token)
+            await pipe.execute()
+
+    async def _generator(self) -> IdGenerator:
+        if self._ids is None:
+            self._ids = IdGenerator(int(await self.redis.incr(keys.NODE_COUNTER)))
+        return self._ids
+
+    async def _after_subscriber_sends(
+        self, sends: list[tuple[_Job, Any]], outcomes: Sequence[_Outcome], people: Any
+    ) -> None:
+        """A webhook handshake answered 2xx confirms its subscription; a subscriber's webhook
+        answering 410 ends it. Appended before the outcomes are recorded."""
+        for (job, _), outcome in zip(sends, outcomes, strict=True):
+            r = job.request
+            person = people.get(r.recipient)
+            sub = person.subscription if person is not None else None
+            if sub is None or r.channel != "webhook":
+                continue
+            if r.kind == "confirm" and outcome.state == "sent":
+                await self._confirm_handshake(sub.id, r.message_id)
+            elif outcome.gone:
+                await self._end_gone(sub.id)
+
+    async def _confirm_handshake(self, subscription: str, request_id: str) -> None:
+        ids = await self._generator()
+
+        def decide(sub: Subscription | None) -> SubscriptionConfirmed | None:
+            now = utcnow()
+            request = sub.pending_request(now) if sub is not None else None
+            if sub is None or request is None or request.event != request_id:
+                return None  # confirmed meanwhile (a resend), replaced or expired
+            return SubscriptionConfirmed(
+                id=ids.next(),
+                actor="system",
+                at=now,
+                subscription=sub.id,
+                account=sub.account,
+                channel=sub.channel,
+                how="webhook_handshake",
+                request=request.event,
+                components=request.components,
+                webhook_secret=request.webhook_secret,
+                generation=sub.generation + (sub.state != "active"),
+            )
+
+        await subs.change(self.redis, self.writeside, self.partitions, subscription, decide)
+
+    async def _end_gone(self, subscription: str) -> None:
+        ids = await self._generator()
+
+        def decide(sub: Subscription | None) -> SubscriptionEnded | None:
+            if sub is None or sub.state != "active":
+                return None
+            return SubscriptionEnded(
+                id=ids.next(),
+                actor="system",
+                at=utcnow(),
+                subscription=sub.id,
+                account=sub.account,
+                channel=sub.channel,
+                how="webhook_gone",
+            )
+
+        await subs.change(self.redis, self.writeside, self.partitions, subscription, decide)
 
     def _limit(self, name: str, size: int) -> asyncio.Semaphore:
         limit = self._limits.get(name)
@@ -327,7 +469,7 @@ class Delivery:
         self, job: _Job, content: contents.Content, person: contents.Recipient, deadline: float
     ) -> _Outcome:
         r = job.request
-        send = self._sender(r, content, person)
+        send = self._sender(job, content, person)
         destination = self._destination(r.channel, person)
         if not await self._slots(destination, deadline):
             return _DEFERRED
@@ -351,14 +493,52 @@ class Delivery:
         return _SENT if note is None else _Outcome("logged", note)
 
     def _sender(
-        self, r: DeliveryRequest, content: contents.Content, person: contents.Recipient
+        self, job: _Job, content: contents.Content, person: contents.Recipient
     ) -> Callable[[], Awaitable[str | None]]:
+        r = job.request
+        if person.subscription is not None:
+            return self._subscriber_sender(job, content, person, person.subscription)
         if r.channel == "webhook":
             return lambda: self.webhooks.send(r.id, content, person)
         if r.channel == "email":
             return lambda: self.email.send(r.id, content, person)
         text = self._sms_texts.get(content.id, lambda: sms_text(content, self.settings.public_url))
         return lambda: self.sms.send(r.id, person.phone or "", text, private=content.private)
+
+    def _subscriber_sender(
+        self,
+        job: _Job,
+        content: contents.Content,
+        person: contents.Recipient,
+        sub: Subscription,
+    ) -> Callable[[], Awaitable[str | None]]:
+        """A subscriber's message: a post with its own unsubscribe link (SMS: how to stop),
+        or the confirmation of its request, with the secret the request carries."""
+        r, public = job.request, self.settings.public_url
+        if r.kind == "confirm":
+            secret = r.secret or ""
+            request = sub.request
+            assert request is not None
+            if r.channel == "email":
+                link = contents.confirm_link(public, sub.id, secret)
+                parts = SubscriberParts(sub.account, link, request.requested_at.isoformat())
+                return lambda: self.email.send(r.id, content, person, parts)
+            if r.channel == "sms":
+                text = confirmation_sms_text(sub.account, secret)
+                return lambda: self.sms.send(r.id, person.phone or "", text, private=True)
+            body = confirmation_body(sub.id, sub.account, request.components)
+            pair = (body, body.decode())
+            return lambda: self.webhooks.send(r.id, content, person, pair, request.webhook_secret)
+        if r.channel == "email":
+            parts = SubscriberParts(sub.account, job.unsubscribe)
+            return lambda: self.email.send(r.id, content, person, parts)
+        if r.channel == "sms":
+            text = self._sms_texts.get(
+                f"sub:{content.id}", lambda: subscriber_sms_text(content, public)
+            )
+            return lambda: self.sms.send(r.id, person.phone or "", text, private=False)
+        pair = subscriber_body(content, job.unsubscribe)
+        return lambda: self.webhooks.send(r.id, content, person, pair)
 
     def _record(
         self, job: _Job, outcome: _Outcome, recorder: Recorder, permanent: dict[str, str]
@@ -399,7 +579,7 @@ class Delivery:
             error = clip(f"gave up after {made - r.schedule_from} attempts: {error}")
         recorder.status(job.q, r.message_id, r.recipient, r.channel, Status("failed", made, error))
         recorder.count(r.channel, "failed")
-        if outcome.gone:
+        if outcome.gone and not r.recipient.startswith("sub-"):  # a subscriber's ends instead
             recorder.disable_webhook(job.q, r.recipient)
         permanent[job.entry] = f"{r.id}: {error}"
         log.warning("delivery failed", delivery=r.id, attempts=made, error=error)

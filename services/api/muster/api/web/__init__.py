@@ -41,13 +41,15 @@ from muster.api.web import (
     profile,
     signin,
     status,
+    subscribe,
     timeline,
 )
 
 router = APIRouter(include_in_schema=False)
-for _module in (
+_PAGES = (
     assets,
     status,
+    subscribe,
     signin,
     company,
     live,
@@ -57,5 +59,6 @@ for _module in (
     people,
     admin,
     fallback,
-):
+)
+for _module in _PAGES:
     router.include_router(_module.router)
