@@ -14,16 +14,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from redis.exceptions import (
-    AskError,
-    ClusterDownError,
-    ClusterError,
-    MaxConnectionsError,
-    RedisClusterException,
-    TryAgainError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import MaxConnectionsError
 from scim2_models import SCIMException
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -204,13 +195,6 @@ def create_app(settings: Settings) -> MusterApi:
         return response
 
     # Down, failing over or migrating a slot (connection.UNAVAILABLE): retry, never a 500.
-    @app.exception_handler(RedisConnectionError)
-    @app.exception_handler(RedisTimeoutError)
-    @app.exception_handler(ClusterDownError)
-    @app.exception_handler(TryAgainError)
-    @app.exception_handler(AskError)
-    @app.exception_handler(ClusterError)
-    @app.exception_handler(RedisClusterException)
     async def redis_down(request: Request, exc: Exception) -> Response:
         log.error("redis unavailable", error=str(exc))
         message = "the event log is unavailable; retry"
@@ -219,6 +203,9 @@ def create_app(settings: Settings) -> MusterApi:
             response.headers["Retry-After"] = "2"
             return response
         return bodies.error(503, "unavailable", message, retry_after=2)
+
+    for unavailable in connection.UNAVAILABLE:
+        app.add_exception_handler(unavailable, redis_down)  # type: ignore[arg-type]  # all Exceptions
 
     # Every write: the body limit first (its 413 before anything reads), then the replica wait.
     # The ingest routes get the same two in front of FastAPI (HotPath's `outer`).

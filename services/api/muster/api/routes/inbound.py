@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from muster.api import inbound
+from muster.api.openapi import responds
 from muster.api.state import state
 from muster.errors import BadRequest
 
@@ -17,11 +18,34 @@ router = APIRouter(tags=["inbound"])
 @router.post(
     "/v1/inbound/sms",
     summary="A text received (Twilio's webhook format, X-Twilio-Signature checked); answers TwiML",
-    responses={
-        200: {"description": "TwiML", "content": {"application/xml": {}}},
-        400: {"description": "not a form"},
-        403: {"description": "unsigned or forged"},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "From": {"type": "string"},
+                            "To": {"type": "string"},
+                            "Body": {"type": "string"},
+                        },
+                        "additionalProperties": {"type": "string"},
+                    }
+                }
+            },
+        }
     },
+    responses=responds(
+        200,
+        {
+            "type": "string",
+            "description": "TwiML: <Response>, with a <Message> when there is a reply",
+        },
+        errors=(400, 403, 413),
+        description="TwiML",
+        media_type="application/xml",
+    ),
 )
 async def inbound_sms(request: Request) -> Response:
     st = state(request)
