@@ -374,6 +374,8 @@ class IncidentOpened(Event, frozen=True, kw_only=True, tag="IncidentOpened"):
     status: str
     impact: str
     visibility: str = "public"
+    severity: str = "info"
+    """Of the update's post (from the impact unless the poster chose one)."""
     text: str
     components: tuple[ComponentStatus, ...] = ()
 
@@ -390,6 +392,7 @@ class IncidentUpdated(Event, frozen=True, kw_only=True, tag="IncidentUpdated"):
     impact: str
     visibility: str = "public"
     """The incident's (it never changes), so applying the update reads nothing."""
+    severity: str = "info"
     text: str
     components: tuple[ComponentStatus, ...] = ()
 

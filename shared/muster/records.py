@@ -635,6 +635,7 @@ class IncidentUpdate(msgspec.Struct, frozen=True, kw_only=True):
     author: str
     status: str
     impact: str
+    severity: str = "info"
     text: str
     """The update as written; the post says it after the incident's title and status."""
     components: tuple[ComponentStatus, ...] = ()
@@ -728,8 +729,12 @@ _INCIDENT_BASE = 10**19 - 1
 
 def incident_member(incident_id: str) -> str:
     """An incident id as kept in keys.incidents: 10^19-1-id, 19 digits, so text order is
-    newest first. Its own inverse."""
+    newest first (incident_of_member undoes it)."""
     return f"{_INCIDENT_BASE - int(incident_id):019d}"
+
+
+def incident_of_member(member: bytes | str) -> str:
+    return str(_INCIDENT_BASE - int(member))
 
 
 class Component(msgspec.Struct, frozen=True, kw_only=True):

@@ -473,6 +473,7 @@ class WriteSide:
             author=event.actor,
             status=event.status,
             impact=event.impact,
+            severity=event.severity,
             text=event.text,
             components=event.components,
             at=event.at,

@@ -47,6 +47,7 @@ from muster.api.routes import (
     dms,
     follows,
     inbound,
+    incidents,
     ops,
     posts,
     reads,
@@ -146,6 +147,7 @@ def create_app(settings: Settings) -> MusterApi:
         audit,
         ops,
         subscriptions,
+        incidents,
         inbound,
         web,
     )
