@@ -340,3 +340,56 @@ async def test_refusals_change_nothing(api: Api, cast: Cast) -> None:
         json={"status": "major_outage"},
     )
     assert_error(await api.call("GET", "/v1/incidents/abc"), 404, "no_such_incident")
+
+
+async def test_posters_and_admins_set_the_page_look_and_only_admins_deactivate(
+    api: Api, cast: Cast
+) -> None:
+    token = await poster(api, cast)
+    look = {"display_name": "Operations", "logo_url": "https://example.com/l.png"}
+    changed = await api.ok("PATCH", f"/v1/accounts/{TEAM}", token=token, json=look)
+    assert (changed["display_name"], changed["logo_url"]) == ("Operations", look["logo_url"])
+    assert changed["accent_color"] is None
+    changed = await api.ok(
+        "PATCH", f"/v1/accounts/{TEAM}", token=ADMIN_TOKEN, json={"accent_color": "#0a66c2"}
+    )
+    assert (changed["logo_url"], changed["accent_color"]) == (look["logo_url"], "#0a66c2")
+    cleared = await api.ok("PATCH", f"/v1/accounts/{TEAM}", token=token, json={"logo_url": None})
+    assert (cleared["logo_url"], cleared["accent_color"]) == (None, "#0a66c2")
+    kinds = [type(e).__name__ for e in await api.events()][-4:]
+    assert kinds == [
+        "ContactPointsChanged",
+        "StatusPageChanged",
+        "StatusPageChanged",
+        "StatusPageChanged",
+    ]
+    await refused(
+        api, "PATCH", f"/v1/accounts/{TEAM}", 403, "admin_only", token=token, json={"active": False}
+    )
+    await refused(
+        api,
+        "PATCH",
+        f"/v1/accounts/{TEAM}",
+        403,
+        "not_allowed",
+        token=cast.external,
+        json={"display_name": "Pwned"},
+    )
+    await refused(
+        api,
+        "PATCH",
+        f"/v1/accounts/{TEAM}",
+        422,
+        "invalid_url",
+        token=token,
+        json={"logo_url": "http://example.com/l.png"},
+    )
+    await refused(
+        api,
+        "PATCH",
+        f"/v1/accounts/{TEAM}",
+        422,
+        "invalid_field",
+        token=token,
+        json={"accent_color": "red"},
+    )
