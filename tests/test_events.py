@@ -192,6 +192,10 @@ PARTITION_FIELD = {
     "SubscriptionRequested": "subscription",
     "SubscriptionConfirmed": "subscription",
     "SubscriptionEnded": "subscription",
+    "ComponentChanged": "account",
+    "IncidentOpened": "account",
+    "IncidentUpdated": "account",
+    "StatusPageChanged": "handle",
 }
 PARTITION_PREFIX = {"subscription": "sub-"}
 """A subscription's events go to its recipient name's partition: `sub-<id>`."""

@@ -338,6 +338,74 @@ class SubscriptionEnded(Event, frozen=True, kw_only=True, tag="SubscriptionEnded
     network: str = ""
 
 
+# --- incidents and components (the status page) --------------------------------------------
+# An incident belongs to a team or service account; its events go to that account's
+# partition with the PostPublished of each update (appended in the same step), so the post
+# and the incident change keep their order. `incident` is the id of the opening update's
+# post, the root of the incident's thread.
+
+
+class ComponentStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """A component's state as an incident update set it."""
+
+    name: str
+    status: str
+
+
+class ComponentChanged(Event, frozen=True, kw_only=True, tag="ComponentChanged"):
+    """`account`'s component `name` is in `status` from now on (operational,
+    degraded_performance, partial_outage, major_outage, under_maintenance), with its
+    `description` after the change; `incident` is the incident whose update set it, if any."""
+
+    account: str
+    name: str
+    status: str
+    description: str = ""
+    incident: str | None = None
+
+
+class IncidentOpened(Event, frozen=True, kw_only=True, tag="IncidentOpened"):
+    """A poster opened an incident of `account`; its first update is the post `incident`
+    (appended with it). `components` are the states this update set."""
+
+    incident: str
+    account: str
+    title: str
+    status: str
+    impact: str
+    visibility: str = "public"
+    severity: str = "info"
+    """Of the update's post (from the impact unless the poster chose one)."""
+    text: str
+    components: tuple[ComponentStatus, ...] = ()
+
+
+class IncidentUpdated(Event, frozen=True, kw_only=True, tag="IncidentUpdated"):
+    """An update of `incident`: its status and impact after it (`resolved` resolves it; any
+    other status reopens a resolved one), carried by the post `post` (a reply to the
+    incident's first post, appended with it)."""
+
+    incident: str
+    account: str
+    post: str
+    status: str
+    impact: str
+    visibility: str = "public"
+    """The incident's (it never changes), so applying the update reads nothing."""
+    severity: str = "info"
+    text: str
+    components: tuple[ComponentStatus, ...] = ()
+
+
+class StatusPageChanged(Event, frozen=True, kw_only=True, tag="StatusPageChanged"):
+    """The look of `handle`'s status page after the change (full state): a logo's https
+    URL and an accent colour (`#rrggbb`), each None for the default."""
+
+    handle: str
+    logo_url: str | None = None
+    accent_color: str | None = None
+
+
 AnyEvent: TypeAlias = (
     AccountCreated
     | AccountTokenReset
@@ -364,6 +432,10 @@ AnyEvent: TypeAlias = (
     | SubscriptionRequested
     | SubscriptionConfirmed
     | SubscriptionEnded
+    | ComponentChanged
+    | IncidentOpened
+    | IncidentUpdated
+    | StatusPageChanged
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__
@@ -401,6 +473,7 @@ def partition_handle(event: Event) -> str:
             | ContactPointsChanged(handle=h)
             | DirectoryUserChanged(handle=h)
             | DirectoryUserRemoved(handle=h)
+            | StatusPageChanged(handle=h)
         ):
             return h
         case (
@@ -410,6 +483,9 @@ def partition_handle(event: Event) -> str:
             | FollowersEnrolled(account=a)
             | DirectoryGroupChanged(account=a)
             | DirectoryGroupRemoved(account=a)
+            | ComponentChanged(account=a)
+            | IncidentOpened(account=a)
+            | IncidentUpdated(account=a)
         ):
             return a
         case (

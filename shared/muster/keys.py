@@ -274,6 +274,60 @@ NETWORK_KEY: Final = f"{PREFIX}:subscriptions:networkkey"
 first api process that needs it), so a hash cannot be reversed by trying every network."""
 
 
+# --- incidents, components and the status page (write side, the account's partition) -------
+# Everything an account's status page shows besides its posts lives in the account's
+# partition and is written by WriteSide.apply for ComponentChanged, IncidentOpened,
+# IncidentUpdated and StatusPageChanged, so it shares a slot with the account's stream.
+INCIDENT_LISTS: Final = ("open", "resolved")
+"""The incident lists of an account (incidents()): by state; each also kept public-only."""
+
+
+def incident(partition: int, incident_id: str) -> str:
+    """Hash: records.incident_hash, the incident's state (title, status, impact, visibility,
+    times, and `c:<component>` → the state its updates set). In its account's partition:
+    a read by id looks in each partition (muster.api.incidents.locate)."""
+    return f"{_tag(partition)}:incident:{incident_id}"
+
+
+def incident_updates(partition: int, incident_id: str) -> str:
+    """Hash: post id → records.IncidentUpdate (JSON), each update of the incident; ordered
+    by post id when read."""
+    return f"{_tag(partition)}:incident_updates:{incident_id}"
+
+
+def incidents(partition: int, account: str, state: str, public: bool) -> str:
+    """Sorted set (scores 0, by lex): records.incident_member(id) of `account`'s incidents
+    in `state` (INCIDENT_LISTS), newest first in text order; `public` keeps only public
+    ones (what status pages and anonymous readers list)."""
+    scope = f"public_{state}" if public else state
+    return f"{_tag(partition)}:incidents:{scope}:{account}"
+
+
+def components(partition: int, account: str) -> str:
+    """Hash: component name → records.Component (JSON), its state now."""
+    return f"{_tag(partition)}:components:{account}"
+
+
+def component_order(partition: int, account: str) -> str:
+    """Sorted set: component name, scored by when it first appeared (ms, ZADD NX): the
+    order the status page lists them in."""
+    return f"{_tag(partition)}:component_order:{account}"
+
+
+def component_history(partition: int, account: str) -> str:
+    """Sorted set: records.component_change (`ms|name|status`) of every state change,
+    scored by its time in ms: the status page's 90-day bars."""
+    return f"{_tag(partition)}:component_history:{account}"
+
+
+def status_page(partition: int, account: str) -> str:
+    """Hash: the status page's look (`logo_url`, `accent_color`) and its change counter
+    (`changes`: +1 per incident, component, look or display-name change; `changed_ms`: the
+    last one's time). Pages are rendered once per value of the counter and the newest
+    public post (muster.api.web.pagecache)."""
+    return f"{_tag(partition)}:status_page:{account}"
+
+
 # --- projections (timeline worker writes; api reads) ----------------------------------------
 def partition_of_id(snowflake: str, partitions: int) -> int:
     """Where a post or DM record lives: by id, so a read by id needs nothing else."""

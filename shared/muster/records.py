@@ -3,7 +3,8 @@ one codec, here: an account's hash (keys.account), a follow record (keys.follows
 `all_members` rule (keys.enrolment_rules), a delivery request (keys.deliveries streams), a
 delivery status (keys.delivery_status), a live-stream entry (keys.LIVE), an email index
 entry (keys.emails), a company sign-in under way (keys.oidc_flow) and the directory's users,
-groups and index entries (keys.directory_*). Events have
+groups and index entries (keys.directory_*), incidents, their updates and components
+(keys.incident*, keys.component*). Events have
 theirs in events.py, posts and DMs as readers see them in views.py.
 
 Lua that writes one of these (lua/enrol.lua: a follow record; lua/route_one.lua: a request
@@ -14,13 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
 
 from muster.errors import EventDecodeError
-from muster.events import DirectoryEmail
+from muster.events import ComponentStatus, DirectoryEmail
 
 
 @dataclass(frozen=True, slots=True)
@@ -624,3 +625,152 @@ def encode_flow(flow: OidcFlow) -> bytes:
 
 def decode_flow(raw: bytes | str) -> OidcFlow:
     return _FLOW_DECODER.decode(raw)
+
+
+# --- incidents, components and the status page (keys.incident*, keys.component*) -------------
+class IncidentUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """One update of an incident (keys.incident_updates), carried by the post `post`."""
+
+    post: str
+    author: str
+    status: str
+    impact: str
+    severity: str = "info"
+    text: str
+    """The update as written; the post says it after the incident's title and status."""
+    components: tuple[ComponentStatus, ...] = ()
+    at: datetime
+
+
+_update_encoder = msgspec.json.Encoder()
+_update_decoder = msgspec.json.Decoder(IncidentUpdate)
+
+
+def encode_incident_update(update: IncidentUpdate) -> bytes:
+    return _update_encoder.encode(update)
+
+
+def incident_update_of(raw: bytes | str) -> IncidentUpdate:
+    return _update_decoder.decode(raw)
+
+
+INCIDENT_COMPONENT = "c:"
+"""Prefix of an incident hash's fields that hold the state its updates set a component to."""
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    id: str
+    account: str
+    title: str
+    status: str
+    impact: str
+    visibility: str
+    created_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None
+    components: dict[str, str]
+    """Component → the state this incident's updates last set it to."""
+
+    @property
+    def is_open(self) -> bool:
+        return self.status != "resolved"
+
+
+def incident_hash(
+    *,
+    account: str | None = None,
+    title: str | None = None,
+    visibility: str | None = None,
+    created_at: datetime | None = None,
+    status: str,
+    impact: str,
+    at: datetime,
+    components: tuple[ComponentStatus, ...],
+) -> dict[str, str]:
+    """The fields an IncidentOpened (every argument) or IncidentUpdated (status, impact,
+    time, components) sets; `resolved_at` is set or dropped beside them (writeside.py)."""
+    values = {"status": status, "impact": impact, "updated_at": at.isoformat()}
+    opened = {
+        "account": account,
+        "title": title,
+        "visibility": visibility,
+        "created_at": created_at.isoformat() if created_at else None,
+    }
+    values |= {k: v for k, v in opened.items() if v is not None}
+    values |= {INCIDENT_COMPONENT + c.name: c.status for c in components}
+    return values
+
+
+def incident_of(incident_id: str, raw: Mapping[Any, Any]) -> Incident | None:
+    if not raw:
+        return None
+    h = {_str(k): _str(v) for k, v in raw.items()}
+    return Incident(
+        id=incident_id,
+        account=h["account"],
+        title=h["title"],
+        status=h["status"],
+        impact=h["impact"],
+        visibility=h["visibility"],
+        created_at=datetime.fromisoformat(h["created_at"]),
+        updated_at=datetime.fromisoformat(h["updated_at"]),
+        resolved_at=_time(h.get("resolved_at")),
+        components={
+            k.removeprefix(INCIDENT_COMPONENT): v
+            for k, v in h.items()
+            if k.startswith(INCIDENT_COMPONENT)
+        },
+    )
+
+
+_INCIDENT_BASE = 10**19 - 1
+
+
+def incident_member(incident_id: str) -> str:
+    """An incident id as kept in keys.incidents: 10^19-1-id, 19 digits, so text order is
+    newest first (incident_of_member undoes it)."""
+    return f"{_INCIDENT_BASE - int(incident_id):019d}"
+
+
+def incident_of_member(member: bytes | str) -> str:
+    return str(_INCIDENT_BASE - int(member))
+
+
+class Component(msgspec.Struct, frozen=True, kw_only=True):
+    """A component of an account's status page (keys.components), as it is now."""
+
+    name: str
+    status: str
+    description: str = ""
+    updated_at: datetime
+
+
+_component_encoder = msgspec.json.Encoder()
+_component_decoder = msgspec.json.Decoder(Component)
+
+
+def encode_component(component: Component) -> bytes:
+    return _component_encoder.encode(component)
+
+
+def component_of(raw: bytes | str) -> Component:
+    return _component_decoder.decode(raw)
+
+
+def component_change(at: datetime, name: str, status: str) -> str:
+    """A member of keys.component_history: `ms|name|status` (names hold no `|`)."""
+    return f"{int(at.timestamp() * 1000)}|{name}|{status}"
+
+
+def component_change_of(member: bytes | str) -> tuple[datetime, str, str]:
+    ms, name, status = _str(member).split("|")
+    return datetime.fromtimestamp(int(ms) / 1000, UTC), name, status
+
+
+STATUS_PAGE_LOOK = ("logo_url", "accent_color")
+"""The fields of keys.status_page a StatusPageChanged sets (the rest count changes)."""
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -39,6 +39,7 @@ from muster.events import (
     AccountTokenReset,
     AccountUnfollowed,
     AnyEvent,
+    ComponentChanged,
     ContactPointsChanged,
     DirectoryGroupChanged,
     DirectoryGroupRemoved,
@@ -46,11 +47,14 @@ from muster.events import (
     DirectoryUserRemoved,
     FollowChannelsChanged,
     FollowerEnrolled,
+    IncidentOpened,
+    IncidentUpdated,
     MembersEnrolled,
     NamedTokenCreated,
     NamedTokenRevoked,
     PosterGranted,
     PosterRevoked,
+    StatusPageChanged,
     SubscriptionConfirmed,
     SubscriptionEnded,
     SubscriptionRequested,
@@ -58,17 +62,24 @@ from muster.events import (
 from muster.records import (
     REQUEST_FIELDS,
     Account,
+    Component,
     DirectoryGroup,
     DirectoryUser,
     Follow,
+    IncidentUpdate,
     NamedToken,
     Rule,
     active_hash,
+    component_change,
     directory_index_entry,
     email_entry,
+    encode_component,
     encode_directory,
+    encode_incident_update,
     encode_named_token,
     ended_hash,
+    incident_hash,
+    incident_member,
     request_hash,
     rule_of,
     subscriber_entry,
@@ -100,6 +111,13 @@ FAMILIES = (
             lambda p: keys.subscribers(p, keys.ANY),
             lambda p: keys.account_subscriptions(p, keys.ANY),
             keys.subscription_index,
+            lambda p: keys.incident(p, keys.ANY),
+            lambda p: keys.incident_updates(p, keys.ANY),
+            lambda p: keys.incidents(p, keys.ANY, keys.ANY, False),
+            lambda p: keys.components(p, keys.ANY),
+            lambda p: keys.component_order(p, keys.ANY),
+            lambda p: keys.component_history(p, keys.ANY),
+            lambda p: keys.status_page(p, keys.ANY),
         ),
         (keys.token(keys.ANY), keys.ENROLMENT_RULES),
     ),
@@ -215,6 +233,7 @@ class WriteSide:
                 await self._index_email(pipe, event)
                 self._contacts(pipe, event)
                 self._reach(pipe, event)
+                self._page_changed(pipe, event.handle, event)
             case PosterGranted():
                 pipe.sadd(keys.posters(self._p(event.account), event.account), event.poster)
             case PosterRevoked():
@@ -252,6 +271,8 @@ class WriteSide:
                 pipe.delete(keys.directory_members(p, event.account))
             case SubscriptionRequested() | SubscriptionConfirmed() | SubscriptionEnded():
                 self._subscription(pipe, event)
+            case ComponentChanged() | IncidentOpened() | IncidentUpdated() | StatusPageChanged():
+                self._status_page(pipe, event)
             case _:
                 pass  # posts and DMs keep no write-side state (idempotency keys expire)
 
@@ -389,6 +410,90 @@ class WriteSide:
                 pipe.hdel(key, *REQUEST_FIELDS)
                 pipe.hset(key, mapping=ended_hash(event.how, event.at))
                 pipe.hdel(keys.subscribers(p, event.account), recipient)
+
+    def _status_page(
+        self,
+        pipe: Any,
+        event: ComponentChanged | IncidentOpened | IncidentUpdated | StatusPageChanged,
+    ) -> None:
+        """Incidents, their updates and lists, components and their history, the page's
+        look; all in the account's partition, and each counts as a change of its page."""
+        match event:
+            case ComponentChanged():
+                p = self._p(event.account)
+                component = Component(
+                    name=event.name,
+                    status=event.status,
+                    description=event.description,
+                    updated_at=event.at,
+                )
+                pipe.hset(
+                    keys.components(p, event.account), event.name, encode_component(component)
+                )
+                ms = int(event.at.timestamp() * 1000)
+                pipe.zadd(keys.component_order(p, event.account), {event.name: ms}, nx=True)
+                change = component_change(event.at, event.name, event.status)
+                pipe.zadd(keys.component_history(p, event.account), {change: ms})
+                self._page_changed(pipe, event.account, event)
+            case IncidentOpened() | IncidentUpdated():
+                self._incident(pipe, event)
+                self._page_changed(pipe, event.account, event)
+            case StatusPageChanged():
+                key = keys.status_page(self._p(event.handle), event.handle)
+                for field in ("logo_url", "accent_color"):
+                    value = getattr(event, field)
+                    if value is None:
+                        pipe.hdel(key, field)
+                    else:
+                        pipe.hset(key, field, value)
+                self._page_changed(pipe, event.handle, event)
+
+    def _incident(self, pipe: Any, event: IncidentOpened | IncidentUpdated) -> None:
+        p = self._p(event.account)
+        key = keys.incident(p, event.incident)
+        opened = isinstance(event, IncidentOpened)
+        fields = incident_hash(
+            account=event.account if opened else None,
+            title=event.title if isinstance(event, IncidentOpened) else None,
+            visibility=event.visibility if opened else None,
+            created_at=event.at if opened else None,
+            status=event.status,
+            impact=event.impact,
+            at=event.at,
+            components=event.components,
+        )
+        pipe.hset(key, mapping=fields)
+        if event.status == "resolved":
+            pipe.hsetnx(key, "resolved_at", event.at.isoformat())
+        else:
+            pipe.hdel(key, "resolved_at")
+        post = event.incident if isinstance(event, IncidentOpened) else event.post
+        update = IncidentUpdate(
+            post=post,
+            author=event.actor,
+            status=event.status,
+            impact=event.impact,
+            severity=event.severity,
+            text=event.text,
+            components=event.components,
+            at=event.at,
+        )
+        pipe.hset(keys.incident_updates(p, event.incident), post, encode_incident_update(update))
+        member = incident_member(event.incident)
+        now = "resolved" if event.status == "resolved" else "open"
+        for public in (False, True) if event.visibility == "public" else (False,):
+            for state in keys.INCIDENT_LISTS:
+                listed = keys.incidents(p, event.account, state, public)
+                if state == now:
+                    pipe.zadd(listed, {member: 0})
+                else:
+                    pipe.zrem(listed, member)
+
+    def _page_changed(self, pipe: Any, handle: str, event: AnyEvent) -> None:
+        """Count a change of `handle`'s status page: its pages are rendered again."""
+        key = keys.status_page(self._p(handle), handle)
+        pipe.hincrby(key, "changes", 1)
+        pipe.hset(key, "changed_ms", int(event.at.timestamp() * 1000))
 
     def _directory_user(self, pipe: Any, event: DirectoryUserChanged) -> None:
         """The directory's record of the person and its lookup entries (keys.directory_index)."""

@@ -96,6 +96,36 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, int]]] = {
         {"to": "{peer}", "text": "hi"},
         {**dict.fromkeys(WHO, 202), "none": 401},
     ),
+    ("PUT", "/v1/accounts/{handle}/components/{name}"): (
+        f"/v1/accounts/{TEAM}/components/API",
+        {"status": "operational"},
+        {"admin": 200, **ADMIN_ONLY},  # and the team's posters (test_incidents.py)
+    ),
+    ("GET", "/v1/accounts/{handle}/components"): (
+        f"/v1/accounts/{TEAM}/components",
+        None,
+        dict.fromkeys(WHO, 200),
+    ),
+    ("POST", "/v1/incidents"): (  # only the team's posters (none here) and services as themselves
+        "/v1/incidents",
+        {"title": "t", "status": "investigating", "impact": "none", "text": "x"},
+        {"admin": 422, "member": 422, "external": 422, "service": 201, "none": 401},
+    ),
+    ("GET", "/v1/accounts/{handle}/incidents"): (
+        f"/v1/accounts/{TEAM}/incidents",
+        None,
+        dict.fromkeys(WHO, 200),
+    ),
+    ("POST", "/v1/accounts/{handle}/subscriptions"): (  # anyone, with or without a token
+        f"/v1/accounts/{TEAM}/subscriptions",
+        {"email": "kim@example.com"},
+        dict.fromkeys(WHO, 202),
+    ),
+    ("DELETE", "/v1/accounts/{handle}/subscriptions/{subscription_id}"): (
+        f"/v1/accounts/{TEAM}/subscriptions/0123456789abcdef0123",
+        None,
+        {"admin": 404, "member": 403, "external": 403, "service": 403, "none": 401},
+    ),
     ("GET", "/v1/timelines/home"): ("/v1/timelines/home", None, MEMBERS_ONLY),
     ("GET", "/v1/dms"): ("/v1/dms", None, MEMBERS_ONLY),
     ("GET", "/healthz"): ("/healthz", None, dict.fromkeys(WHO, 200)),

@@ -90,5 +90,53 @@ async def make_history(s: System) -> dict[str, str]:
     t["carol"] = await s.person("carol", "auditor")
     await s.ok("GET", "/v1/audit", token=t["carol"])
     await s.post(t["pat"], "after the lifecycle changes", as_="ops")
+    await incidents(s, t["pat"])
     await s.settle()
     return t
+
+
+async def incidents(s: System, pat: str) -> None:
+    """Components, a public incident from open to resolved and reopened, an internal one,
+    and the status page's look."""
+    for name in ("API", "Web"):
+        await s.ok(
+            "PUT", f"/v1/accounts/ops/components/{name}", token=pat, json={"status": "operational"}
+        )
+    opened = await s.ok(
+        "POST",
+        "/v1/incidents",
+        201,
+        token=pat,
+        json={
+            "as": "ops",
+            "title": "API errors",
+            "status": "investigating",
+            "impact": "major",
+            "text": "looking",
+            "components": {"API": "partial_outage"},
+        },
+    )
+    path = f"/v1/incidents/{opened['id']}/updates"
+    for status in ("identified", "resolved", "monitoring", "resolved"):
+        body = {"status": status, "text": status, "components": {"API": "operational"}}
+        await s.ok("POST", path, 202, token=pat, json=body)
+    await s.ok(
+        "POST",
+        "/v1/incidents",
+        201,
+        token=pat,
+        json={
+            "as": "ops",
+            "title": "replica lag",
+            "status": "identified",
+            "impact": "minor",
+            "text": "internal",
+            "visibility": "internal",
+        },
+    )
+    await s.ok(
+        "PATCH",
+        "/v1/accounts/ops",
+        token=pat,
+        json={"display_name": "Operations", "accent_color": "#0a66c2"},
+    )

@@ -38,6 +38,7 @@ from muster.api.routes import (
     dms,
     follows,
     inbound,
+    incidents,
     ops,
     posts,
     reads,
@@ -47,6 +48,7 @@ from muster.api.routes import (
 from muster.api.routes import scim as scim_routes
 from muster.api.state import ApiState
 from muster.api.tokens import TokenCache
+from muster.api.web.pagecache import PageCache
 from muster.errors import ApiError
 from muster.ids import IdGenerator
 from muster.logs import configure_logging
@@ -105,6 +107,7 @@ def create_app(settings: Settings) -> MusterApi:
         live = LiveHub(live_redis, block_ms=settings.consumer_block_ms)
         await live.start()
         app.state.live = live
+        app.state.pages = PageCache()
         log.info("api ready", partitions=settings.partitions, node=node)
         try:
             yield
@@ -137,6 +140,7 @@ def create_app(settings: Settings) -> MusterApi:
         audit,
         ops,
         subscriptions,
+        incidents,
         inbound,
         web,
     )

@@ -139,9 +139,27 @@ class AccountOut(msgspec.Struct, kw_only=True):
 
 
 class UpdateAccount(Request):
-    """PATCH /v1/accounts/{handle} (admin): omitted fields stay."""
+    """PATCH /v1/accounts/{handle}: omitted fields stay. `active` is for admins only; the
+    status page's look (`display_name`, `logo_url`, `accent_color`; null: the default) for
+    admins and the account's posters."""
 
     active: bool | UnsetType = UNSET
+    display_name: DisplayName | UnsetType = UNSET
+    logo_url: Url | UnsetType | None = UNSET
+    accent_color: Annotated[str, Meta(max_length=7)] | UnsetType | None = UNSET
+
+
+class AccountPageOut(msgspec.Struct, kw_only=True):
+    """An account with its status page's look (PATCH /v1/accounts/{handle})."""
+
+    id: str
+    handle: str
+    kind: Kind
+    display_name: str
+    followers_count: int
+    active: bool = True
+    logo_url: str | None = None
+    accent_color: str | None = None
 
 
 class TokenOut(msgspec.Struct, kw_only=True):
@@ -291,3 +309,83 @@ class PostersOut(msgspec.Struct, kw_only=True):
 
 AuditEvent = AnyEvent
 """An event as GET /v1/audit returns it: the stored event, secrets read "[redacted]"."""
+
+
+# --- incidents and components -------------------------------------------------------------
+IncidentStatus = Literal["investigating", "identified", "monitoring", "resolved"]
+Impact = Literal["none", "minor", "major", "critical"]
+ComponentState = Literal[
+    "operational", "degraded_performance", "partial_outage", "major_outage", "under_maintenance"
+]
+Title = Annotated[str, Meta(max_length=200)]
+ComponentStates = Annotated[dict[ComponentName, ComponentState], Meta(max_length=20)]
+
+
+class CreateIncident(Request):
+    """`as`: the team or service the incident is of (default: the calling service)."""
+
+    title: Title
+    status: IncidentStatus
+    impact: Impact
+    text: str
+    as_: Handle | None = msgspec.field(default=None, name="as")
+    visibility: Visibility = "public"
+    severity: Severity | None = None
+    components: ComponentStates | None = None
+
+
+class UpdateIncident(Request):
+    """`impact` omitted: it stays; `severity` omitted: from the impact."""
+
+    status: IncidentStatus
+    text: str
+    impact: Impact | None = None
+    severity: Severity | None = None
+    components: ComponentStates | None = None
+
+
+class PutComponent(Request):
+    status: ComponentState
+    description: Annotated[str, Meta(max_length=500)] | None = None
+
+
+class ComponentOut(msgspec.Struct, kw_only=True):
+    name: str
+    status: ComponentState
+    description: str
+    updated_at: str
+
+
+class IncidentUpdateOut(msgspec.Struct, kw_only=True):
+    """An update: the post that carries it (its `text` says the incident's title and the
+    status before `message`, the update as written), with the incident's fields it set."""
+
+    id: str
+    author: str
+    as_account: str
+    text: str
+    visibility: Visibility
+    severity: Severity
+    in_reply_to: str | None
+    created_at: str
+    incident: str
+    status: IncidentStatus
+    impact: Impact
+    message: str
+    components: dict[str, ComponentState]
+
+
+class IncidentOut(msgspec.Struct, kw_only=True):
+    id: str
+    account: str
+    title: str
+    status: IncidentStatus
+    impact: Impact
+    visibility: Visibility
+    created_at: str
+    updated_at: str
+    resolved_at: str | None
+    components: dict[str, ComponentState]
+    """The state each component was last set to by this incident's updates."""
+    updates: list[IncidentUpdateOut]
+    """Oldest first; the first one opened it."""

@@ -490,6 +490,68 @@ def _contact_points_changed(
     return updated, secret, changed
 
 
+async def update_status_page(
+    state: ApiState,
+    actor: str,
+    handle: str,
+    *,
+    display_name: str | msgspec.UnsetType,
+    logo_url: str | msgspec.UnsetType | None,
+    accent_color: str | msgspec.UnsetType | None,
+) -> Account:
+    """The status page's look: a new display name (ContactPointsChanged, as PATCH /v1/me
+    makes it) and logo or accent colour (StatusPageChanged, full state), in one step."""
+    redis, partitions = state.redis, state.settings.partitions
+    key = accounts.account_key(handle, partitions)
+    page = keys.status_page(keys.partition_of(handle, partitions), handle)
+
+    async def body(pipe: Any) -> Account:
+        current = account_of(await pipe.hgetall(key))
+        if current is None:
+            raise NotFound(f"no account {handle!r}", code="no_such_account")
+        look: dict[Any, Any] = await pipe.hgetall(page)
+        now = {k.decode(): v.decode() for k, v in look.items()}
+        changes: list[events.AnyEvent] = []
+        updated = current
+        if not isinstance(display_name, msgspec.UnsetType) and display_name != current.display_name:
+            updated, _, changed = _contact_points_changed(
+                state, actor, current, UpdateMe(display_name=display_name)
+            )
+            changes.append(changed)
+        after: dict[str, str | None] = {
+            "logo_url": now.get("logo_url")
+            if isinstance(logo_url, msgspec.UnsetType)
+            else logo_url,
+            "accent_color": (
+                now.get("accent_color")
+                if isinstance(accent_color, msgspec.UnsetType)
+                else accent_color
+            ),
+        }
+        if after != {k: now.get(k) for k in after}:
+            changes.append(
+                events.StatusPageChanged(
+                    id=state.ids.next(),
+                    actor=actor,
+                    at=utcnow(),
+                    handle=handle,
+                    logo_url=after["logo_url"],
+                    accent_color=after["accent_color"],
+                )
+            )
+        if not changes:
+            return current
+        pipe.multi()
+        for event in changes:
+            await state.writeside.apply(pipe, event)
+            eventlog.append(pipe, event, partitions)
+        return updated
+
+    updated = await transact(redis, [key, page], body)
+    state.tokens.forget(handle)
+    return updated
+
+
 async def set_poster(
     state: ApiState, admin: Account, account: str, poster: str, *, grant: bool
 ) -> None:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any, cast
+from urllib.parse import urlsplit
 
+import msgspec
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from muster import graph, views
-from muster.api import bodies, lookups, validation, writes
+from muster import graph, keys, views
+from muster.api import bodies, incidents, lookups, validation, writes
 from muster.api.openapi import SECURED, body, merge, responds
 from muster.api.schemas import (
     AccountCreatedOut,
     AccountOut,
+    AccountPageOut,
     CreateAccount,
     CreateNamedToken,
     Handle,
@@ -26,7 +30,8 @@ from muster.api.schemas import (
 )
 from muster.api.state import ApiState, state
 from muster.api.tokens import authenticate, require_admin, require_person
-from muster.errors import Invalid, NotFound
+from muster.connection import text
+from muster.errors import Forbidden, Invalid, NotFound
 from muster.events import utcnow
 from muster.records import Account, NamedToken
 
@@ -117,26 +122,70 @@ async def get_account(handle: Handle, request: Request) -> Response:
     return bodies.json(await account_out(st, account))
 
 
+_ACCENT = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def _check_look(req: UpdateAccount) -> None:
+    if isinstance(req.display_name, str) and not req.display_name.strip():
+        raise Invalid("display_name must not be blank", code="text_empty", field="display_name")
+    if isinstance(req.logo_url, str):
+        parts = urlsplit(req.logo_url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise Invalid("logo_url must be an https URL", code="invalid_url", field="logo_url")
+    if isinstance(req.accent_color, str) and not _ACCENT.match(req.accent_color):
+        raise Invalid(
+            "accent_color is a colour like #0a66c2", code="invalid_field", field="accent_color"
+        )
+
+
+async def page_out(st: ApiState, account: Account) -> AccountPageOut:
+    p = keys.partition_of(account.handle, st.settings.partitions)
+    look: dict[Any, Any] = await st.redis.hgetall(keys.status_page(p, account.handle))
+    return AccountPageOut(
+        **msgspec.structs.asdict(await account_out(st, account)),
+        logo_url=text(look[b"logo_url"]) if b"logo_url" in look else None,
+        accent_color=text(look[b"accent_color"]) if b"accent_color" in look else None,
+    )
+
+
 @router.patch(
     "/v1/accounts/{handle}",
-    summary="Deactivate or reactivate an account (admin)",
+    summary="Deactivate or reactivate an account (admin); its status page's look (admins and its posters)",
     openapi_extra=merge(body(UpdateAccount), SECURED),
-    responses=responds(200, AccountOut, errors=(400, 401, 403, 404, 413, 422)),
+    responses=responds(200, AccountPageOut, errors=(400, 401, 403, 404, 413, 422)),
 )
 async def patch_account(handle: Handle, request: Request) -> Response:
     st = state(request)
-    admin = await require_admin(request)
+    caller = await authenticate(request)
     req = await bodies.read(request, UpdateAccount)
+    if isinstance(req.active, bool) and not caller.is_admin:
+        raise Forbidden("only admins deactivate or reactivate accounts", code="admin_only")
     account = await lookups.existing(st, handle)
+    look = (req.display_name, req.logo_url, req.accent_color)
+    changes_look = any(not isinstance(v, msgspec.UnsetType) for v in look)
+    if changes_look and not await incidents.may_manage(st, caller, handle):
+        raise Forbidden("only admins and the account's posters change its page", code="not_allowed")
+    if not changes_look and not caller.is_admin:
+        raise Forbidden("only admins deactivate or reactivate accounts", code="admin_only")
+    _check_look(req)
+    if isinstance(req.active, bool) and not req.active and handle == caller.handle:
+        raise Invalid(
+            "you cannot deactivate yourself; ask another admin",
+            code="cannot_deactivate_self",
+            field="active",
+        )
+    if changes_look:
+        account = await writes.update_status_page(
+            st,
+            caller.handle,
+            handle,
+            display_name=req.display_name,
+            logo_url=req.logo_url,
+            accent_color=req.accent_color,
+        )
     if isinstance(req.active, bool):
-        if not req.active and handle == admin.handle:
-            raise Invalid(
-                "you cannot deactivate yourself; ask another admin",
-                code="cannot_deactivate_self",
-                field="active",
-            )
-        account = await writes.set_active(st, admin.handle, handle, req.active)
-    return bodies.json(await account_out(st, account))
+        account = await writes.set_active(st, caller.handle, handle, req.active)
+    return bodies.json(await page_out(st, account))
 
 
 @router.post(

@@ -42,7 +42,7 @@ def _idempotency_key(value: str | None) -> str | None:
     return value
 
 
-def _admit(st: ApiState, critical: bool) -> None:
+def admit(st: ApiState, critical: bool) -> None:
     """Backpressure: refuse what can wait while the workers catch up; never a critical alert."""
     if st.lag.overloaded and not critical:
         st.metrics.refused.labels("backpressure").inc()
@@ -117,7 +117,7 @@ async def create_post(request: Request, idempotency_key: IdempotencyKey = None) 
         )
     if req.in_reply_to is not None:
         await _check_reply(st, caller, req.in_reply_to)
-    _admit(st, req.severity == "critical")
+    admit(st, req.severity == "critical")
     payload = await publishing.publish_post(
         st, caller, req, as_account=as_account, visibility=visibility, idempotency_key=key
     )
@@ -144,6 +144,6 @@ async def create_dm(request: Request, idempotency_key: IdempotencyKey = None) ->
         raise Invalid(f"{req.to} is not a person; DMs go to people", code="wrong_kind", field="to")
     if req.in_reply_to is not None:
         await _check_dm_reply(st, caller, req.to, req.in_reply_to)
-    _admit(st, False)
+    admit(st, False)
     payload = await publishing.send_dm(st, caller, req, idempotency_key=key)
     return bodies.raw_json(payload, 202)

@@ -41,6 +41,7 @@ from muster.api.web import (
     profile,
     signin,
     status,
+    statusapi,
     subscribe,
     timeline,
 )
@@ -49,6 +50,7 @@ router = APIRouter(include_in_schema=False)
 _PAGES = (
     assets,
     status,
+    statusapi,
     subscribe,
     signin,
     company,

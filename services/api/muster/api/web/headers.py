@@ -26,6 +26,16 @@ SECURITY_HEADERS = {
 }
 
 
+CSP_PUBLIC_IMAGES = CSP.replace("img-src 'self' data:", "img-src 'self' data: https:")
+"""Status pages show the account's logo from wherever its https URL points."""
+
+
+def public_images(response: Response) -> Response:
+    """Let the page show https images from elsewhere (a status page's logo)."""
+    response.headers["Content-Security-Policy"] = CSP_PUBLIC_IMAGES
+    return response
+
+
 def frameable(response: Response) -> Response:
     """Let any site frame this response (nothing else about the policy changes)."""
     response.headers["Content-Security-Policy"] = CSP_FRAMEABLE

@@ -51,6 +51,13 @@ def _split(link: str) -> tuple[str, str]:
     return sid, token
 
 
+def _components(names: list[str]) -> list[str]:
+    """The ticked components, checked as the JSON route's schema checks them."""
+    if len(names) > 20 or any(not 0 < len(n) <= 64 or "," in n or "|" in n for n in names):
+        raise Invalid("Choose at most 20 of the listed components.", code="invalid_field")
+    return names
+
+
 @router.post("/@{handle}/subscribe")
 async def subscribe(handle: str, request: Request) -> Response:
     st = state(request)
@@ -66,6 +73,7 @@ async def subscribe(handle: str, request: Request) -> Response:
         email=address if channel == "email" else None,
         phone=address if channel == "sms" else None,
         webhook_url=address if channel == "webhook" else None,
+        components=_components(form.getall("components")) or None,
     )
     asked = await subscribing.request(st, account.handle, req, client_of(request), via="web")
     return render(
