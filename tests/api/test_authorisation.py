@@ -63,17 +63,6 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, int]]] = {
         None,
         {**MEMBERS_ONLY, "admin": 404, "member": 404, "external": 404},
     ),
-    # anonymous: anyone may ask to subscribe (202 even to a token); the answer is a request
-    ("POST", "/v1/accounts/{handle}/subscriptions"): (
-        f"/v1/accounts/{TEAM}/subscriptions",
-        {"email": "reader-{who}@example.org"},
-        dict.fromkeys(WHO, 202),
-    ),
-    ("DELETE", "/v1/accounts/{handle}/subscriptions/{subscription_id}"): (
-        f"/v1/accounts/{TEAM}/subscriptions/abc123",
-        None,
-        {"admin": 404, **ADMIN_ONLY},
-    ),
     ("PUT", "/v1/me/follows/{handle}"): (f"/v1/me/follows/{TEAM}", None, MEMBERS_ONLY),
     ("GET", "/v1/me/follows"): ("/v1/me/follows", None, MEMBERS_ONLY),
     ("DELETE", "/v1/me/follows/{handle}"): (
