@@ -11,7 +11,7 @@ from api.conftest import ADMIN_TOKEN, TEAM, Api, Cast
 
 pytestmark = pytest.mark.anyio
 
-PAGES = ["/@ops", "/@ops/banner", "/@ops/api/v2/summary.json"]
+PAGES = ["/@ops", "/@ops/banner", "/@ops/api/v2/summary.json", "/@ops/feed.atom", "/@ops/feed.rss"]
 
 
 async def incident(api: Api, cast: Cast) -> str:
