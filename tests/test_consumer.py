@@ -548,9 +548,11 @@ async def test_a_stream_gone_under_a_blocked_read_is_read_again(
         await wait_until(lambda: handled(1), "the first event is handled", run=run)
         await wait_until(blocked, "the loop blocks on its read", run=run)
         await aredis.delete(STREAM)  # the blocked read is answered -UNBLOCKED
-        await wait_until(
-            lambda: aredis.exists(STREAM), "the loop recreated its group", within=15, run=run
-        )
+
+        async def recreated() -> bool:
+            return bool(await aredis.exists(STREAM))
+
+        await wait_until(recreated, "the loop recreated its group", within=15, run=run)
         await append(aredis, post("after"))
         await wait_until(lambda: handled(2), "the event after is handled", within=15, run=run)
         run.check()
