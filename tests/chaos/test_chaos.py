@@ -51,6 +51,7 @@ async def test_a_chaos_run_loses_repeats_and_leaks_nothing(tmp_path: Path) -> No
     assert report.passed, report.text()
 
 
+@pytest.mark.timeout(240)  # 36-61 s here; a cluster's start and failover wait on a busy CI
 async def test_a_chaos_run_on_a_redis_cluster_loses_nothing_acknowledged(tmp_path: Path) -> None:
     """The same run on a local Redis Cluster of 3 masters with a replica each (every node
     `appendfsync always`), 8 partitions, MUSTER_WRITE_REPLICAS=1: a master's process is
