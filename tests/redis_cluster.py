@@ -245,6 +245,10 @@ class LocalCluster:
             raw = client.execute_command("CLUSTER", "MYID")
         return raw.decode() if isinstance(raw, bytes) else str(raw)
 
+    def slot_ranges(self, node: LocalNode) -> list[tuple[int, int]]:
+        """The slot ranges `node` serves now."""
+        return self._slots(node)
+
     def _slots(self, node: LocalNode) -> list[tuple[int, int]]:
         """The slot ranges `node` serves, as it sees them itself."""
         with node.client() as client:

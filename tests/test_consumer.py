@@ -529,6 +529,36 @@ async def test_nogroup_after_a_restart_without_persistence(
     assert "XGROUP CREATE" in commands.between(up_at, time.monotonic())  # the loop recreated it
 
 
+async def test_a_stream_gone_under_a_blocked_read_is_read_again(
+    aredis: aioredis.Redis, settings: Settings
+) -> None:
+    """Redis ends a blocked XREADGROUP with UNBLOCKED when its stream goes away (deleted, or
+    moved to another node with its slot by a reshard): the loop reads again, it does not die."""
+    handler = Recorder()
+    async with running(make_loop(aredis, unhurried(settings), handler)) as run:
+        await append(aredis, post("before"))
+
+        async def handled(n: int) -> bool:
+            return len(handler.handled) >= n
+
+        async def blocked() -> bool:
+            info: Any = await aredis.info("clients")
+            return int(info["blocked_clients"]) >= 1
+
+        await wait_until(lambda: handled(1), "the first event is handled", run=run)
+        await wait_until(blocked, "the loop blocks on its read", run=run)
+        await aredis.delete(STREAM)  # the blocked read is answered -UNBLOCKED
+
+        async def recreated() -> bool:
+            return bool(await aredis.exists(STREAM))
+
+        await wait_until(recreated, "the loop recreated its group", within=15, run=run)
+        await append(aredis, post("after"))
+        await wait_until(lambda: handled(2), "the event after is handled", within=15, run=run)
+        run.check()
+    assert handler.texts() == ["after", "before"]
+
+
 @pytest.mark.slow
 async def test_aof_restart_keeps_entries_group_and_pending(
     redis_factory: RedisFactory, make_settings: SettingsFactory

@@ -53,11 +53,25 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
-def muster_services() -> dict[str, dict[str, Any]]:
-    """Compose services that run a `muster` command (all but Redis)."""
+CLUSTER_PROFILE = "cluster"
+
+
+def services(profile: str | None = None) -> dict[str, dict[str, Any]]:
+    """Compose services that `docker compose up` starts (profile None), or that only
+    `--profile <profile>` adds."""
+    wanted = [] if profile is None else [profile]
     return {
         name: service
         for name, service in compose()["services"].items()
+        if service.get("profiles", []) == wanted
+    }
+
+
+def muster_services(profile: str | None = None) -> dict[str, dict[str, Any]]:
+    """Compose services that run a `muster` command (all but Redis)."""
+    return {
+        name: service
+        for name, service in services(profile).items()
         if service.get("command", [None])[0] == "muster"
     }
 
@@ -167,7 +181,11 @@ def parse_muster(argv: list[str]) -> argparse.Namespace:
 
 # --- processes ---------------------------------------------------------------------------------
 def deployed_commands() -> list[tuple[str, list[str]]]:
-    found = [(f"compose {name}", service["command"]) for name, service in muster_services().items()]
+    found = [
+        (f"compose {name}", service["command"])
+        for profile in (None, CLUSTER_PROFILE)
+        for name, service in muster_services(profile).items()
+    ]
     found += [
         ("Dockerfile CMD", yaml.safe_load(args))
         for keyword, args in dockerfile()
@@ -195,7 +213,13 @@ def test_compose_runs_the_processes_muster_up_runs() -> None:
 
 
 def test_only_redis_runs_something_other_than_muster() -> None:
-    assert set(compose()["services"]) - set(muster_services()) == {"redis"}
+    assert set(services()) - set(muster_services()) == {"redis"}
+
+
+def test_every_service_is_in_the_default_set_or_the_cluster_profile() -> None:
+    for name, service in compose()["services"].items():
+        assert service.get("profiles", []) in ([], [CLUSTER_PROFILE]), name
+    assert set(services()) | set(services(CLUSTER_PROFILE)) == set(compose()["services"])
 
 
 # --- compose: shape ----------------------------------------------------------------------------
@@ -286,6 +310,80 @@ def test_no_secret_is_written_into_the_deploy_files() -> None:
     assert "requirepass" not in conf
     assert "masterauth" not in conf
     assert "requirepass" not in COMPOSE.read_text()
+
+
+# --- compose: the cluster profile ---------------------------------------------------------------
+def _flags(command: list[str]) -> dict[str, str]:
+    """`--name value` pairs of a redis-server command line."""
+    return {
+        command[i].removeprefix("--"): command[i + 1]
+        for i in range(1, len(command) - 1)
+        if command[i].startswith("--")
+    }
+
+
+def cluster_nodes() -> dict[str, dict[str, Any]]:
+    return {
+        name: service
+        for name, service in services(CLUSTER_PROFILE).items()
+        if service.get("command", [None])[0] == "redis-server"
+    }
+
+
+def test_cluster_profile_runs_three_durable_private_cluster_nodes() -> None:
+    nodes = cluster_nodes()
+    assert len(nodes) >= 3, "a Redis Cluster needs at least three masters"
+    for name, node in nodes.items():
+        assert re.fullmatch(r"redis:7(\.\d+)*(-\w+)?", node["image"]), name
+        flags = _flags(node["command"])
+        assert flags["cluster-enabled"] == "yes", name
+        assert flags["appendonly"] == "yes", name
+        assert flags["appendfsync"] == "always", name
+        assert flags["maxmemory-policy"] == "noeviction", name
+        assert "ports" not in node, f"{name} must not be published outside the compose network"
+        assert "ping" in node["healthcheck"]["test"], name
+        data = {v.split(":")[1]: v.split(":")[0] for v in node["volumes"]}
+        assert data[flags["dir"]] in compose()["volumes"], f"{name}: data needs a named volume"
+    volumes = [node["volumes"][0] for node in nodes.values()]
+    assert len(set(volumes)) == len(volumes), "every node keeps its own data"
+
+
+def test_cluster_profile_joins_every_node_once_they_are_healthy() -> None:
+    jobs = {
+        name: service
+        for name, service in services(CLUSTER_PROFILE).items()
+        if "--cluster create" in " ".join(service.get("command", []))
+    }
+    assert len(jobs) == 1
+    (job,) = jobs.values()
+    assert job["restart"] == "no"
+    nodes = cluster_nodes()
+    assert {n: {"condition": "service_healthy"} for n in nodes} == job["depends_on"]
+    script = job["command"][-1]
+    for name in nodes:
+        assert name in script, f"the cluster create job leaves out {name}"
+    assert "cluster_state:ok" in script, "an existing cluster is left alone, a new one awaited"
+
+
+def test_cluster_profile_muster_points_at_the_cluster_and_rq_at_one_redis() -> None:
+    (name, muster), *others = muster_services(CLUSTER_PROFILE).items()
+    assert not others
+    assert tuple(muster["command"][1:]) == ("up",)
+    (job,) = (n for n in services(CLUSTER_PROFILE) if n not in cluster_nodes() and n != name)
+    assert muster["depends_on"][job] == {"condition": "service_completed_successfully"}
+    assert muster["depends_on"]["redis"] == {"condition": "service_healthy"}
+    settings = load_settings(environment(muster, {"MUSTER_ADMIN_TOKEN": ADMIN_TOKEN}))
+    cluster = settings.redis_cluster
+    assert cluster is not None, "MUSTER_REDIS_URL must name the cluster (redis+cluster://)"
+    assert {host for host, _ in cluster.nodes} == set(cluster_nodes())
+    assert settings.partitions >= len(cluster_nodes()), "fewer partitions than masters"
+    assert settings.rq_url is not None
+    assert settings.rq_url.startswith("redis://redis:6379/"), "rq has no cluster mode"
+    ports = {str(mapping).rsplit(":", 1)[1] for mapping in muster["ports"]}
+    assert {str(settings.api_port), "9464"} <= ports
+    published = {str(mapping).rsplit(":", 1)[0] for mapping in muster["ports"]}
+    ours = {str(m).rsplit(":", 1)[0] for m in muster_services()["api"]["ports"]}
+    assert not published & ours, "the cluster profile's ports clash with the api's"
 
 
 # --- Redis configuration -----------------------------------------------------------------------

@@ -65,6 +65,9 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     *UNAVAILABLE,
 )
 _CONSUMER_IDLE_FORGET_MS = 24 * 3600 * 1000
+STREAM_MOVED = "UNBLOCKED"
+"""How Redis ends a blocked XREADGROUP whose stream went away under it: deleted, or moved to
+another node with its slot (`redis-cli --cluster reshard`): nothing wrong with the message."""
 
 
 E = TypeVar("E")
@@ -247,6 +250,14 @@ class ConsumerLoop:
                 self.log.warning("redis unavailable, retrying", stream=stream, error=str(exc))
                 await backoff.wait(stop)
             except ResponseError as exc:
+                if str(exc).startswith(STREAM_MOVED):
+                    # the blocked read's stream left this node (its slot migrated, or the key
+                    # was deleted): read again, which the cluster client sends where it is now
+                    self.log.warning("stream moved, reading again", stream=stream)
+                    await backoff.wait(stop)
+                    if stop.is_set():
+                        return None
+                    continue
                 if "NOGROUP" not in str(exc):
                     raise
                 self.log.warning("group missing, recreating", stream=stream)

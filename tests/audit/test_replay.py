@@ -18,12 +18,12 @@ import redis.asyncio as aioredis
 
 from audit.conftest import OpenSystem, archived
 from audit.scenario import THRESHOLD, make_history
-from muster import events, keys
+from muster import events, keys, streamids
 from muster.connection import text
 from muster.ops.replay import ReplayError, ReplayRequest, replay
 from muster.ops.verify import verify
 from muster.projections import families as projections
-from muster.projections.timeline import Timeline
+from muster.projections.timeline import Timeline, ordering_partition
 from muster.records import decode_request
 from muster.settings import Settings
 
@@ -82,6 +82,51 @@ async def test_a_rebuild_equals_the_original(
         assert after == before
         assert await delivery_backlog(s.redis, partitions) == backlog  # nothing sent again
         await s.settle()  # the live workers were never disturbed
+
+
+async def test_partitions_are_replayed_side_by_side_each_in_its_order(
+    replay_settings: Settings, open_system: OpenSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One worker per partition: their timeline batches overlap in time, each holds the events
+    of one ordering partition (a follow goes with the account followed) in log order."""
+    settings = msgspec.structs.replace(replay_settings, partitions=3)
+    calls: list[list[events.AnyEvent]] = []
+    running = 0
+    most = 0
+    original = Timeline.apply_batch
+
+    async def watched(self: Timeline, batch: list[events.AnyEvent]) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        calls.append(list(batch))
+        try:
+            await asyncio.sleep(0)  # let the other workers' batches start meanwhile
+            await original(self, batch)
+        finally:
+            running -= 1
+
+    async with open_system(settings) as s:
+        await make_history(s)
+        before = await digest(s.redis, settings)
+        entries = sorted(await s.log_events(), key=lambda pair: streamids.parse(pair[0]))
+        log_order = [event.id for _, event in entries]
+        monkeypatch.setattr(Timeline, "apply_batch", watched)
+        await replay(s.redis, settings, ReplayRequest(projections=EVERYTHING, batch=3))
+        assert await digest(s.redis, settings) == before
+    assert most >= 2, "the partitions were applied one after the other"
+    position = {event_id: n for n, event_id in enumerate(log_order)}
+    seen: dict[int, list[int]] = {}
+    for batch in calls:
+        (partition,) = {ordering_partition(e, settings.partitions) for e in batch}
+        seen.setdefault(partition, []).extend(position[e.id] for e in batch)
+    assert len(seen) > 1
+    for partition, positions in seen.items():
+        assert positions == sorted(positions), f"partition {partition} out of log order"
+    follows = [e for batch in calls for e in batch if isinstance(e, events.AccountFollowed)]
+    assert follows
+    for follow in follows:
+        assert ordering_partition(follow, 3) == keys.partition_of(follow.account, 3)
 
 
 async def test_the_default_rebuild_drops_only_what_it_rebuilds(

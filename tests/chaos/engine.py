@@ -80,7 +80,13 @@ class Report:
         c = self.config
         lines = [
             f"chaos run: seed {c.seed}, {c.seconds:g} s of workload, "
-            f"{c.run.partitions} partitions, {c.run.copies} processes of each worker kind",
+            f"{c.run.partitions} partitions, {c.run.copies} processes of each worker kind"
+            + (
+                f", a Redis Cluster of {c.run.masters} masters (MUSTER_WRITE_REPLICAS="
+                f"{c.run.write_replicas})"
+                if c.run.masters
+                else ""
+            ),
         ]
         if self.directory is not None:
             lines.append(f"  files (logs, data, archive): {self.directory}")
@@ -111,6 +117,8 @@ class Report:
                 + ", ".join(f"{s:.2f}" for s in self.fault_log.api_down_s)
                 + " s"
             )
+        if self.fault_log.cluster_notes:
+            lines.append("  cluster: " + "; ".join(self.fault_log.cluster_notes))
         if self.reclaimed:
             lines.append(
                 "  entries a dead worker held, reclaimed by another: "
@@ -164,7 +172,7 @@ async def _run(
     assert deployment.redis is not None
     partitions = config.run.partitions
     api = Api(deployment.api_url, report.stats, seed=config.seed)
-    redis = aioredis.Redis(host="127.0.0.1", port=deployment.redis.port, socket_timeout=10.0)
+    redis = deployment.client()
     try:
         began = time.monotonic()
         workload = Workload(api, receivers, config.seed, config.shape, report.ledger)
@@ -178,7 +186,8 @@ async def _run(
         await caught_up()
         report.timings["cast set up and settled"] = time.monotonic() - began
 
-        plan = faults.plan(config.seed, config.seconds, config.faults, config.run.copies)
+        kinds = faults.CLUSTER_KINDS if deployment.cluster is not None else faults.KINDS
+        plan = faults.plan(config.seed, config.seconds, config.faults, config.run.copies, kinds)
         injector = faults.Injector(deployment, plan, config.seed)
         report.fault_log = injector.log
         began = time.monotonic()

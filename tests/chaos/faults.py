@@ -10,6 +10,12 @@ data directory); a receiver that fails for a while (webhooks and the SMS provide
 jitter. Outages of one receiver are kept apart (`OUTAGE_GAP_S`), so none outlasts the retry
 schedule.
 
+On a Redis Cluster (`CLUSTER_KINDS`), "restart redis" gives way to two cluster faults: SIGKILL
+one master's process (its replica takes over within a few seconds; the old master is started
+again and rejoins as a replica, in sync, before the next fault), and move slots live with
+`redis-cli --cluster reshard`: from the lowest slot of a master up to and including the slot of
+one of Muster's partitions, so a partition's stream and its keys change master under load.
+
 Faults are injected one after another: a kill's restart (and the api's or Redis's return) is
 finished before the next fault starts.
 """
@@ -22,7 +28,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import redis
+from redis_cluster import LocalCluster, LocalNode
+
 from chaos.processes import WORKER_KINDS, Deployment
+from muster import keys
 
 KINDS = (
     "kill timeline worker",
@@ -35,6 +45,13 @@ KINDS = (
     "sms fails",
     "email fails",
 )
+CLUSTER_KINDS = (
+    *KINDS[: KINDS.index("restart redis")],
+    "fail over a master",
+    "reshard slots",
+    *KINDS[KINDS.index("restart redis") + 1 :],
+)
+"""On a cluster: the same, with a master failover and a live reshard for the Redis restart."""
 OUTAGE_S = (1.5, 3.0)
 REDIS_DOWN_S = (0.5, 1.5)
 KIND_DOWN_S = (1.5, 3.0)
@@ -60,16 +77,19 @@ class FaultLog:
     redis_down_s: list[float] = field(default_factory=list)
     api_down_s: list[float] = field(default_factory=list)
     last_ended: float = 0.0  # time.monotonic() when the last fault was over (outages: ended)
+    cluster_notes: list[str] = field(default_factory=list)  # failovers and reshards, as done
 
     def counts(self) -> Counter[str]:
         return Counter(fault.kind for _, fault, _ in self.done)
 
 
-def plan(seed: int, seconds: float, faults: int, copies: int) -> list[Fault]:
+def plan(
+    seed: int, seconds: float, faults: int, copies: int, every: tuple[str, ...] = KINDS
+) -> list[Fault]:
     rng = random.Random(f"{seed}:faults")
-    kinds = list(KINDS)
+    kinds = list(every)
     while len(kinds) < faults:
-        kinds.append(rng.choice(KINDS[:3] + KINDS[:3] + KINDS))  # single kills twice as often
+        kinds.append(rng.choice(every[:3] + every[:3] + every))  # single kills twice as often
     rng.shuffle(kinds)
     start, end = 1.0, max(2.0, seconds - 1.5)
     step = (end - start) / max(1, len(kinds))
@@ -128,6 +148,16 @@ class Injector:
             down = await d.redis.crash_and_restart(down_s=self._rng.uniform(*REDIS_DOWN_S))
             self.log.redis_down_s.append(down)
             return f"redis back after {down:.2f}s"
+        if fault.kind == "fail over a master":
+            assert d.cluster is not None
+            note = await self._fail_over(d.cluster)
+            self.log.cluster_notes.append(note)
+            return note
+        if fault.kind == "reshard slots":
+            assert d.cluster is not None
+            note = await self._reshard(d.cluster, d.settings.partitions)
+            self.log.cluster_notes.append(note)
+            return note
         channel = _OUTAGE_CHANNEL.get(fault.kind)
         if channel is not None:
             d.receivers.outage(channel).fail_for(fault.seconds)
@@ -148,3 +178,41 @@ class Injector:
         await asyncio.sleep(pause)  # dead for a moment: its entries wait for a reclaim
         process.start()
         return f"{process.name} restarted after {pause:.2f}s"
+
+    async def _fail_over(self, cluster: LocalCluster) -> str:
+        """SIGKILL a master; once its replica took over, start it again (from this thread:
+        PDEATHSIG follows the starting thread) and wait until it is a replica in sync."""
+        masters = await asyncio.to_thread(cluster.masters)
+        master = self._rng.choice(masters)
+        began = time.monotonic()
+        promoted = await asyncio.to_thread(cluster.kill_master, master)
+        took = time.monotonic() - began
+        master.start()
+        await asyncio.to_thread(cluster.wait_ready)
+        return f"master {master.port} killed, replica {promoted.port} took over in {took:.1f}s"
+
+    async def _reshard(self, cluster: LocalCluster, partitions: int) -> str:
+        """Move a master's slots, lowest first, up to one of Muster's partitions' slot, to
+        another master (redis-cli moves a source's lowest slots first)."""
+        masters = await asyncio.to_thread(cluster.masters)
+        wanted = {redis.crc.key_slot(keys.events(p).encode()) for p in range(partitions)}
+        moves = []
+        for source in masters:
+            slots = await asyncio.to_thread(_slots_of, cluster, source)
+            for count, slot in enumerate(slots, start=1):
+                if slot in wanted:
+                    moves.append((count, source))
+                    break
+        count, source = min(moves, key=lambda move: move[0])
+        target = self._rng.choice([m for m in masters if m is not source])
+        began = time.monotonic()
+        await asyncio.to_thread(cluster.reshard, source, target, count)
+        return (
+            f"{count} slots (a partition's among them) moved {source.port} -> {target.port} "
+            f"in {time.monotonic() - began:.1f}s"
+        )
+
+
+def _slots_of(cluster: LocalCluster, node: LocalNode) -> list[int]:
+    """The slots `node` serves, lowest first."""
+    return [slot for lo, hi in sorted(cluster.slot_ranges(node)) for slot in range(lo, hi + 1)]

@@ -1,5 +1,10 @@
 """The processes of a chaos run: redis-server, `muster api`, two of each `muster worker` kind.
 
+With `RunSettings.masters` set, Muster's data lives on a local Redis Cluster of that many
+masters with a replica each (tests/redis_cluster.py: AOF `appendfsync always` on every node),
+`MUSTER_REDIS_URL=redis+cluster://...`, and the one redis-server is only rq's
+(`MUSTER_RQ_REDIS_URL`); the faults then fail over a master and move slots (faults.py).
+
 `Deployment` starts them all in one temp directory with one environment (the MUSTER_
 variables it sets, none of the caller's), each logging to its own file there (appended
 across restarts, so the logs hold every incarnation: the leak check reads them). It can
@@ -24,9 +29,13 @@ from pathlib import Path
 
 import httpx
 import redis
+import redis.asyncio as aioredis
+from redis_cluster import LocalCluster
 from redis_server import RedisServer, die_with_parent, free_port
 
 from chaos.receivers import MAIL_DOMAIN, SMS_FROM, SMS_SID, SMS_TOKEN, Receivers
+from muster.connection import async_client
+from muster.settings import Settings
 
 WORKER_KINDS = ("timeline", "delivery", "audit")
 START_TIMEOUT_S = 30.0
@@ -49,6 +58,8 @@ class RunSettings:
     timeline_max: int = 800
     copies: int = 2  # processes of each worker kind
     max_lag: int = 10_000  # MUSTER_MAX_LAG: low, and the api pushes back (429) when workers die
+    masters: int = 0  # 0: one redis-server; N: a local Redis Cluster of N masters + replicas
+    write_replicas: int = 0  # MUSTER_WRITE_REPLICAS
 
 
 class ManagedProcess:
@@ -165,6 +176,20 @@ class Deployment:
     api: ManagedProcess | None = None
     workers: dict[str, list[ManagedProcess]] = field(default_factory=dict)
     api_port: int = 0
+    cluster: LocalCluster | None = None  # Muster's data, when settings.masters; else `redis`
+
+    @property
+    def redis_url(self) -> str:
+        """MUSTER_REDIS_URL: the cluster when there is one, else the one redis-server."""
+        if self.cluster is not None:
+            return self.cluster.url
+        assert self.redis is not None
+        return self.redis.url
+
+    def client(self) -> aioredis.Redis:
+        """An asyncio client on Muster's data, as Muster's processes open it (a cluster client
+        on a cluster)."""
+        return async_client(Settings(redis_url=self.redis_url, partitions=self.settings.partitions))
 
     @property
     def data_dir(self) -> Path:
@@ -189,7 +214,9 @@ class Deployment:
         # no .env from the working directory; no metrics listener on the shared default port
         env.update(MUSTER_ENV_FILE=os.devnull, MUSTER_METRICS_ADDRESS="off")
         env.update(
-            MUSTER_REDIS_URL=self.redis.url,
+            MUSTER_REDIS_URL=self.redis_url,
+            MUSTER_RQ_REDIS_URL=self.redis.url,  # rq never runs on a cluster
+            MUSTER_WRITE_REPLICAS=str(s.write_replicas),
             MUSTER_PARTITIONS=str(s.partitions),
             MUSTER_ADMIN_TOKEN=ADMIN_TOKEN,
             MUSTER_API_HOST="127.0.0.1",
@@ -220,6 +247,9 @@ class Deployment:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.redis = ChaosRedis(self.directory / "redis", appendonly=True, appendfsync="always")
         self.redis.start()
+        if self.settings.masters:
+            self.cluster = LocalCluster(self.directory / "cluster", masters=self.settings.masters)
+            self.cluster.start()
         self.api_port = free_port()
         env = self.env()
         self.api = ManagedProcess("api", muster_command("api"), env, self.logs_dir / "api.log")
@@ -299,6 +329,8 @@ class Deployment:
             process.kill()
         if self.redis is not None:
             self.redis.kill()
+        if self.cluster is not None:
+            self.cluster.stop()
 
     async def command(self, *args: str, within: float = 60.0) -> tuple[int, str]:
         """Run a one-shot `muster ...` command with the deployment's environment."""

@@ -15,12 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from muster import keys
-from muster.connection import text
+from muster.connection import UNAVAILABLE, text
 
 POLL_S = 0.1
 
@@ -41,13 +40,17 @@ async def backlog(redis: aioredis.Redis, partitions: int) -> dict[str, int]:
     """What is still to do: "stream group" → unread + unacked entries, "retries" → delayed."""
     pairs = _groups(partitions)
     delayed = [keys.delivery_retries(p, c) for p in range(partitions) for c in keys.OFFAPP_CHANNELS]
-    async with redis.pipeline(transaction=True) as pipe:
+    # One snapshot on one server; a cluster has no MULTI across slots (and no snapshot).
+    async with redis.pipeline(transaction=not isinstance(redis, RedisCluster)) as pipe:
         for stream, _ in pairs:
             pipe.xinfo_stream(stream)
             pipe.xinfo_groups(stream)
         for key in delayed:
             pipe.zcard(key)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
+    for reply in replies:  # a node out of reach (a cluster pipeline returns its error): later
+        if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
+            raise reply
     left: dict[str, int] = {}
     for i, (stream, group) in enumerate(pairs):
         info, groups = replies[2 * i], replies[2 * i + 1]
@@ -91,7 +94,7 @@ async def settle(
             alive()
         try:
             left = await backlog(redis, partitions)
-        except (RedisConnectionError, RedisTimeoutError):
+        except UNAVAILABLE:
             left = {"redis unreachable": -1}
         clean = clean + 1 if not left else 0
         if clean >= 2:

@@ -49,3 +49,28 @@ async def test_a_chaos_run_loses_repeats_and_leaks_nothing(tmp_path: Path) -> No
     report = await run(config)
     print(report.text())
     assert report.passed, report.text()
+
+
+@pytest.mark.timeout(240)  # 36-61 s here; a cluster's start and failover wait on a busy CI
+async def test_a_chaos_run_on_a_redis_cluster_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    """The same run on a local Redis Cluster of 3 masters with a replica each (every node
+    `appendfsync always`), 8 partitions, MUSTER_WRITE_REPLICAS=1: a master's process is
+    killed (its replica takes over, Muster's processes carry on without a restart) and slots
+    holding a partition move to another master while the workload runs; the same checks."""
+    config = Config(
+        seed=seed(),
+        directory=tmp_path,
+        seconds=18.0,
+        faults=11,
+        settle_within=60.0,
+        shape=Shape(members=16, externals=3, lanes=6, rate=16.0, budget=500),
+        run=RunSettings(
+            partitions=8, claim_idle_ms=1500, copies=2, max_lag=20, masters=3, write_replicas=1
+        ),
+    )
+    report = await run(config)
+    print(report.text())
+    assert report.passed, report.text()
+    done = report.fault_log.counts()
+    assert done["fail over a master"] >= 1
+    assert done["reshard slots"] >= 1

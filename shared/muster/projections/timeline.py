@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import NoScriptError
 
-from muster import graph, keys, views
+from muster import eventlog, graph, keys, views
 from muster.connection import texts
 from muster.consumer import Message
 from muster.enrolments import Enrolments
@@ -45,6 +45,19 @@ from muster.settings import Settings
 GraphChange = AccountFollowed | FollowerEnrolled | FollowChannelsChanged | AccountUnfollowed
 """Events that change the follower graph (a `graph_changes` run)."""
 GraphEvent = (AccountFollowed, FollowerEnrolled, FollowChannelsChanged, AccountUnfollowed)
+
+
+def ordering_partition(event: AnyEvent, partitions: int) -> int:
+    """The partition whose order this projection must apply `event` in, when partitions are
+    applied side by side (a parallel replay): a follow change goes with the account followed,
+    not the follower, because that account's posts read the followers it writes (the fan-out
+    walks them, and their count decides when the account is merged at read: a follow applied
+    before or after a post must be so in every run); anything else with its own partition."""
+    if isinstance(event, GraphEvent):
+        return keys.partition_of(event.account, partitions)
+    return eventlog.partition_for(event, partitions)
+
+
 log = structlog.get_logger("muster.timeline")
 
 FAMILIES = (

@@ -17,6 +17,16 @@ back, the audit index is rebuilt, and the archive continues its chains.
 Email, SMS and webhooks are never sent again unless `redeliver` (routing then runs as on the
 live path, and only for what has no delivery status yet).
 
+Parallel: one reader merges the history (log or archive) in order and hands each event to
+the worker of the partition it belongs to (eventlog.partition_for under MUSTER_PARTITIONS, so a
+changed partition count is fine); one worker per partition applies its events in order, each
+with its own projection objects and pipelines (so its own connection, or on a cluster its own
+connection to the master of its slot). An account's events are in one partition, so they stay
+in order; across partitions, the projections converge whatever the order, as they do under
+the live workers (see each projection's docstring). Replay throughput so grows with the number
+of masters until this process's CPU is the bound. `--redeliver` with the write side stays in
+one worker: routing reads the recipients' write side, which must be as of each post.
+
 It is run as an rq job (jobs.py) or inline; `progress` is told how far it got.
 """
 
@@ -26,6 +36,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
@@ -35,10 +46,11 @@ from redis.exceptions import ResponseError
 
 from muster import archive, eventlog, history, keys, scripts, streamids
 from muster.connection import text
+from muster.events import AnyEvent
 from muster.history import Item
 from muster.projections import families
 from muster.projections.audit import AuditIndex
-from muster.projections.timeline import Timeline
+from muster.projections.timeline import Timeline, ordering_partition
 from muster.settings import Settings
 from muster.streamids import StreamId
 from muster.writeside import WriteSide
@@ -195,6 +207,77 @@ async def _batches(
             await reader
 
 
+@dataclass(slots=True)
+class _Share:
+    """One worker's next batch: the items of its partition (log, audit index, write side)
+    and the events its timeline applies (timeline.ordering_partition), each in log order."""
+
+    items: list[Item] = field(default_factory=list)
+    events: list[AnyEvent] = field(default_factory=list)
+
+    def full(self, batch: int) -> bool:
+        return len(self.items) >= batch or len(self.events) >= batch
+
+
+class _Applier:
+    """Applies one partition's history (or, in order, all of it) with the projections chosen:
+    its own Timeline, audit index and write side, so its batches go out on their own
+    pipelines while the other partitions' appliers run."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        settings: Settings,
+        chosen: tuple[str, ...],
+        request: ReplayRequest,
+        restorer: _Restorer | None,
+        in_order: bool,
+    ) -> None:
+        self.redis = redis
+        self.restorer = restorer
+        self.in_order = in_order
+        self.timeline = None
+        if set(chosen) & {*families.TIMELINE_FAMILIES, "deliveries"}:
+            self.timeline = Timeline(
+                redis,
+                settings,
+                route=request.redeliver,
+                announce=False,
+                late_follows=False,
+                expand=False,
+            )
+        partitions = settings.partitions
+        self.index = AuditIndex(redis, partitions=partitions) if "audit" in chosen else None
+        self.writeside = WriteSide(redis, partitions=partitions) if "accounts" in chosen else None
+
+    async def apply(self, share: _Share) -> None:
+        # Restored log, audit index and write side, and the timeline families, write disjoint
+        # keys: on two connections, one is built while the other runs — unless routing
+        # (--redeliver) must read this batch's write side first.
+        if self.in_order:
+            await self._log_and_index(share.items)
+            work = []
+        else:
+            work = [self._log_and_index(share.items)]
+        if self.timeline is not None and share.events:
+            work.append(self.timeline.apply_batch(share.events))
+        for outcome in await asyncio.gather(*work, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _log_and_index(self, batch: list[Item]) -> None:
+        if self.restorer is None and self.index is None and self.writeside is None:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if self.restorer is not None:
+                await self.restorer.queue(pipe, batch)
+            if self.index is not None:
+                await self.index.queue(pipe, ((item.event, item.payload) for item in batch))
+            if self.writeside is not None:
+                await self.writeside.apply_batch(pipe, [item.event for item in batch])
+            await pipe.execute()
+
+
 async def _total(redis: aioredis.Redis, settings: Settings, request: ReplayRequest) -> int:
     if request.from_archive:
         return archive.count_records(settings.archive_dir)
@@ -239,18 +322,7 @@ async def replay(
         report("dropping", 0, 0, 0.0)
         dropped = await families.drop(redis, chosen, settings.partitions)
     total = await _total(redis, settings, request)
-    timeline = None
-    if set(chosen) & {*families.TIMELINE_FAMILIES, "deliveries"}:
-        timeline = Timeline(
-            redis,
-            settings,
-            route=request.redeliver,
-            announce=False,
-            late_follows=False,
-            expand=False,
-        )
-    index = AuditIndex(redis, partitions=settings.partitions) if "audit" in chosen else None
-    writeside = WriteSide(redis, partitions=settings.partitions) if "accounts" in chosen else None
+    writeside = "accounts" in chosen
     restorer = _Restorer(redis, settings.partitions) if restore else None
     if restore:
         await _block_groups(redis, settings.partitions)
@@ -259,34 +331,55 @@ async def replay(
     done = 0
     report(phase, 0, total, 0.0)
 
-    async def log_and_index(batch: list[Item]) -> None:
-        async with redis.pipeline(transaction=False) as pipe:
-            if restorer is not None:
-                await restorer.queue(pipe, batch)
-            if index is not None:
-                await index.queue(pipe, ((item.event, item.payload) for item in batch))
-            if writeside is not None:
-                await writeside.apply_batch(pipe, [item.event for item in batch])
-            await pipe.execute()
-
-    # Routing (--redeliver) reads the write side (follow records, reach), so when that is being
-    # rebuilt too, a batch's write-side state goes first; otherwise the two write disjoint
-    # keys, on two connections: one is built while the other runs.
-    in_order = request.redeliver and writeside is not None
-    async for batch in _batches(redis, settings, request, since):
-        if in_order:
-            await log_and_index(batch)
-            work = []
-        else:
-            work = [log_and_index(batch)]
-        if timeline is not None:
-            work.append(timeline.apply_batch([item.event for item in batch]))
-        for outcome in await asyncio.gather(*work, return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                raise outcome
-        done += len(batch)
+    def applied(count: int) -> None:
+        nonlocal done
+        done += count
         elapsed = time.monotonic() - started
         report(phase, done, max(total, done), done / elapsed if elapsed > 0 else 0.0)
+
+    # Routing (--redeliver) reads the write side (follow records, reach) of the recipients'
+    # partitions, which must be as of each post: then one worker applies everything in order.
+    in_order = request.redeliver and writeside
+    workers = 1 if in_order else settings.partitions
+    appliers = [
+        _Applier(redis, settings, chosen, request, restorer, in_order) for _ in range(workers)
+    ]
+    queues: list[asyncio.Queue[_Share | None]] = [
+        asyncio.Queue(maxsize=READ_AHEAD) for _ in range(workers)
+    ]
+
+    async def read() -> None:
+        """The history in order, split by partition: each worker gets its partition's events
+        for the log, the audit index and the write side, and those the timeline must apply
+        in its partition's order (timeline.ordering_partition), up to `request.batch` each."""
+        pending = [_Share() for _ in range(workers)]
+        async for batch in _batches(redis, settings, request, since):
+            for item in batch:
+                own = eventlog.partition_for(item.event, settings.partitions) % workers
+                pending[own].items.append(item)
+                ordered = ordering_partition(item.event, settings.partitions) % workers
+                pending[ordered].events.append(item.event)
+                for w in {own, ordered}:
+                    if pending[w].full(request.batch):
+                        await queues[w].put(pending[w])
+                        pending[w] = _Share()
+        for w in range(workers):
+            if pending[w].items or pending[w].events:
+                await queues[w].put(pending[w])
+            await queues[w].put(None)
+
+    async def apply(w: int) -> None:
+        while (share := await queues[w].get()) is not None:
+            await appliers[w].apply(share)
+            applied(len(share.items))
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(read())
+            for w in range(workers):
+                group.create_task(apply(w))
+    except ExceptionGroup as failed:  # the first failure, as a sequential replay raises it
+        raise failed.exceptions[0] from None
     if restorer is not None:
         await _release_groups(redis, settings.partitions)
         await restorer.record_archive(redis, settings)
