@@ -2,7 +2,10 @@
 then every command of the walk-through exactly as the README prints it, in a fresh directory
 with nothing exported; then what each step promises is checked: the admin token from `.env`
 signs in to the web app, the post is in a member's home timeline and on the public status
-page, and its emails are delivered to the development mailbox.
+page, and its emails are delivered to the development mailbox; a customer subscribes through
+the status page's form (the step the README gives in prose, done here as a browser would,
+before the incident opens), confirms through the link in their email, and gets every update
+of the incident from open to resolved, which the status page then shows as past.
 
 The only change made to what the README says is the ports (free ones, so the test can run
 beside anything): written to `.env` as someone uncommenting them would.
@@ -10,11 +13,14 @@ beside anything): written to `.env` as someone uncommenting them would.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 import shlex
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -28,6 +34,7 @@ from muster import envfile
 __all__ = ["spawn"]  # the fixture, used by name
 
 WALK_THROUGH = "Ten minutes with Muster"
+CUSTOMER = "customer@example.net"
 
 
 def walk_through_commands() -> list[str]:
@@ -39,6 +46,8 @@ def test_the_walk_through_runs_as_written() -> None:
     commands = walk_through_commands()
     assert commands[0].startswith("muster accounts create ops")
     assert any(c.startswith("muster post") for c in commands)
+    assert any(c.startswith("muster incident open") for c in commands)
+    assert any(c.startswith("muster incident resolve") for c in commands)
     assert all(c.startswith(("muster ", "ls ")) for c in commands), commands
 
 
@@ -72,12 +81,14 @@ def test_a_newcomer_follows_the_readme_to_a_delivered_post(
         assert signed_in.status_code == 303, signed_in.text
         assert browser.get("/app").status_code == 200
 
-    # 2-4. Every command of the walk-through, as printed.
+    # 2-4, 8. Every command of the walk-through, as printed; 7 (in prose) before the incident.
     outputs: dict[str, str] = {}
     for command in walk_through_commands():
         argv = shlex.split(command)
         if argv[0] == "ls":
             continue  # checked below, on the mailbox itself
+        if command.startswith("muster incident open"):
+            subscribe_through_the_status_page(url, tmp_path / "var" / "mailbox", up)
         done = run_muster(*argv[1:], env=env, cwd=tmp_path)
         assert done.returncode == 0, (command, done.stdout, done.stderr)
         outputs[command] = done.stdout
@@ -109,10 +120,72 @@ def test_a_newcomer_follows_the_readme_to_a_delivered_post(
         return {("mia", "email", "logged"), ("sam", "email", "logged")} <= states
 
     wait_for("both emails logged", logged, output=up.output)
-    mailbox = sorted((tmp_path / "var" / "mailbox").glob("*.eml"))
-    assert len(mailbox) == 2
-    assert all("Database failover" in m.read_text() for m in mailbox)
+    mailbox = tmp_path / "var" / "mailbox"
+    failover = [m for m in mails(mailbox) if "Database failover" in text_of(m)]
+    assert sorted(m["To"] for m in failover) == ["mia@example.org", "sam@example.org"]
+
+    # 8. The incident, from open to resolved: the customer got each update, so did mia and sam.
+    updates = ("Some card payments fail", "An expired certificate", "The certificate is renewed")
+
+    def told(address: str) -> bool:
+        texts = [text_of(m) for m in mails(mailbox) if m["To"] == address]
+        return all(any(u in t for t in texts) for u in updates)
+
+    for address in (CUSTOMER, "mia@example.org", "sam@example.org"):
+        wait_for(f"the incident's updates emailed to {address}", partial(told, address),
+                 output=up.output)  # fmt: skip
+    to_customer = [m for m in mails(mailbox) if m["To"] == CUSTOMER]
+    assert len(to_customer) == 4  # the confirmation and three updates, nothing else
+    assert all("Database failover" not in text_of(m) for m in to_customer)
+    assert all(m["List-Unsubscribe"] for m in to_customer[1:])
+    page = httpx.get(f"{url}/@ops", timeout=5).text
+    assert "Card payments failing" in page
+    assert "All systems operational" in page
     started = time.monotonic()
     code, _ = up.stop(signal.SIGINT)
     assert code == 0, up.output()[-4000:]
     assert time.monotonic() - started < 30
+
+
+def mails(mailbox: Path) -> list[email.message.EmailMessage]:
+    """The development mailbox's emails, oldest first (file names sort by time)."""
+    found = []
+    for path in sorted(mailbox.glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert isinstance(message, email.message.EmailMessage)
+        found.append(message)
+    return found
+
+
+def text_of(message: email.message.EmailMessage) -> str:
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None, message
+    content: str = body.get_content()
+    return content
+
+
+def subscribe_through_the_status_page(url: str, mailbox: Path, up: Spawned) -> None:
+    """Step 7 as a customer does it: the form on /@ops, then the link in the email, then the
+    button on the page it opens."""
+    with httpx.Client(base_url=url, timeout=10) as customer:
+        page = customer.get("/@ops")
+        assert 'action="/@ops/subscribe"' in page.text
+        sent = customer.post("/@ops/subscribe", data={"channel": "email", "address": CUSTOMER})
+        assert sent.status_code == 202, sent.text
+
+        def confirmation() -> str | None:
+            for message in mails(mailbox):
+                if message["To"] == CUSTOMER:
+                    link = re.search(r"https?://\S+/subscriptions/confirm/\S+", text_of(message))
+                    return link[0] if link else None
+            return None
+
+        wait_for("the confirmation email", lambda: confirmation() is not None, output=up.output)
+        link = confirmation()
+        assert link is not None
+        opened = customer.get(link)
+        assert opened.status_code == 200, opened.text
+        action = re.search(r'<form method="post" action="([^"]+)"', opened.text)
+        assert action, opened.text
+        confirmed = customer.post(action[1])
+        assert confirmed.status_code == 200, confirmed.text

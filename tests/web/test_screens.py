@@ -156,6 +156,7 @@ def test_main_pages_screenshots_and_layout(
         "follows": "/app/follows",
         "people": "/app/people",
         "contact-points": "/app/me",
+        "incident-desk": "/app/incidents/ops",
     }
     for name, path in pages.items():
         mia.goto(path)

@@ -389,11 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     again.set_defaults(run=run_dlq_redrive, process="dlq")
 
-    from muster.ops import admin
+    from muster.ops import admin, incidents
     from muster.ops.commands import add_commands  # it imports this module's helpers
 
     add_commands(commands)
     admin.add_commands(commands)
+    incidents.add_commands(commands)
     return parser
 
 

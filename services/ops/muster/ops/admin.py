@@ -7,6 +7,8 @@
     muster accounts deactivate HANDLE · muster accounts reactivate HANDLE
     muster post [--as TEAM] [--visibility public|internal] [--severity ...] TEXT
 
+(`muster incident ...` and `muster components ...` are in incidents.py, over the same Api.)
+
 Each is one or a few requests to the API at MUSTER_PUBLIC_URL (`--url`), with the admin
 token (MUSTER_ADMIN_TOKEN, which `muster init` keeps in .env; `--token` for another), so the
 API's validation, authorisation and audit apply exactly as for any client; nothing here
@@ -221,7 +223,7 @@ def run_post(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # --- parser ------------------------------------------------------------------------------------
-def _connection(parser: argparse.ArgumentParser) -> None:
+def connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url", help="the API's address (default MUSTER_PUBLIC_URL, which follows the port)"
     )
@@ -246,21 +248,21 @@ def add_commands(commands: Any) -> None:
     create.add_argument("--email")
     create.add_argument("--phone", help="E.164, e.g. +15551230001")
     create.add_argument("--webhook-url", dest="webhook_url")
-    _connection(create)
+    connection_options(create)
     create.set_defaults(run=run_create, process="accounts")
 
     listing = sub.add_parser("list", help="every account, in handle order")
     listing.add_argument("--kind", choices=("person", "team", "service"))
     listing.add_argument("--query", help="only handles or display names containing this")
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
-    _connection(listing)
+    connection_options(listing)
     listing.set_defaults(run=run_list, process="accounts")
 
     reset = sub.add_parser(
         "reset-token", help="a new token for a person or service; the old one stops working"
     )
     reset.add_argument("handle")
-    _connection(reset)
+    connection_options(reset)
     reset.set_defaults(run=run_reset_token, process="accounts")
 
     for active, verb, what in (
@@ -269,7 +271,7 @@ def add_commands(commands: Any) -> None:
     ):
         command = sub.add_parser(verb, help=what)
         command.add_argument("handle")
-        _connection(command)
+        connection_options(command)
         command.set_defaults(run=_set_active(active), process="accounts")
 
     posters = sub.add_parser(
@@ -278,7 +280,7 @@ def add_commands(commands: Any) -> None:
     posters.add_argument("team")
     posters.add_argument("--add", action="append", metavar="PERSON", help="repeatable")
     posters.add_argument("--remove", action="append", metavar="PERSON", help="repeatable")
-    _connection(posters)
+    connection_options(posters)
     posters.set_defaults(run=run_posters, process="accounts")
 
     enrol = sub.add_parser(
@@ -292,7 +294,7 @@ def add_commands(commands: Any) -> None:
         "--channels", default="app", help="comma-separated: app,email,sms,webhook (default app)"
     )
     enrol.add_argument("--mandatory", action="store_true", help="no opt-out")
-    _connection(enrol)
+    connection_options(enrol)
     enrol.set_defaults(run=run_enrol, process="accounts")
 
     post = commands.add_parser(
@@ -305,5 +307,5 @@ def add_commands(commands: Any) -> None:
     post.add_argument("--visibility", choices=("public", "internal"))
     post.add_argument("--severity", choices=("info", "warning", "critical"), default="info")
     post.add_argument("--reply-to", dest="reply_to", metavar="POST_ID")
-    _connection(post)
+    connection_options(post)
     post.set_defaults(run=run_post, process="post")

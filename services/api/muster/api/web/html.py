@@ -106,6 +106,10 @@ NOTICES = {
     "deactivated": "Account deactivated: its tokens stopped working and nothing reaches it.",
     "reactivated": "Account reactivated.",
     "token_revoked": "Token revoked: it stopped working.",
+    "incident_opened": "Incident opened: followers and subscribers are being told.",
+    "incident_updated": "Update posted.",
+    "incident_resolved": "Incident resolved.",
+    "component_saved": "Component saved.",
 }
 """Messages a redirect may ask a page to show (`?notice=posted`): fixed texts, never echoed."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import msgspec
 from fastapi import Request
@@ -91,7 +91,7 @@ class JsonApi:
             "http_version": "1.1",
             "method": method,
             "scheme": parent.get("scheme", "http"),
-            "path": target,
+            "path": unquote(target),  # as a server decodes it; raw_path keeps the quoting
             "raw_path": target.encode(),
             "root_path": "",
             "query_string": urlencode(wanted).encode(),
