@@ -192,6 +192,10 @@ PARTITION_FIELD = {
     "SubscriptionRequested": "subscription",
     "SubscriptionConfirmed": "subscription",
     "SubscriptionEnded": "subscription",
+    "RollCallAnswered": "recipient",
+    "RollCallHelpHandled": "recipient",
+    "RollCallClosed": "account",
+    "RollCallExtended": "account",
 }
 PARTITION_PREFIX = {"subscription": "sub-"}
 """A subscription's events go to its recipient name's partition: `sub-<id>`."""

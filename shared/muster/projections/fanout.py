@@ -58,6 +58,13 @@ class Walk:
         return 1 + await self.finish(await self.script(keys=self.keys, args=self.args("0")))
 
 
+def _audience_args(tail: list[str]) -> Callable[[str], list[Any]]:
+    def args(cursor: str) -> list[Any]:
+        return [cursor, FANOUT_BATCH, *tail]
+
+    return args
+
+
 class Fanout:
     def __init__(self, redis: aioredis.Redis, *, partitions: int, cap: int) -> None:
         self.redis = redis
@@ -66,6 +73,26 @@ class Fanout:
         self._script = scripts.register(redis, "fanout")
         self._routed = scripts.register(redis, "routed_fanout")
         self._subscribers = scripts.register(redis, "route_subscribers")
+        self._audience = scripts.register(redis, "rollcall_audience")
+
+    def audience_walks(self, event: PostPublished) -> list[Walk]:
+        """A roll-call post's audience walks: per partition, the account's followers the
+        post reaches (members; externals too when public), as routing sees them — still
+        following (their follow record), never the author — added to the partition's
+        audience set (keys.rollcall_audience). Every partition is walked whether or not the
+        account is merged at read or anyone there is reachable off-app, so the audience is
+        everyone the post is for. Nothing for a post without a roll-call."""
+        if event.rollcall is None:
+            return []
+        found = []
+        for q in range(self.partitions):
+            sources = [keys.followers(q, event.as_account)]
+            if event.visibility == "public":
+                sources.append(keys.external_followers(q, event.as_account))
+            audience = keys.rollcall_audience(q, event.id)
+            args = _audience_args([event.author, keys.follows_prefix(q), event.as_account])
+            found += [Walk(self._audience, [source, audience], args) for source in sources]
+        return found
 
     def subscriber_walks(self, event: PostPublished) -> list[Walk]:
         """A public post's walks of its account's subscribers, one per partition, FANOUT_BATCH

@@ -69,6 +69,7 @@ FAMILIES = (
         ),
     ),
     keys.Family("timelines", (lambda p: keys.home(p, keys.ANY),)),
+    keys.Family("rollcalls", (lambda p: keys.rollcall_audience(p, keys.ANY),)),
     keys.Family(
         "dms",
         (
@@ -273,6 +274,9 @@ class Timeline:
                     else:
                         plan.routed.append(walk)
                     plan.walks.append(walk)
+            for walk in self.fanout.audience_walks(event):  # a roll-call's audience
+                plan.routed.append(walk)
+                plan.walks.append(walk)
             if self.route:  # subscribers without an account: public posts only
                 for walk in self.fanout.subscriber_walks(event):
                     plan.routed.append(walk)

@@ -41,6 +41,7 @@ from muster.api.routes import (
     ops,
     posts,
     reads,
+    rollcalls,
     stream,
     subscriptions,
 )
@@ -138,6 +139,7 @@ def create_app(settings: Settings) -> MusterApi:
         ops,
         subscriptions,
         inbound,
+        rollcalls,
         web,
     )
     for module in (*routers, scim_routes):
