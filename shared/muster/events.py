@@ -368,6 +368,17 @@ class SubscriptionEnded(Event, frozen=True, kw_only=True, tag="SubscriptionEnded
 # (`account`), where its state lives. Every one names the roll-call by its post id.
 
 
+class RollCallAudienceRecorded(Event, frozen=True, kw_only=True, tag="RollCallAudienceRecorded"):
+    """People `rollcall`'s post reached, all of one partition: the timeline worker appends
+    one per page of its walk of the account's followers (lua/rollcall_audience.lua), naming
+    only those not recorded before, so the audience is a snapshot in the log and replay never
+    recomputes it from a graph that has moved on. `actor` is the post's author."""
+
+    rollcall: str
+    account: str
+    recipients: tuple[str, ...]
+
+
 class RollCallAnswered(Event, frozen=True, kw_only=True, tag="RollCallAnswered"):
     """`recipient`'s answer to `rollcall`, which replaces any earlier one (history: these
     events). `actor` is who gave it: the recipient, or (channel `proxy`) an author or admin
@@ -437,6 +448,7 @@ AnyEvent: TypeAlias = (
     | SubscriptionRequested
     | SubscriptionConfirmed
     | SubscriptionEnded
+    | RollCallAudienceRecorded
     | RollCallAnswered
     | RollCallHelpHandled
     | RollCallClosed
@@ -506,6 +518,8 @@ def partition_handle(event: Event) -> str:
             return f"sub-{s}"
         case RollCallAnswered(recipient=r) | RollCallHelpHandled(recipient=r):
             return r
+        case RollCallAudienceRecorded(recipients=(first, *_)):
+            return first  # every one of them is in this partition
         case RollCallClosed(account=a) | RollCallExtended(account=a):
             return a
         case _:

@@ -279,6 +279,13 @@ first api process that needs it), so a hash cannot be reversed by trying every n
 # answer is checked and applied in its recipient's slot, so a crowd answering at once spreads
 # over every partition and never queues on one key); its state (closed, extended deadline) in
 # the partition of the account it was posted as. Reads sum the partitions.
+def rollcall_audience(partition: int, rollcall: str) -> str:
+    """Set: the people of `partition` the roll-call's post was fanned out to (its audience);
+    added by the timeline worker's walk of the account's followers, with the
+    RollCallAudienceRecorded that names them (lua/rollcall_audience.lua)."""
+    return f"{_tag(partition)}:rc:{rollcall}:audience"
+
+
 def rollcall_answers(partition: int, rollcall: str) -> str:
     """Hash: recipient → records.RollCallAnswer, the latest answer of each person of
     `partition`; written with RollCallAnswered / RollCallHelpHandled (lua/rollcall_answer.lua)."""
@@ -388,12 +395,6 @@ def conversation(partition: int, handle: str, other: str) -> str:
 def conversations(partition: int, handle: str) -> str:
     """Sorted set: other party → time (ms) of the latest DM, for `GET /v1/dms`."""
     return f"{_tag(partition)}:convs:{handle}"
-
-
-def rollcall_audience(partition: int, rollcall: str) -> str:
-    """Set: the people of `partition` the roll-call's post was fanned out to (its audience),
-    added by the timeline worker's walk of the account's followers (lua/rollcall_audience.lua)."""
-    return f"{_tag(partition)}:rc:{rollcall}:audience"
 
 
 # --- delivery (timeline worker routes; delivery workers send and record) --------------------

@@ -52,6 +52,7 @@ from muster.events import (
     PosterGranted,
     PosterRevoked,
     RollCallAnswered,
+    RollCallAudienceRecorded,
     RollCallClosed,
     RollCallExtended,
     RollCallHelpHandled,
@@ -108,6 +109,7 @@ FAMILIES = (
             lambda p: keys.subscribers(p, keys.ANY),
             lambda p: keys.account_subscriptions(p, keys.ANY),
             keys.subscription_index,
+            lambda p: keys.rollcall_audience(p, keys.ANY),
             lambda p: keys.rollcall_answers(p, keys.ANY),
             lambda p: keys.rollcall_counts(p, keys.ANY),
             lambda p: keys.rollcall_state(p, keys.ANY),
@@ -279,6 +281,13 @@ class WriteSide:
                 pipe.delete(keys.directory_members(p, event.account))
             case SubscriptionRequested() | SubscriptionConfirmed() | SubscriptionEnded():
                 self._subscription(pipe, event)
+            case RollCallAudienceRecorded():
+                # what lua/rollcall_audience.lua added as it appended this (replay: here)
+                by_partition: dict[int, list[str]] = {}
+                for recipient in event.recipients:
+                    by_partition.setdefault(self._p(recipient), []).append(recipient)
+                for q, found in by_partition.items():
+                    pipe.sadd(keys.rollcall_audience(q, event.rollcall), *found)
             case RollCallAnswered() | RollCallHelpHandled():
                 await self._rollcall_answer(pipe, event)
             case RollCallClosed():

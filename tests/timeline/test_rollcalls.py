@@ -19,6 +19,8 @@ import pytest
 
 from muster import events, keys
 from muster.api import rollcalls
+from muster.ids import IdGenerator
+from muster.projections.fanout import Fanout
 from muster.settings import Settings
 from timeline.conftest import OpenStack, Stack
 
@@ -204,11 +206,22 @@ async def test_the_audience_is_who_the_post_reached_then(
         tokens = await people(s, ["ana", "ben"], follow="boss")
         await s.ok("DELETE", "/v1/me/follows/boss", 204, token=tokens["ben"])
         rc = await open_rollcall(s, boss)
+        # the walk run again (a worker replaced mid-fan-out) records nobody twice
+        post = next(e for e in await logged(s, events.PostPublished) if e.id == rc)
+        fanout = Fanout(s.redis, partitions=PARTITIONS, cap=10)
+        for walk in fanout.audience_walks(post, IdGenerator(999)):
+            await walk.run()
+        assert len(await logged(s, events.RollCallAudienceRecorded)) == 1
         late = await s.person("lou")
         await s.follow(late, "boss")
         await s.settle()
         report = await s.ok("GET", f"/v1/rollcalls/{rc}", token=boss)
         assert report["counts"]["targeted"] == 1
+        # the snapshot is in the log, each person once, the script's JSON a valid event
+        recorded = await logged(s, events.RollCallAudienceRecorded)
+        assert [(e.rollcall, e.account, e.actor, e.recipients) for e in recorded] == [
+            (rc, "boss", "boss", ("ana",))
+        ]
         for token in (tokens["ben"], late):
             answer = await s.call(
                 "POST", f"/v1/rollcalls/{rc}/responses", token=token, json={"option": "1"}

@@ -54,7 +54,7 @@ FAMILIES: dict[str, Family] = {
 }
 """Every family, as each projection declares its own (in the order `muster replay` lists)."""
 
-TIMELINE_FAMILIES = ("graph", "posts", "timelines", "dms", "rollcalls")
+TIMELINE_FAMILIES = ("graph", "posts", "timelines", "dms")
 """Built together, in one pass, by the timeline worker's projection."""
 DEFAULT_REPLAY = (*TIMELINE_FAMILIES, "audit")
 """What `muster replay` rebuilds unless told otherwise: everything the workers project."""

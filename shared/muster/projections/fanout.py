@@ -11,12 +11,15 @@ fan-out interrupted anywhere is simply run again.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
 from muster import keys, scripts
-from muster.events import PostPublished
+from muster.events import PostPublished, utcnow
+from muster.ids import IdGenerator
 from muster.projections.routing import PostRoute, subscriber_args, subscriber_keys
 
 FANOUT_BATCH = 2000
@@ -58,9 +61,23 @@ class Walk:
         return 1 + await self.finish(await self.script(keys=self.keys, args=self.args("0")))
 
 
-def _audience_args(tail: list[str]) -> Callable[[str], list[Any]]:
+def audience_pieces(event: PostPublished, event_id: str, at: datetime) -> tuple[str, str]:
+    """The JSON of a RollCallAudienceRecorded of `event` around its recipients (which
+    lua/rollcall_audience.lua writes between them as "a","b")."""
+    when = msgspec.json.encode(at).decode().strip('"')
+    head = (
+        f'{{"type":"RollCallAudienceRecorded","id":"{event_id}","actor":"{event.author}",'
+        f'"at":"{when}","v":1,"rollcall":"{event.id}","account":"{event.as_account}",'
+        '"recipients":['
+    )
+    return head, "]}"
+
+
+def _audience_args(event: PostPublished, q: int, ids: IdGenerator) -> Callable[[str], list[Any]]:
+    tail = [event.author, keys.follows_prefix(q), event.as_account]
+
     def args(cursor: str) -> list[Any]:
-        return [cursor, FANOUT_BATCH, *tail]
+        return [cursor, FANOUT_BATCH, *tail, *audience_pieces(event, ids.next(), utcnow())]
 
     return args
 
@@ -75,11 +92,12 @@ class Fanout:
         self._subscribers = scripts.register(redis, "route_subscribers")
         self._audience = scripts.register(redis, "rollcall_audience")
 
-    def audience_walks(self, event: PostPublished) -> list[Walk]:
+    def audience_walks(self, event: PostPublished, ids: IdGenerator) -> list[Walk]:
         """A roll-call post's audience walks: per partition, the account's followers the
         post reaches (members; externals too when public), as routing sees them — still
-        following (their follow record), never the author — added to the partition's
-        audience set (keys.rollcall_audience). Every partition is walked whether or not the
+        following (their follow record), never the author — recorded in the partition's
+        audience set and, in the same script call, in the log (RollCallAudienceRecorded,
+        with an id from `ids` per call). Every partition is walked whether or not the
         account is merged at read or anyone there is reachable off-app, so the audience is
         everyone the post is for. Nothing for a post without a roll-call."""
         if event.rollcall is None:
@@ -89,9 +107,9 @@ class Fanout:
             sources = [keys.followers(q, event.as_account)]
             if event.visibility == "public":
                 sources.append(keys.external_followers(q, event.as_account))
-            audience = keys.rollcall_audience(q, event.id)
-            args = _audience_args([event.author, keys.follows_prefix(q), event.as_account])
-            found += [Walk(self._audience, [source, audience], args) for source in sources]
+            names = [keys.rollcall_audience(q, event.id), keys.events(q)]
+            args = _audience_args(event, q, ids)
+            found += [Walk(self._audience, [source, *names], args) for source in sources]
         return found
 
     def subscriber_walks(self, event: PostPublished) -> list[Walk]:

@@ -3,9 +3,10 @@
 Where things live (docs/architecture.md, Roll-calls):
 - the question — options, deadline, grace — is the post's (views.Post.rollcall, projected
   with the post by the timeline worker);
-- the audience is projection state too: the timeline worker adds each recipient to the
-  audience set of the recipient's own partition as it fans the post out
-  (keys.rollcall_audience);
+- the audience is recorded by the timeline worker as it fans the post out: each recipient
+  joins the audience set of their own partition (keys.rollcall_audience) in the same script
+  call that appends a RollCallAudienceRecorded naming them to that partition's log, so the
+  snapshot is history and replay restores it rather than recomputing it;
 - an answer is a RollCallAnswered appended to the recipient's partition, with its write-side
   state (the person's latest answer and their partition's counts, lua/rollcall_answer.lua) in
   the same MULTI — so every key an answer touches, its audience check included, is in one
