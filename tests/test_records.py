@@ -11,12 +11,21 @@ shared/muster/lua behind one loader.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from muster import events, records, scripts
 from muster.errors import EventDecodeError
+from muster.records import (
+    ROLLCALL_HANDLED_TAIL,
+    ROLLCALL_UNHANDLED_TAIL,
+    RollCallAnswer,
+    encode_rollcall_answer,
+    rollcall_answer_of,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "shared" / "muster" / "lua"
@@ -84,3 +93,14 @@ def test_every_script_is_used_and_every_include_resolves() -> None:
         for snippet in included:
             first_line = (LUA / f"{snippet}.lua").read_text().splitlines()[0]
             assert text.count(first_line) <= 1, f"{snippet} included twice in {name}"
+
+
+def test_a_rollcall_answer_ends_with_the_field_the_script_swaps() -> None:
+    """lua/rollcall_answer.lua marks help handled by swapping the record's last field."""
+    answer = RollCallAnswer(
+        option="2", kind="help", channel="app", at=datetime.now(UTC), actor="ana", event="1"
+    )
+    raw = encode_rollcall_answer(answer)
+    assert raw.endswith(ROLLCALL_UNHANDLED_TAIL)
+    swapped = raw[: -len(ROLLCALL_UNHANDLED_TAIL)] + ROLLCALL_HANDLED_TAIL
+    assert rollcall_answer_of(swapped) == msgspec.structs.replace(answer, handled=True)

@@ -91,6 +91,10 @@ class Enrolments:
             replies: list[set[bytes]] = await pipe.execute()
         return {m.decode() for reply in replies for m in reply}
 
+    async def ids(self) -> IdGenerator:
+        """The id generator of this worker's appends (its node number taken once)."""
+        return await self._generator()
+
     async def _generator(self) -> IdGenerator:
         """Ids for the follows it appends: a node number of its own, as every id maker."""
         if self._ids is None:

@@ -10,6 +10,7 @@ MusterError
 │   ├── Forbidden               403 authenticated but not allowed
 │   ├── NotFound                404 no such thing, or not visible to the caller
 │   ├── Conflict                409 handle taken, idempotency key reused
+│   ├── Gone                    410 no longer accepted (a roll-call past its deadline's grace)
 │   ├── Invalid                 422 well-formed but invalid
 │   ├── TooManyRequests         429 backpressure or rate limit; carries retry_after
 │   └── BadGateway              502 a service Muster relies on answered wrongly (identity provider)
@@ -74,6 +75,11 @@ class NotFound(ApiError):
 class Conflict(ApiError):
     status = 409
     code = "conflict"
+
+
+class Gone(ApiError):
+    status = 410
+    code = "gone"
 
 
 class Invalid(ApiError):

@@ -254,6 +254,27 @@ class DirectoryGroupRemoved(Event, frozen=True, kw_only=True, tag="DirectoryGrou
     account: str
 
 
+class RollCallOption(msgspec.Struct, frozen=True, kw_only=True):
+    """One answer a roll-call offers: `key` is what answers name (1-16 of [a-z0-9_]),
+    `kind` is `ok`, `help` (stays flagged until marked handled) or `other`."""
+
+    key: str
+    label: str
+    kind: str
+
+
+class RollCall(msgspec.Struct, frozen=True, kw_only=True):
+    """The roll-call a post opens ("are you safe?"): the post is the question, its id the
+    roll-call's id, its recipients at fan-out the audience. `grace_s`: answers are taken,
+    marked late, for this long after the deadline (the api's MUSTER_ROLLCALL_GRACE when it
+    opened). `policy` names an escalation policy (escalation comes in a later part)."""
+
+    options: tuple[RollCallOption, ...]
+    deadline: datetime
+    grace_s: int = 0
+    policy: str | None = None
+
+
 class PostPublished(Event, frozen=True, tag="PostPublished"):
     """`id` is also the post's id. `as_account` is the account it appears under."""
 
@@ -267,6 +288,8 @@ class PostPublished(Event, frozen=True, tag="PostPublished"):
     """The components the post is about (an incident update names the ones it changes).
     Subscribers limited to components get a public post that names one of theirs, or
     names none (then it is about everything); subscribers of everything get them all."""
+    rollcall: RollCall | None = None
+    """The roll-call this post opens, if any."""
 
 
 class DirectMessageSent(Event, frozen=True, tag="DirectMessageSent"):
@@ -406,6 +429,67 @@ class StatusPageChanged(Event, frozen=True, kw_only=True, tag="StatusPageChanged
     accent_color: str | None = None
 
 
+# --- roll-calls ------------------------------------------------------------------------------
+# A roll-call is opened by its post (PostPublished.rollcall). An answer goes to the partition
+# of the person it is for (`recipient`), where that person's answer and the counts of their
+# partition live; closing and extending go to the partition of the account it was posted as
+# (`account`), where its state lives. Every one names the roll-call by its post id.
+
+
+class RollCallAudienceRecorded(Event, frozen=True, kw_only=True, tag="RollCallAudienceRecorded"):
+    """People `rollcall`'s post reached, all of one partition: the timeline worker appends
+    one per page of its walk of the account's followers (lua/rollcall_audience.lua), naming
+    only those not recorded before, so the audience is a snapshot in the log and replay never
+    recomputes it from a graph that has moved on. `actor` is the post's author."""
+
+    rollcall: str
+    account: str
+    recipients: tuple[str, ...]
+
+
+class RollCallAnswered(Event, frozen=True, kw_only=True, tag="RollCallAnswered"):
+    """`recipient`'s answer to `rollcall`, which replaces any earlier one (history: these
+    events). `actor` is who gave it: the recipient, or (channel `proxy`) an author or admin
+    answering for them. `kind` is the option's kind when it was answered; `late`: after
+    the deadline, inside the grace."""
+
+    rollcall: str
+    account: str
+    recipient: str
+    option: str
+    kind: str
+    channel: str = "app"
+    note: str = ""
+    late: bool = False
+    suspect: bool = False
+
+
+class RollCallHelpHandled(Event, frozen=True, kw_only=True, tag="RollCallHelpHandled"):
+    """A responder (`actor`: the author, a poster of the account or an admin) dealt with
+    `recipient`'s `help` answer: it no longer counts as open help."""
+
+    rollcall: str
+    account: str
+    recipient: str
+    note: str = ""
+
+
+class RollCallClosed(Event, frozen=True, kw_only=True, tag="RollCallClosed"):
+    """No more answers are taken (`reason`: `closed` by the author or an admin)."""
+
+    rollcall: str
+    account: str
+    reason: str = "closed"
+
+
+class RollCallExtended(Event, frozen=True, kw_only=True, tag="RollCallExtended"):
+    """The roll-call's deadline is now `deadline` (later than the one it replaces)."""
+
+    rollcall: str
+    account: str
+    deadline: datetime
+
+
 AnyEvent: TypeAlias = (
     AccountCreated
     | AccountTokenReset
@@ -436,6 +520,11 @@ AnyEvent: TypeAlias = (
     | IncidentOpened
     | IncidentUpdated
     | StatusPageChanged
+    | RollCallAudienceRecorded
+    | RollCallAnswered
+    | RollCallHelpHandled
+    | RollCallClosed
+    | RollCallExtended
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__
@@ -503,6 +592,12 @@ def partition_handle(event: Event) -> str:
             | SubscriptionEnded(subscription=s)
         ):
             return f"sub-{s}"
+        case RollCallAnswered(recipient=r) | RollCallHelpHandled(recipient=r):
+            return r
+        case RollCallAudienceRecorded(recipients=(first, *_)):
+            return first  # every one of them is in this partition
+        case RollCallClosed(account=a) | RollCallExtended(account=a):
+            return a
         case _:
             return event.actor
 

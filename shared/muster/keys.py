@@ -328,6 +328,36 @@ def status_page(partition: int, account: str) -> str:
     return f"{_tag(partition)}:status_page:{account}"
 
 
+# --- roll-calls, write-side state ------------------------------------------------------------
+# A roll-call's answers and counts are kept per partition of the people answering (each
+# answer is checked and applied in its recipient's slot, so a crowd answering at once spreads
+# over every partition and never queues on one key); its state (closed, extended deadline) in
+# the partition of the account it was posted as. Reads sum the partitions.
+def rollcall_audience(partition: int, rollcall: str) -> str:
+    """Set: the people of `partition` the roll-call's post was fanned out to (its audience);
+    added by the timeline worker's walk of the account's followers, with the
+    RollCallAudienceRecorded that names them (lua/rollcall_audience.lua)."""
+    return f"{_tag(partition)}:rc:{rollcall}:audience"
+
+
+def rollcall_answers(partition: int, rollcall: str) -> str:
+    """Hash: recipient → records.RollCallAnswer, the latest answer of each person of
+    `partition`; written with RollCallAnswered / RollCallHelpHandled (lua/rollcall_answer.lua)."""
+    return f"{_tag(partition)}:rc:{rollcall}:answers"
+
+
+def rollcall_counts(partition: int, rollcall: str) -> str:
+    """Hash: the counts of the latest answers in `rollcall_answers` (answered, late, suspect,
+    help_open, opt:<key>, ch:<channel>); changed by the same script, with them."""
+    return f"{_tag(partition)}:rc:{rollcall}:counts"
+
+
+def rollcall_state(partition: int, rollcall: str) -> str:
+    """Hash: a roll-call's changes since it opened (state, closed_at, deadline), in the
+    partition of its account; written with RollCallClosed / RollCallExtended."""
+    return f"{_tag(partition)}:rc:{rollcall}:state"
+
+
 # --- projections (timeline worker writes; api reads) ----------------------------------------
 def partition_of_id(snowflake: str, partitions: int) -> int:
     """Where a post or DM record lives: by id, so a read by id needs nothing else."""

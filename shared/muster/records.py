@@ -774,3 +774,37 @@ STATUS_PAGE_LOOK = ("logo_url", "accent_color")
 
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# --- roll-calls -----------------------------------------------------------------------------
+class RollCallAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """A person's latest answer to a roll-call (keys.rollcall_answers: recipient → this,
+    JSON). lua/rollcall_answer.lua reads it with cjson and, to mark help handled, rewrites
+    its last field in place: `handled` must stay last (tests/test_records.py checks)."""
+
+    option: str
+    kind: str
+    channel: str
+    at: datetime
+    actor: str
+    note: str = ""
+    late: bool = False
+    suspect: bool = False
+    event: str
+    """The RollCallAnswered it comes from: an older or the same event applied again is skipped."""
+    handled: bool = False
+
+
+_rollcall_answer_encoder = msgspec.json.Encoder()
+_rollcall_answer_decoder = msgspec.json.Decoder(RollCallAnswer)
+ROLLCALL_UNHANDLED_TAIL = b'"handled":false}'
+ROLLCALL_HANDLED_TAIL = b'"handled":true}'
+"""What lua/rollcall_answer.lua swaps at the end of a record to mark its help handled."""
+
+
+def encode_rollcall_answer(answer: RollCallAnswer) -> bytes:
+    return _rollcall_answer_encoder.encode(answer)
+
+
+def rollcall_answer_of(raw: bytes | str) -> RollCallAnswer:
+    return _rollcall_answer_decoder.decode(raw)

@@ -9,10 +9,20 @@ from typing import Literal
 
 import msgspec
 
-from muster.events import DirectMessageSent, PostPublished
+from muster.events import DirectMessageSent, PostPublished, RollCall, RollCallOption
 
 
-class Post(msgspec.Struct, kw_only=True):
+class RollCallQuestion(msgspec.Struct, kw_only=True):
+    """The roll-call a post opens, as the post shows it (its state and counts: GET
+    /v1/rollcalls/{id})."""
+
+    options: list[RollCallOption]
+    deadline: str
+    grace_s: int
+    policy: str | None = None
+
+
+class Post(msgspec.Struct, kw_only=True, omit_defaults=True):
     id: str
     author: str
     as_account: str
@@ -21,6 +31,7 @@ class Post(msgspec.Struct, kw_only=True):
     severity: Literal["info", "warning", "critical"]
     in_reply_to: str | None
     created_at: str
+    rollcall: RollCallQuestion | None = None
 
 
 class Message(msgspec.Struct, kw_only=True):
@@ -47,6 +58,16 @@ def post_of(event: PostPublished) -> Post:
         severity=event.severity,  # type: ignore[arg-type]
         in_reply_to=event.in_reply_to,
         created_at=rfc3339(event.at),
+        rollcall=None if event.rollcall is None else question_of(event.rollcall),
+    )
+
+
+def question_of(rollcall: RollCall) -> RollCallQuestion:
+    return RollCallQuestion(
+        options=list(rollcall.options),
+        deadline=rfc3339(rollcall.deadline),
+        grace_s=rollcall.grace_s,
+        policy=rollcall.policy,
     )
 
 

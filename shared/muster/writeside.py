@@ -54,6 +54,11 @@ from muster.events import (
     NamedTokenRevoked,
     PosterGranted,
     PosterRevoked,
+    RollCallAnswered,
+    RollCallAudienceRecorded,
+    RollCallClosed,
+    RollCallExtended,
+    RollCallHelpHandled,
     StatusPageChanged,
     SubscriptionConfirmed,
     SubscriptionEnded,
@@ -61,6 +66,8 @@ from muster.events import (
 )
 from muster.records import (
     REQUEST_FIELDS,
+    ROLLCALL_HANDLED_TAIL,
+    ROLLCALL_UNHANDLED_TAIL,
     Account,
     Component,
     DirectoryGroup,
@@ -68,6 +75,7 @@ from muster.records import (
     Follow,
     IncidentUpdate,
     NamedToken,
+    RollCallAnswer,
     Rule,
     active_hash,
     component_change,
@@ -77,6 +85,7 @@ from muster.records import (
     encode_directory,
     encode_incident_update,
     encode_named_token,
+    encode_rollcall_answer,
     ended_hash,
     incident_hash,
     incident_member,
@@ -118,6 +127,10 @@ FAMILIES = (
             lambda p: keys.component_order(p, keys.ANY),
             lambda p: keys.component_history(p, keys.ANY),
             lambda p: keys.status_page(p, keys.ANY),
+            lambda p: keys.rollcall_audience(p, keys.ANY),
+            lambda p: keys.rollcall_answers(p, keys.ANY),
+            lambda p: keys.rollcall_counts(p, keys.ANY),
+            lambda p: keys.rollcall_state(p, keys.ANY),
         ),
         (keys.token(keys.ANY), keys.ENROLMENT_RULES),
     ),
@@ -146,6 +159,21 @@ def account_of_event(event: AccountCreated) -> Account:
         dm_channels=",".join(event.dm_channels),
         created_at=views.rfc3339(event.at),
         rev=1,
+    )
+
+
+def rollcall_answer_of_event(event: RollCallAnswered) -> RollCallAnswer:
+    """The answer record a RollCallAnswered leaves (keys.rollcall_answers)."""
+    return RollCallAnswer(
+        option=event.option,
+        kind=event.kind,
+        channel=event.channel,
+        at=event.at,
+        actor=event.actor,
+        note=event.note,
+        late=event.late,
+        suspect=event.suspect,
+        event=event.id,
     )
 
 
@@ -182,6 +210,7 @@ class WriteSide:
         self._follow_v1 = scripts.register(redis, "follow_v1")
         self._enrol = scripts.register(redis, "enrol")
         self._email_index = scripts.register(redis, "email_index")
+        self._answer_script = scripts.register(redis, "rollcall_answer")
 
     def _p(self, handle: str) -> int:
         return keys.partition_of(handle, self.partitions)
@@ -273,6 +302,26 @@ class WriteSide:
                 self._subscription(pipe, event)
             case ComponentChanged() | IncidentOpened() | IncidentUpdated() | StatusPageChanged():
                 self._status_page(pipe, event)
+            case RollCallAudienceRecorded():
+                # what lua/rollcall_audience.lua added as it appended this (replay: here)
+                by_partition: dict[int, list[str]] = {}
+                for recipient in event.recipients:
+                    by_partition.setdefault(self._p(recipient), []).append(recipient)
+                for q, found in by_partition.items():
+                    pipe.sadd(keys.rollcall_audience(q, event.rollcall), *found)
+            case RollCallAnswered() | RollCallHelpHandled():
+                await self._rollcall_answer(pipe, event)
+            case RollCallClosed():
+                pipe.hset(
+                    keys.rollcall_state(self._p(event.account), event.rollcall),
+                    mapping={"state": "closed", "closed_at": views.rfc3339(event.at)},
+                )
+            case RollCallExtended():
+                pipe.hset(
+                    keys.rollcall_state(self._p(event.account), event.rollcall),
+                    "deadline",
+                    views.rfc3339(event.deadline),
+                )
             case _:
                 pass  # posts and DMs keep no write-side state (idempotency keys expire)
 
@@ -358,6 +407,31 @@ class WriteSide:
                     ],
                     client=pipe,
                 )
+
+    async def _rollcall_answer(
+        self, pipe: Any, event: RollCallAnswered | RollCallHelpHandled
+    ) -> None:
+        """The person's latest answer and their partition's counts, in one script call
+        (lua/rollcall_answer.lua): counts move with the answer they count, and an event
+        applied again (a retried request's, or replay over live state) changes nothing."""
+        p = self._p(event.recipient)
+        names = [keys.rollcall_answers(p, event.rollcall), keys.rollcall_counts(p, event.rollcall)]
+        args: list[Any]
+        if isinstance(event, RollCallHelpHandled):
+            args = ["handled", event.recipient, ROLLCALL_UNHANDLED_TAIL, ROLLCALL_HANDLED_TAIL]
+        else:
+            args = [
+                "answer",
+                event.recipient,
+                event.id,
+                encode_rollcall_answer(rollcall_answer_of_event(event)),
+                event.option,
+                event.kind,
+                event.channel,
+                "1" if event.late else "0",
+                "1" if event.suspect else "0",
+            ]
+        await self._answer_script(keys=names, args=args, client=pipe)
 
     def _subscription(
         self,

@@ -6,10 +6,14 @@ channels, a channel change, an unfollow and a re-follow, internal, public and cr
 replies, DMs, a profile change that clears a contact point; a token reset, named tokens (one
 revoked), a deactivated person and one deactivated and back, an auditor's read. With the test's low
 MUSTER_FANOUT_ON_READ_THRESHOLD, `ops` is merged at read time once it has enough followers.
+Last, two roll-calls as `ops`: answers, a change of mind, a proxy answer, help handled, an
+extension and a close.
 Workers are settled after graph changes, so live processing sees them in log order.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 from audit.conftest import ADMIN_TOKEN, System
 
@@ -92,6 +96,7 @@ async def make_history(s: System) -> dict[str, str]:
     await s.post(t["pat"], "after the lifecycle changes", as_="ops")
     await incidents(s, t["pat"])
     await s.settle()
+    await _rollcalls(s, t)
     return t
 
 
@@ -140,3 +145,39 @@ async def incidents(s: System, pat: str) -> None:
         token=pat,
         json={"display_name": "Operations", "accent_color": "#0a66c2"},
     )
+
+
+async def _rollcalls(s: System, t: dict[str, str]) -> None:
+    """Two roll-calls as `ops` (merged at read, so its audience is walked without homes):
+    answers, a change of mind, a proxy answer, help handled, an extension and a close."""
+    soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    options = [
+        {"key": "1", "label": "safe", "kind": "ok"},
+        {"key": "2", "label": "need help", "kind": "help"},
+        {"key": "3", "label": "away", "kind": "other"},
+    ]
+    drill = await s.post(
+        t["pat"],
+        "fire drill: are you safe?",
+        as_="ops",
+        rollcall={"options": options, "deadline": soon},
+    )
+    other = await s.post(
+        t["pat"],
+        "power cut: are you safe?",
+        as_="ops",
+        rollcall={"options": options, "deadline": soon},
+    )
+    await s.settle()  # the audiences are recorded
+    path, closed = f"/v1/rollcalls/{drill['id']}", f"/v1/rollcalls/{other['id']}"
+    await s.ok("POST", f"{path}/responses", token=t["mia"], json={"option": "1"})
+    await s.ok("POST", f"{path}/responses", token=t["tom"], json={"option": "1"})
+    await s.ok("POST", f"{path}/responses", token=t["tom"], json={"option": "3", "note": "wfh"})
+    await s.ok("POST", f"{path}/responses", token=t["nina"], json={"option": "2"})
+    await s.ok("PUT", f"{path}/responses/carol", token=t["pat"], json={"option": "1"})
+    await s.ok("POST", f"{path}/help/nina/handled", token=ADMIN_TOKEN, json={"note": "fine"})
+    later = (datetime.now(UTC) + timedelta(hours=3)).isoformat()
+    await s.ok("POST", f"{path}/extend", token=t["pat"], json={"deadline": later})
+    await s.ok("POST", f"{closed}/responses", token=t["nina"], json={"option": "2"})
+    await s.ok("POST", f"{closed}/close", token=ADMIN_TOKEN)
+    await s.settle()

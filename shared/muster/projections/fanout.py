@@ -11,12 +11,15 @@ fan-out interrupted anywhere is simply run again.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
 from muster import keys, scripts
-from muster.events import PostPublished
+from muster.events import PostPublished, utcnow
+from muster.ids import IdGenerator
 from muster.projections.routing import PostRoute, subscriber_args, subscriber_keys
 
 FANOUT_BATCH = 2000
@@ -58,6 +61,27 @@ class Walk:
         return 1 + await self.finish(await self.script(keys=self.keys, args=self.args("0")))
 
 
+def audience_pieces(event: PostPublished, event_id: str, at: datetime) -> tuple[str, str]:
+    """The JSON of a RollCallAudienceRecorded of `event` around its recipients (which
+    lua/rollcall_audience.lua writes between them as "a","b")."""
+    when = msgspec.json.encode(at).decode().strip('"')
+    head = (
+        f'{{"type":"RollCallAudienceRecorded","id":"{event_id}","actor":"{event.author}",'
+        f'"at":"{when}","v":1,"rollcall":"{event.id}","account":"{event.as_account}",'
+        '"recipients":['
+    )
+    return head, "]}"
+
+
+def _audience_args(event: PostPublished, q: int, ids: IdGenerator) -> Callable[[str], list[Any]]:
+    tail = [event.author, keys.follows_prefix(q), event.as_account]
+
+    def args(cursor: str) -> list[Any]:
+        return [cursor, FANOUT_BATCH, *tail, *audience_pieces(event, ids.next(), utcnow())]
+
+    return args
+
+
 class Fanout:
     def __init__(self, redis: aioredis.Redis, *, partitions: int, cap: int) -> None:
         self.redis = redis
@@ -66,6 +90,27 @@ class Fanout:
         self._script = scripts.register(redis, "fanout")
         self._routed = scripts.register(redis, "routed_fanout")
         self._subscribers = scripts.register(redis, "route_subscribers")
+        self._audience = scripts.register(redis, "rollcall_audience")
+
+    def audience_walks(self, event: PostPublished, ids: IdGenerator) -> list[Walk]:
+        """A roll-call post's audience walks: per partition, the account's followers the
+        post reaches (members; externals too when public), as routing sees them — still
+        following (their follow record), never the author — recorded in the partition's
+        audience set and, in the same script call, in the log (RollCallAudienceRecorded,
+        with an id from `ids` per call). Every partition is walked whether or not the
+        account is merged at read or anyone there is reachable off-app, so the audience is
+        everyone the post is for. Nothing for a post without a roll-call."""
+        if event.rollcall is None:
+            return []
+        found = []
+        for q in range(self.partitions):
+            sources = [keys.followers(q, event.as_account)]
+            if event.visibility == "public":
+                sources.append(keys.external_followers(q, event.as_account))
+            names = [keys.rollcall_audience(q, event.id), keys.events(q)]
+            args = _audience_args(event, q, ids)
+            found += [Walk(self._audience, [source, *names], args) for source in sources]
+        return found
 
     def subscriber_walks(self, event: PostPublished) -> list[Walk]:
         """A public post's walks of its account's subscribers, one per partition, FANOUT_BATCH

@@ -161,7 +161,8 @@ class Timeline:
     `late_follows=False` (replay) skips routing the posts a follow handled late missed
     (routing.Router.late_follows): a replay applies the log in order, and its account logs
     already hold the future, which the follower may have left or muted since. `expand=False`
-    (replay) leaves enrolments alone: the follows they were expanded into are in the log."""
+    (replay) leaves enrolments alone: the follows they were expanded into are in the log;
+    and roll-call audiences, which are in the log too (RollCallAudienceRecorded)."""
 
     def __init__(
         self,
@@ -285,6 +286,11 @@ class Timeline:
                         plan.writes.fanout(q, len(plan.walks), source, post_id)
                     else:
                         plan.routed.append(walk)
+                    plan.walks.append(walk)
+            if self.enrolments is not None:  # a roll-call's audience (never in replay)
+                ids = await self.enrolments.ids()
+                for walk in self.fanout.audience_walks(event, ids):
+                    plan.routed.append(walk)
                     plan.walks.append(walk)
             if self.route:  # subscribers without an account: public posts only
                 for walk in self.fanout.subscriber_walks(event):

@@ -42,6 +42,7 @@ from muster.api.routes import (
     ops,
     posts,
     reads,
+    rollcalls,
     stream,
     subscriptions,
 )
@@ -142,6 +143,7 @@ def create_app(settings: Settings) -> MusterApi:
         subscriptions,
         incidents,
         inbound,
+        rollcalls,
         web,
     )
     for module in (*routers, scim_routes):

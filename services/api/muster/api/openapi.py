@@ -26,6 +26,7 @@ ERROR_STATUSES = {
     403: "Authenticated but not allowed",
     404: "No such thing, or not visible to the caller",
     409: "Conflict (handle taken, idempotency key reused)",
+    410: "No longer accepted (a roll-call past its deadline's grace)",
     413: "Body over the size limit",
     422: "Well-formed but invalid",
     429: "Rate limit or backpressure; see Retry-After",

@@ -173,6 +173,7 @@ async def publish_post(
     as_account: str,
     visibility: str,
     idempotency_key: str | None,
+    rollcall: events.RollCall | None = None,
 ) -> bytes:
     event = events.PostPublished(
         id=state.ids.next(),
@@ -184,6 +185,7 @@ async def publish_post(
         visibility=visibility,
         severity=req.severity,
         in_reply_to=req.in_reply_to,
+        rollcall=rollcall,
     )
     append = _Append(
         state,

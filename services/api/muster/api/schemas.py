@@ -7,12 +7,13 @@ cannot drift apart. Checks that depend on settings or state live in validation.p
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from muster.events import AnyEvent
+from muster.events import AnyEvent, RollCallOption
 from muster.views import Message, Post
 
 Handle = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,30}$", description="`^[a-z0-9_]{1,30}$`")]
@@ -105,12 +106,107 @@ class Enrolment(Request):
     mandatory: bool = False
 
 
+OptionKey = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,16}$", description="`^[a-z0-9_]{1,16}$`")]
+AwareTime = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a UTC offset")]
+Note = Annotated[str, Meta(max_length=500)]
+
+
+class RollCallOptionIn(Request):
+    key: OptionKey
+    label: Annotated[str, Meta(min_length=1, max_length=64)]
+    kind: Literal["ok", "help", "other"]
+
+
+class RollCallIn(Request):
+    """A roll-call the post opens: 2-6 options with distinct keys, a deadline in the future
+    (at most 7 days away). `policy` (an escalation policy's name) comes with escalation."""
+
+    options: Annotated[list[RollCallOptionIn], Meta(min_length=2, max_length=6)]
+    deadline: AwareTime
+    policy: Handle | None = None
+
+
 class CreatePost(Request):
     text: str
     as_: Handle | None = msgspec.field(default=None, name="as")
     visibility: Visibility | None = None
     severity: Severity = "info"
     in_reply_to: Id | None = None
+    rollcall: RollCallIn | None = None
+
+
+class AnswerRollCall(Request):
+    option: OptionKey
+    note: Note | None = None
+
+
+class ExtendRollCall(Request):
+    deadline: AwareTime
+
+
+class HandleHelp(Request):
+    note: Note | None = None
+
+
+class RollCallAnswerOut(msgspec.Struct, kw_only=True):
+    """A person's latest answer to a roll-call."""
+
+    rollcall: str
+    handle: str
+    option: str
+    kind: str
+    channel: str
+    note: str
+    answered_at: str
+    by: str
+    """Who gave it: the person, or whoever answered for them (channel `proxy`)."""
+    late: bool
+    suspect: bool
+    help_handled: bool
+
+
+class RollCallCounts(msgspec.Struct, kw_only=True):
+    targeted: int
+    notified: int
+    unreachable: int
+    answered: int
+    accounted_for: int
+    suspect: int
+    late: int
+    by_option: dict[str, int]
+    by_channel: dict[str, int]
+
+
+class RollCallOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """GET /v1/rollcalls/{id}: the report (counts for those who run it; a person asked sees
+    their own `answer` instead)."""
+
+    id: str
+    account: str
+    author: str
+    state: Literal["open", "closed", "cancelled"]
+    deadline: str
+    grace_until: str
+    options: list[RollCallOption]
+    counts: RollCallCounts | None = None
+    help_open: int | None = None
+    answer: RollCallAnswerOut | None = None
+
+
+class RollCallRecipientOut(msgspec.Struct, kw_only=True):
+    handle: str
+    state: Literal["notified", "answered"]
+    option: str | None
+    kind: str | None
+    channel: str | None
+    answered_at: str | None
+    by: str | None
+    note: str | None
+    suspect: bool
+    late: bool
+    help_open: bool
+    escalation_level: int
+    manager: str | None
 
 
 class CreateDm(Request):

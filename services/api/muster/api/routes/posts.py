@@ -8,13 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
-from muster.api import bodies, lookups, publishing, validation
+from muster.api import bodies, lookups, publishing, rollcalls, validation
 from muster.api.openapi import SECURED, body, merge, responds
 from muster.api.reads import can_see
 from muster.api.schemas import CreateDm, CreatePost, DmOut, PostOut
 from muster.api.state import ApiState, state
 from muster.api.tokens import authenticate
 from muster.errors import Forbidden, Invalid, NotFound, TooManyRequests
+from muster.events import utcnow
 from muster.ids import id_time_ms
 from muster.records import Account
 
@@ -117,9 +118,16 @@ async def create_post(request: Request, idempotency_key: IdempotencyKey = None) 
         )
     if req.in_reply_to is not None:
         await _check_reply(st, caller, req.in_reply_to)
+    rollcall = None if req.rollcall is None else rollcalls.question(req.rollcall, utcnow())
     admit(st, req.severity == "critical")
     payload = await publishing.publish_post(
-        st, caller, req, as_account=as_account, visibility=visibility, idempotency_key=key
+        st,
+        caller,
+        req,
+        as_account=as_account,
+        visibility=visibility,
+        idempotency_key=key,
+        rollcall=rollcall,
     )
     return bodies.raw_json(payload, 202)
 
