@@ -37,6 +37,7 @@ CONTRACT: dict[tuple[str, str], bool] = {
     ("post", "/v1/me/tokens"): True,
     ("get", "/v1/me/tokens"): False,
     ("delete", "/v1/me/tokens/{token_id}"): False,
+    ("post", "/v1/rollcalls/{rollcall_id}/close"): False,  # the path says it all
     ("post", "/v1/posts"): True,
     ("post", "/v1/dms"): True,
     ("get", "/healthz"): False,
