@@ -263,16 +263,48 @@ class RollCallOption(msgspec.Struct, frozen=True, kw_only=True):
     kind: str
 
 
+class EscalationStep(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One step of an escalation policy: `after_s` seconds after the roll-call opened, tell
+    `to` (`recipient`: the person asked; `manager`: their manager, about them; `fallback`:
+    the account `fallback`, about them) on `channels` (a list of off-app channels,
+    `chosen`: the person's own choice, `all`: every channel they can be reached on)."""
+
+    after_s: float
+    to: str
+    channels: tuple[str, ...] | str
+    fallback: str | None = None
+
+
+class EscalationRepeat(msgspec.Struct, frozen=True, kw_only=True):
+    """Run the steps `times` more times, each loop `every_s` after the previous one's last step."""
+
+    times: int
+    every_s: float
+
+
+class EscalationPolicy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A named escalation policy as one version of it stated it: what a roll-call keeps
+    (a snapshot, never a reference) from the moment it opens."""
+
+    name: str
+    version: int
+    steps: tuple[EscalationStep, ...]
+    repeat: EscalationRepeat | None = None
+    max_sends_per_recipient: int | None = None
+
+
 class RollCall(msgspec.Struct, frozen=True, kw_only=True):
     """The roll-call a post opens ("are you safe?"): the post is the question, its id the
     roll-call's id, its recipients at fan-out the audience. `grace_s`: answers are taken,
     marked late, for this long after the deadline (the api's MUSTER_ROLLCALL_GRACE when it
-    opened). `policy` names an escalation policy (escalation comes in a later part)."""
+    opened). `policy` names the escalation policy it was opened with, and `escalation` is
+    that policy as it was then (a snapshot: changing the policy later changes nothing here)."""
 
     options: tuple[RollCallOption, ...]
     deadline: datetime
     grace_s: int = 0
     policy: str | None = None
+    escalation: EscalationPolicy | None = None
 
 
 class PostPublished(Event, frozen=True, tag="PostPublished"):
@@ -490,6 +522,67 @@ class RollCallExtended(Event, frozen=True, kw_only=True, tag="RollCallExtended")
     deadline: datetime
 
 
+class RollCallEscalation(msgspec.Struct, frozen=True, kw_only=True):
+    """One person not yet accounted for (`subject`) and who was told about them (`target`:
+    the subject themselves, their manager, or the step's fallback)."""
+
+    subject: str
+    target: str
+
+
+class RollCallEscalated(Event, frozen=True, kw_only=True, tag="RollCallEscalated"):
+    """A step of `rollcall`'s escalation fired for some people of one partition (the
+    escalation worker appends one per page of the audience it walks, naming only people not
+    accounted for and not yet told in this `round`). `round` is `s<step>l<loop>` for a
+    policy's step, `r<event id>` for a remind; `step` is the step's index (-1: a remind);
+    `to` and `channels` as the step said. Its deliveries go out with it (never in replay):
+    their message id is `<rollcall>-<round>` (to the subject) or `<rollcall>-<round>-<subject>`
+    (to someone else), so a resend after a crash carries the same id."""
+
+    rollcall: str
+    account: str
+    round: str
+    step: int
+    loop: int = 0
+    to: str
+    channels: tuple[str, ...] | str
+    notices: tuple[RollCallEscalation, ...]
+
+
+class RollCallReminded(Event, frozen=True, kw_only=True, tag="RollCallReminded"):
+    """The author, a poster or an admin (`actor`) asked for `rollcall` to be sent again to
+    everyone not yet accounted for (the escalation worker fires it as round `r<id>`)."""
+
+    rollcall: str
+    account: str
+
+
+# --- escalation policies and managers --------------------------------------------------------
+
+
+class EscalationPolicySet(Event, frozen=True, kw_only=True, tag="EscalationPolicySet"):
+    """An admin created or replaced the escalation policy `policy.name`; `policy.version`
+    is one more than the last version of that name (a deleted name's versions go on)."""
+
+    policy: EscalationPolicy
+
+
+class EscalationPolicyDeleted(Event, frozen=True, kw_only=True, tag="EscalationPolicyDeleted"):
+    """An admin deleted the policy `name` (its `version` was the last); roll-calls opened
+    with it keep their snapshot."""
+
+    name: str
+    version: int
+
+
+class ManagerChanged(Event, frozen=True, kw_only=True, tag="ManagerChanged"):
+    """An admin set (or, None, removed) the manager of the person `handle`: who escalation
+    steps `to: manager` tell about them."""
+
+    handle: str
+    manager: str | None = None
+
+
 AnyEvent: TypeAlias = (
     AccountCreated
     | AccountTokenReset
@@ -525,6 +618,11 @@ AnyEvent: TypeAlias = (
     | RollCallHelpHandled
     | RollCallClosed
     | RollCallExtended
+    | RollCallEscalated
+    | RollCallReminded
+    | EscalationPolicySet
+    | EscalationPolicyDeleted
+    | ManagerChanged
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__
@@ -563,6 +661,7 @@ def partition_handle(event: Event) -> str:
             | DirectoryUserChanged(handle=h)
             | DirectoryUserRemoved(handle=h)
             | StatusPageChanged(handle=h)
+            | ManagerChanged(handle=h)
         ):
             return h
         case (
@@ -596,10 +695,21 @@ def partition_handle(event: Event) -> str:
             return r
         case RollCallAudienceRecorded(recipients=(first, *_)):
             return first  # every one of them is in this partition
-        case RollCallClosed(account=a) | RollCallExtended(account=a):
+        case RollCallClosed(account=a) | RollCallExtended(account=a) | RollCallReminded(account=a):
             return a
+        case RollCallEscalated(notices=(first, *_)):
+            return first.subject  # every one of them is in this partition
+        case EscalationPolicySet(policy=policy):
+            return policy_partition_handle(policy.name)
+        case EscalationPolicyDeleted(name=name):
+            return policy_partition_handle(name)
         case _:
             return event.actor
+
+
+def policy_partition_handle(name: str) -> str:
+    """What places the escalation policy `name` in a partition (its events and state)."""
+    return f"policy:{name}"
 
 
 _ENROLMENT_SPLICE = b'"follow_channels":null,"seq":0'

@@ -6,7 +6,10 @@ once with os._exit(137) — no cleanup, no flush, no ack, as close to `kill -9` 
 
 - `delivery.before_send`   the request is read and rendered, nothing sent yet;
 - `delivery.after_send`    the provider accepted it, Muster has not recorded that;
-- `delivery.after_record`  the status says sent, the stream entry is not acknowledged.
+- `delivery.after_record`  the status says sent, the stream entry is not acknowledged;
+- `escalation.mid_round`   a page of an escalation round is appended with the deliveries
+                           to those told about themselves; those to managers and
+                           fallbacks, and the rest of the round, not yet.
 
 With MUSTER_FAILPOINTS unset (production) `hit` is a tuple-membership test and nothing else.
 """
@@ -18,7 +21,12 @@ import sys
 
 from muster.settings import Settings
 
-POINTS = ("delivery.before_send", "delivery.after_send", "delivery.after_record")
+POINTS = (
+    "delivery.before_send",
+    "delivery.after_send",
+    "delivery.after_record",
+    "escalation.mid_round",
+)
 EXIT_CODE = 137  # what a shell reports for SIGKILL, so a supervisor treats it as a crash
 
 

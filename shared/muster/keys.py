@@ -42,6 +42,8 @@ GROUP_AUDIT: Final = "audit"
 """Audit worker: audit projection and the on-disk archive."""
 GROUP_DELIVERY: Final = "delivery"
 """Delivery workers: one consumer group on each channel's delivery stream."""
+GROUP_ESCALATION: Final = "escalation"
+"""Escalation workers: one consumer group on each partition's due-rounds stream."""
 
 EVENT_LOG_GROUPS: Final = (GROUP_TIMELINE, GROUP_AUDIT)
 """Groups that read the event log; /readyz wants each on every partition."""
@@ -356,6 +358,63 @@ def rollcall_state(partition: int, rollcall: str) -> str:
     """Hash: a roll-call's changes since it opened (state, closed_at, deadline), in the
     partition of its account; written with RollCallClosed / RollCallExtended."""
     return f"{_tag(partition)}:rc:{rollcall}:state"
+
+
+def rollcall_fired(partition: int, rollcall: str, round_: str) -> str:
+    """Hash: subject → who was told about them (the subject, a manager, a fallback), for
+    the people of `partition` one escalation round (`s<step>l<loop>`, `r<remind id>`) fired
+    for; written with RollCallEscalated, so a round fired again after a crash tells nobody
+    twice and resends only what may not have gone out (the same message ids)."""
+    return f"{_tag(partition)}:rc:{rollcall}:fired:{round_}"
+
+
+def rollcall_escalation(partition: int, rollcall: str) -> str:
+    """Hash: `l:<handle>` → the escalation level reached for that person (the last step
+    fired for them, 1-based), `n:<handle>` → how many steps fired for them (what
+    max_sends_per_recipient caps); written with RollCallEscalated."""
+    return f"{_tag(partition)}:rc:{rollcall}:escalation"
+
+
+# --- escalation (write side, the policy's partition; the escalation worker's timers) --------
+def escalation_policies(partition: int) -> str:
+    """Hash: name → records.StoredPolicy (JSON) of each escalation policy whose name falls in
+    `partition` (events.policy_partition_handle); written with EscalationPolicySet and
+    EscalationPolicyDeleted."""
+    return f"{_tag(partition)}:escpolicies"
+
+
+def escalation_policy_versions(partition: int) -> str:
+    """Hash: name → the last version of that policy, kept after a delete so the next PUT of
+    the name goes on counting."""
+    return f"{_tag(partition)}:escversions"
+
+
+def rollcall_policy(partition: int, rollcall: str) -> str:
+    """String: the escalation policy a roll-call opened with (records.encode_policy), in the
+    partition of its account; written with its timers when the timeline worker has recorded
+    the audience (never by replay), read by the escalation worker when a round is due."""
+    return f"{_tag(partition)}:rc:{rollcall}:policy"
+
+
+def rollcall_timers(partition: int) -> str:
+    """Sorted set: records.due_member(rollcall, round) → when it is due (ms), for the
+    roll-calls of this partition's accounts. Armed by the timeline worker (a roll-call's
+    steps, ZADD NX) and the api (a remind, with its event); moved onto rollcall_due when due
+    (lua/escalation_due.lua). Never a projection: replay neither drops nor arms it."""
+    return f"{_tag(partition)}:rctimers"
+
+
+def rollcall_due(partition: int) -> str:
+    """Stream of records.EscalationDue, rounds whose time has come; read by
+    GROUP_ESCALATION on the consumer loop (so a round whose worker died is reclaimed)."""
+    return f"{_tag(partition)}:rcdue"
+
+
+def rollcall_unreachable(partition: int, rollcall: str) -> str:
+    """Set: people of `partition` an escalation step found no channel to reach them on;
+    written by the escalation worker with the deliveries (not in the log: like delivery
+    statuses, rebuilt only by sending again)."""
+    return f"{_tag(partition)}:rc:{rollcall}:unreachable"
 
 
 # --- projections (timeline worker writes; api reads) ----------------------------------------

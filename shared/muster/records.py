@@ -21,7 +21,7 @@ from typing import Any, Literal
 import msgspec
 
 from muster.errors import EventDecodeError
-from muster.events import ComponentStatus, DirectoryEmail
+from muster.events import ComponentStatus, DirectoryEmail, EscalationPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,8 @@ class Account:
     created_at: str = ""
     rev: int = 0
     active: bool = True
+    manager: str | None = None
+    """Who escalation steps `to: manager` tell about this person (ManagerChanged)."""
 
     @property
     def is_admin(self) -> bool:
@@ -87,6 +89,7 @@ def account_of(raw: dict[Any, Any]) -> Account | None:
         created_at=values.get("created_at", ""),
         rev=int(values.get("rev", "0")),
         active=values.get("active", "1") == "1",
+        manager=values.get("manager"),
     )
 
 
@@ -808,3 +811,61 @@ def encode_rollcall_answer(answer: RollCallAnswer) -> bytes:
 
 def rollcall_answer_of(raw: bytes | str) -> RollCallAnswer:
     return _rollcall_answer_decoder.decode(raw)
+
+
+def accounted_for(answer: RollCallAnswer | None) -> bool:
+    """Whether an answer stops escalation: given, and either not suspect or by proxy."""
+    return answer is not None and (not answer.suspect or answer.channel == "proxy")
+
+
+# --- escalation ---------------------------------------------------------------------------------
+class StoredPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """An escalation policy as kept (keys.escalation_policies: name → this, JSON): the
+    version in force, who set it and when."""
+
+    policy: EscalationPolicy
+    updated_at: datetime
+    updated_by: str
+
+
+_stored_policy_encoder = msgspec.json.Encoder()
+_stored_policy_decoder = msgspec.json.Decoder(StoredPolicy)
+_policy_decoder = msgspec.json.Decoder(EscalationPolicy)
+
+
+def encode_stored_policy(stored: StoredPolicy) -> bytes:
+    return _stored_policy_encoder.encode(stored)
+
+
+def stored_policy_of(raw: bytes | str) -> StoredPolicy:
+    return _stored_policy_decoder.decode(raw)
+
+
+def encode_policy(policy: EscalationPolicy) -> bytes:
+    """A roll-call's policy snapshot (keys.rollcall_policy)."""
+    return _stored_policy_encoder.encode(policy)
+
+
+def policy_of(raw: bytes | str) -> EscalationPolicy:
+    return _policy_decoder.decode(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationDue:
+    """One escalation round whose time has come: a member of keys.rollcall_timers, then an
+    entry of keys.rollcall_due, written `<rollcall>|<round>` (lua/escalation_due.lua moves
+    the member as it is)."""
+
+    rollcall: str
+    round: str
+
+    def member(self) -> str:
+        return f"{self.rollcall}|{self.round}"
+
+
+def decode_due(payload: bytes | str) -> EscalationDue:
+    """A due-stream entry; EventDecodeError (dead-lettered) if it is none."""
+    rollcall, sep, round_ = _str(payload).partition("|")
+    if not sep or not rollcall.isdigit() or not round_:
+        raise EventDecodeError(f"not an escalation round: {_str(payload)[:80]!r}")
+    return EscalationDue(rollcall, round_)

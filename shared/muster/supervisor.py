@@ -36,6 +36,7 @@ CHILDREN: tuple[tuple[str, ...], ...] = (
     ("api",),
     ("worker", "timeline"),
     ("worker", "delivery"),
+    ("worker", "escalation"),  # roll-call escalation rounds, when due
     ("worker", "audit"),
     ("worker", "ops"),  # rq: replay and other operator jobs, timed jobs
 )

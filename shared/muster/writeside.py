@@ -45,10 +45,13 @@ from muster.events import (
     DirectoryGroupRemoved,
     DirectoryUserChanged,
     DirectoryUserRemoved,
+    EscalationPolicyDeleted,
+    EscalationPolicySet,
     FollowChannelsChanged,
     FollowerEnrolled,
     IncidentOpened,
     IncidentUpdated,
+    ManagerChanged,
     MembersEnrolled,
     NamedTokenCreated,
     NamedTokenRevoked,
@@ -57,8 +60,10 @@ from muster.events import (
     RollCallAnswered,
     RollCallAudienceRecorded,
     RollCallClosed,
+    RollCallEscalated,
     RollCallExtended,
     RollCallHelpHandled,
+    RollCallReminded,
     StatusPageChanged,
     SubscriptionConfirmed,
     SubscriptionEnded,
@@ -77,6 +82,7 @@ from muster.records import (
     NamedToken,
     RollCallAnswer,
     Rule,
+    StoredPolicy,
     active_hash,
     component_change,
     directory_index_entry,
@@ -86,6 +92,7 @@ from muster.records import (
     encode_incident_update,
     encode_named_token,
     encode_rollcall_answer,
+    encode_stored_policy,
     ended_hash,
     incident_hash,
     incident_member,
@@ -131,6 +138,10 @@ FAMILIES = (
             lambda p: keys.rollcall_answers(p, keys.ANY),
             lambda p: keys.rollcall_counts(p, keys.ANY),
             lambda p: keys.rollcall_state(p, keys.ANY),
+            lambda p: keys.rollcall_fired(p, keys.ANY, keys.ANY),
+            lambda p: keys.rollcall_escalation(p, keys.ANY),
+            keys.escalation_policies,
+            keys.escalation_policy_versions,
         ),
         (keys.token(keys.ANY), keys.ENROLMENT_RULES),
     ),
@@ -322,6 +333,33 @@ class WriteSide:
                     "deadline",
                     views.rfc3339(event.deadline),
                 )
+            case RollCallReminded():
+                pipe.hset(
+                    keys.rollcall_state(self._p(event.account), event.rollcall),
+                    "reminded_at",
+                    views.rfc3339(event.at),
+                )
+            case RollCallEscalated():
+                self._escalated(pipe, event)
+            case EscalationPolicySet():
+                name = event.policy.name
+                p = self._p(events.policy_partition_handle(name))
+                stored = StoredPolicy(
+                    policy=event.policy, updated_at=event.at, updated_by=event.actor
+                )
+                pipe.hset(keys.escalation_policies(p), name, encode_stored_policy(stored))
+                pipe.hset(keys.escalation_policy_versions(p), name, event.policy.version)
+            case EscalationPolicyDeleted():
+                p = self._p(events.policy_partition_handle(event.name))
+                pipe.hdel(keys.escalation_policies(p), event.name)
+                pipe.hset(keys.escalation_policy_versions(p), event.name, event.version)
+            case ManagerChanged():
+                key = keys.account(self._p(event.handle), event.handle)
+                if event.manager is None:
+                    pipe.hdel(key, "manager")
+                else:
+                    pipe.hset(key, "manager", event.manager)
+                pipe.hincrby(key, "rev", 1)
             case _:
                 pass  # posts and DMs keep no write-side state (idempotency keys expire)
 
@@ -432,6 +470,19 @@ class WriteSide:
                 "1" if event.suspect else "0",
             ]
         await self._answer_script(keys=names, args=args, client=pipe)
+
+    def _escalated(self, pipe: Any, event: RollCallEscalated) -> None:
+        """Who the round told about whom (so it tells nobody twice), and for a policy's
+        step each person's level and count of steps fired (what the send cap counts)."""
+        p = self._p(event.notices[0].subject)
+        fired = keys.rollcall_fired(p, event.rollcall, event.round)
+        pipe.hset(fired, mapping={n.subject: n.target for n in event.notices})
+        if event.step < 0:  # a remind: no level, not counted against the cap
+            return
+        counts = keys.rollcall_escalation(p, event.rollcall)
+        pipe.hset(counts, mapping={f"l:{n.subject}": event.step + 1 for n in event.notices})
+        for notice in event.notices:
+            pipe.hincrby(counts, f"n:{notice.subject}", 1)
 
     def _subscription(
         self,

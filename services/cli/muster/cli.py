@@ -44,7 +44,7 @@ from muster.logs import configure_logging
 from muster.records import decode_request
 from muster.settings import Settings, env_file_of, env_name, load_settings, local_url
 
-WORKER_KINDS = ("timeline", "delivery", "audit")
+WORKER_KINDS = ("timeline", "delivery", "escalation", "audit")
 OPS_WORKER = "ops"
 """`muster worker ops`: the rq worker for operator and timed jobs (muster.ops.jobs)."""
 API_APP = "muster.api.app:app_from_env"

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import NoScriptError
 
-from muster import eventlog, graph, keys, views
+from muster import eventlog, graph, keys, rounds, views
 from muster.connection import texts
 from muster.consumer import Message
 from muster.enrolments import Enrolments
@@ -129,6 +129,7 @@ class _PublishPlan:
     news: list[tuple[str, dict[str, str | bytes]]] = field(default_factory=list)
     pages: list[Reply] = field(default_factory=list)  # the buffer calls' replies
     started: list[tuple[Walk, Reply]] = field(default_factory=list)  # routed walks' first
+    armed: list[PostPublished] = field(default_factory=list)  # roll-calls to escalate
 
 
 def _post_news(event: PostPublished, data: bytes) -> dict[str, str | bytes]:
@@ -292,6 +293,8 @@ class Timeline:
                 for walk in self.fanout.audience_walks(event, ids):
                     plan.routed.append(walk)
                     plan.walks.append(walk)
+                if event.rollcall is not None and event.rollcall.escalation is not None:
+                    plan.armed.append(event)
             if self.route:  # subscribers without an account: public posts only
                 for walk in self.fanout.subscriber_walks(event):
                     plan.routed.append(walk)
@@ -318,6 +321,11 @@ class Timeline:
             await plan.walks[index].finish(cursor)
         for walk, reply in plan.started:
             await walk.finish(reply.value)
+        if plan.armed:  # after the audience is recorded: a round fired now finds everyone
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for event in plan.armed:
+                    rounds.arm(pipe, self.partitions, event)
+                await pipe.execute()
         if plan.news:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for event_id, fields in plan.news:

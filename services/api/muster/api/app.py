@@ -36,6 +36,7 @@ from muster.api.routes import (
     deliveries,
     directory,
     dms,
+    escalations,
     follows,
     inbound,
     incidents,
@@ -144,6 +145,7 @@ def create_app(settings: Settings) -> MusterApi:
         incidents,
         inbound,
         rollcalls,
+        escalations,
         web,
     )
     for module in (*routers, scim_routes):

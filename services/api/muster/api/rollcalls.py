@@ -42,7 +42,7 @@ from muster.api.schemas import (
 from muster.api.state import ApiState
 from muster.connection import text, texts
 from muster.errors import Conflict, Forbidden, Gone, Invalid, NotFound
-from muster.events import RollCall, RollCallOption, utcnow
+from muster.events import EscalationPolicy, RollCall, RollCallOption, utcnow
 from muster.records import Account, RollCallAnswer, rollcall_answer_of
 from muster.views import Post
 from muster.writeside import rollcall_answer_of_event
@@ -62,8 +62,9 @@ STATUSES = ("answered", "unanswered", "accounted_for", "help_open", "late", "sus
 
 
 # --- opening ---------------------------------------------------------------------------------
-def question(req: RollCallIn, now: datetime) -> RollCall:
-    """The roll-call a post opens, checked: distinct keys, a deadline ahead, no policy yet."""
+def question(req: RollCallIn, now: datetime, policy: EscalationPolicy | None = None) -> RollCall:
+    """The roll-call a post opens, checked: distinct keys, a deadline ahead; with the
+    escalation policy it names as it is now (muster.api.escalations.snapshot)."""
     seen: set[str] = set()
     for option in req.options:
         if option.key in seen:
@@ -78,16 +79,12 @@ def question(req: RollCallIn, now: datetime) -> RollCall:
                 "an option's label must not be empty", code="text_empty", field="rollcall.options"
             )
     _check_deadline(req.deadline, now, field="rollcall.deadline")
-    if req.policy is not None:
-        raise Invalid(
-            "escalation policies are not available yet; open the roll-call without one",
-            code="no_such_policy",
-            field="rollcall.policy",
-        )
     return RollCall(
         options=tuple(RollCallOption(key=o.key, label=o.label, kind=o.kind) for o in req.options),
         deadline=req.deadline,
         grace_s=GRACE_S,
+        policy=None if policy is None else policy.name,
+        escalation=policy,
     )
 
 
@@ -321,10 +318,12 @@ async def report(st: ApiState, rc: Loaded) -> RollCallOut:
         for q in parts:
             pipe.scard(keys.rollcall_audience(q, rc.id))
             pipe.hgetall(keys.rollcall_counts(q, rc.id))
+            pipe.scard(keys.rollcall_unreachable(q, rc.id))
         replies: list[Any] = await pipe.execute()
-    targeted = sum(int(n) for n in replies[0::2])
+    targeted = sum(int(n) for n in replies[0::3])
+    unreachable = sum(int(n) for n in replies[2::3])
     totals: dict[str, int] = {}
-    for reply in replies[1::2]:
+    for reply in replies[1::3]:
         for k, v in reply.items():
             totals[text(k)] = totals.get(text(k), 0) + int(v)
     by_option = {o.key: totals.get(f"opt:{o.key}", 0) for o in rc.question.options}
@@ -334,7 +333,7 @@ async def report(st: ApiState, rc: Loaded) -> RollCallOut:
     counts = RollCallCounts(
         targeted=targeted,
         notified=targeted,  # every audience member got it in the app (see docs/api.md)
-        unreachable=0,
+        unreachable=unreachable,  # as escalation found them: no channel reaches them
         answered=answered,
         accounted_for=answered - suspect,
         suspect=suspect,
@@ -376,13 +375,33 @@ async def rows(st: ApiState, rc: Loaded) -> list[RollCallRecipientOut]:
         for q in parts:
             pipe.smembers(keys.rollcall_audience(q, rc.id))
             pipe.hgetall(keys.rollcall_answers(q, rc.id))
+            pipe.hgetall(keys.rollcall_escalation(q, rc.id))
         replies: list[Any] = await pipe.execute()
-    audience = sorted(h for reply in replies[0::2] for h in texts(reply))
-    answers = {text(k): rollcall_answer_of(v) for reply in replies[1::2] for k, v in reply.items()}
-    return [_row(handle, answers.get(handle)) for handle in audience]
+    audience = sorted(h for reply in replies[0::3] for h in texts(reply))
+    answers = {text(k): rollcall_answer_of(v) for reply in replies[1::3] for k, v in reply.items()}
+    levels = {
+        text(k)[2:]: int(v)
+        for reply in replies[2::3]
+        for k, v in reply.items()
+        if text(k).startswith("l:")
+    }
+    managers = await _managers(st, audience)
+    return [_row(h, answers.get(h), levels.get(h, 0), managers.get(h)) for h in audience]
 
 
-def _row(handle: str, found: RollCallAnswer | None) -> RollCallRecipientOut:
+async def _managers(st: ApiState, handles: Sequence[str]) -> dict[str, str]:
+    """Each person's manager now (the account hash's `manager`), in one pipeline."""
+    async with st.redis.pipeline(transaction=False) as pipe:
+        for handle in handles:
+            q = keys.partition_of(handle, st.settings.partitions)
+            pipe.hget(keys.account(q, handle), "manager")
+        replies: list[Any] = await pipe.execute()
+    return {h: text(m) for h, m in zip(handles, replies, strict=True) if m is not None}
+
+
+def _row(
+    handle: str, found: RollCallAnswer | None, level: int = 0, manager: str | None = None
+) -> RollCallRecipientOut:
     if found is None:
         return RollCallRecipientOut(
             handle=handle,
@@ -396,8 +415,8 @@ def _row(handle: str, found: RollCallAnswer | None) -> RollCallRecipientOut:
             suspect=False,
             late=False,
             help_open=False,
-            escalation_level=0,
-            manager=None,
+            escalation_level=level,
+            manager=manager,
         )
     return RollCallRecipientOut(
         handle=handle,
@@ -411,8 +430,8 @@ def _row(handle: str, found: RollCallAnswer | None) -> RollCallRecipientOut:
         suspect=found.suspect,
         late=found.late,
         help_open=found.kind == "help" and not found.handled,
-        escalation_level=0,
-        manager=None,
+        escalation_level=level,
+        manager=manager,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from muster.events import AnyEvent, RollCallOption
+from muster.events import AnyEvent, EscalationRepeat, EscalationStep, RollCallOption
 from muster.views import Message, Post
 
 Handle = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,30}$", description="`^[a-z0-9_]{1,30}$`")]
@@ -117,13 +117,58 @@ class RollCallOptionIn(Request):
     kind: Literal["ok", "help", "other"]
 
 
+PolicyName = Annotated[
+    str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="`^[a-z0-9][a-z0-9_-]{0,63}$`")
+]
+
+
 class RollCallIn(Request):
     """A roll-call the post opens: 2-6 options with distinct keys, a deadline in the future
-    (at most 7 days away). `policy` (an escalation policy's name) comes with escalation."""
+    (at most 7 days away). `policy` names an escalation policy: the roll-call keeps it as it
+    is now (a snapshot)."""
 
     options: Annotated[list[RollCallOptionIn], Meta(min_length=2, max_length=6)]
     deadline: AwareTime
-    policy: Handle | None = None
+    policy: PolicyName | None = None
+
+
+OffAppChannel = Literal["email", "sms", "webhook"]
+MAX_ESCALATION_S = 7 * 24 * 3600
+
+
+class EscalationStepIn(Request):
+    """`after_s` seconds after the roll-call opened (any positive value, at most 7 days),
+    tell `to` on `channels` (a list of off-app channels, `chosen` or `all`)."""
+
+    after_s: Annotated[float, Meta(gt=0, le=MAX_ESCALATION_S)]
+    to: Literal["recipient", "manager", "fallback"]
+    channels: (
+        Annotated[list[OffAppChannel], Meta(min_length=1, max_length=3)] | Literal["chosen", "all"]
+    )
+    fallback: Handle | None = None
+
+
+class EscalationRepeatIn(Request):
+    times: Annotated[int, Meta(ge=1, le=9)]
+    every_s: Annotated[float, Meta(gt=0, le=MAX_ESCALATION_S)]
+
+
+class EscalationPolicyIn(Request):
+    """PUT /v1/escalation-policies/{name}: 1-10 steps in the order they fire."""
+
+    steps: Annotated[list[EscalationStepIn], Meta(min_length=1, max_length=10)]
+    repeat: EscalationRepeatIn | None = None
+    max_sends_per_recipient: Annotated[int, Meta(ge=1, le=100)] | None = None
+
+
+class EscalationPolicyOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    name: str
+    version: int
+    steps: list[EscalationStep]
+    repeat: EscalationRepeat | None = None
+    max_sends_per_recipient: int | None = None
+    updated_at: str
+    updated_by: str
 
 
 class CreatePost(Request):
@@ -240,6 +285,8 @@ class UpdateAccount(Request):
     admins and the account's posters."""
 
     active: bool | UnsetType = UNSET
+    manager: Handle | UnsetType | None = UNSET
+    """Admins: who escalation steps `to: manager` tell about this person (null: nobody)."""
     display_name: DisplayName | UnsetType = UNSET
     logo_url: Url | UnsetType | None = UNSET
     accent_color: Annotated[str, Meta(max_length=7)] | UnsetType | None = UNSET
@@ -256,6 +303,8 @@ class AccountPageOut(msgspec.Struct, kw_only=True):
     active: bool = True
     logo_url: str | None = None
     accent_color: str | None = None
+    manager: str | None = None
+    """A person's manager (escalation steps `to: manager` tell them), if any."""
 
 
 class TokenOut(msgspec.Struct, kw_only=True):

@@ -5,6 +5,10 @@ address and state come from its subscription record, read at send time like an a
 contact point. A `confirm` delivery carries no post: it asks a new subscriber to confirm
 (the subscription's pending request, and the secret the request carries).
 
+An `escalation` delivery (a roll-call's escalation step or remind, muster.rounds) carries
+the roll-call's post, its text led by why it comes again: a reminder to the person asked, or
+to their manager or a fallback who is told that person has not answered.
+
 Content is read from the timeline worker's store (keys.post / keys.message, by id), the
 recipient's contact point from their write-side account hash (keys.account) at send time,
 so a changed address is used from the next send on. One batch reads all of it in one
@@ -20,9 +24,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import msgspec
 import redis.asyncio as aioredis
 
-from muster import keys, views
+from muster import keys, rounds, views
 from muster.records import (
     DeliveryRequest,
     Subscription,
@@ -107,6 +112,10 @@ async def load(
     recipients = sorted(handles)
     async with redis.pipeline(transaction=False) as pipe:
         for content_id in content_ids:
+            if contents[content_id] == "escalation":
+                rollcall, _, _ = rounds.parse_message_id(content_id)
+                pipe.get(keys.post(keys.partition_of_id(rollcall, partitions), rollcall))
+                continue
             p = keys.partition_of_id(content_id, partitions)
             if contents[content_id] == "dm":
                 pipe.get(keys.message(p, content_id))
@@ -124,6 +133,9 @@ async def load(
     for content_id, raw in zip(content_ids, replies[: len(content_ids)], strict=True):
         if contents[content_id] == "confirm":
             found[content_id] = Content("confirm", content_id, b"")
+        elif contents[content_id] == "escalation":
+            if raw is not None:
+                found[content_id] = escalation_content(content_id, raw)
         elif raw is not None:
             found[content_id] = decode_content(contents[content_id], content_id, raw)
     people: dict[str, Recipient] = {}
@@ -134,6 +146,19 @@ async def load(
         kind, role, email, phone, url, secret = (_text(v) for v in values)
         people[handle] = Recipient(handle, kind, role, email, phone, url, secret)
     return found, people
+
+
+def escalation_content(message_id: str, raw: bytes) -> Content:
+    """A roll-call's post, sent again by an escalation round: to the person asked, a
+    reminder; to someone told about them, who has not answered."""
+    _, _, subject = rounds.parse_message_id(message_id)
+    post = views.decode_post(raw)
+    if subject is None:
+        lead = "Reminder: you have not answered this roll-call yet."
+    else:
+        lead = f"@{subject} has not answered this roll-call yet."
+    post = msgspec.structs.replace(post, text=f"{lead} {post.text}")
+    return Content("escalation", message_id, views.encode(post), post=post)
 
 
 def subscriber(handle: str, raw: Any) -> Recipient:
@@ -181,6 +206,8 @@ def link(public_url: str, content: Content) -> str:
     base = public_url.rstrip("/")
     if content.message is not None:
         return f"{base}/v1/dms/{content.message.from_}"
+    if content.post is not None:  # an escalation's id is not its post's
+        return f"{base}/v1/posts/{content.post.id}"
     return f"{base}/v1/posts/{content.id}"
 
 

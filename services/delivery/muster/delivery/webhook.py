@@ -71,6 +71,8 @@ class GuardedResolver(AbstractResolver):
 
 
 def event_type(content: Content) -> str:
+    if content.kind == "escalation":
+        return "rollcall.escalated"
     return "dm.received" if content.kind == "dm" else "post.published"
 
 

@@ -88,7 +88,7 @@ from muster.writeside import WriteSide
 GROUP = GROUP_DELIVERY
 log = structlog.get_logger("muster.delivery")
 
-_KINDS = {"post", "dm", "confirm"}
+_KINDS = {"post", "dm", "confirm", "escalation"}
 
 
 def streams_for(partition: int) -> list[str]:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from muster import graph, keys, views
-from muster.api import bodies, incidents, lookups, validation, writes
+from muster.api import bodies, escalations, incidents, lookups, validation, writes
 from muster.api.openapi import SECURED, body, merge, responds
 from muster.api.schemas import (
     AccountCreatedOut,
@@ -145,6 +145,7 @@ async def page_out(st: ApiState, account: Account) -> AccountPageOut:
         **msgspec.structs.asdict(await account_out(st, account)),
         logo_url=text(look[b"logo_url"]) if b"logo_url" in look else None,
         accent_color=text(look[b"accent_color"]) if b"accent_color" in look else None,
+        manager=account.manager,
     )
 
 
@@ -160,6 +161,9 @@ async def patch_account(handle: Handle, request: Request) -> Response:
     req = await bodies.read(request, UpdateAccount)
     if isinstance(req.active, bool) and not caller.is_admin:
         raise Forbidden("only admins deactivate or reactivate accounts", code="admin_only")
+    sets_manager = not isinstance(req.manager, msgspec.UnsetType)
+    if sets_manager and not caller.is_admin:
+        raise Forbidden("only admins set a person's manager", code="admin_only")
     account = await lookups.existing(st, handle)
     look = (req.display_name, req.logo_url, req.accent_color)
     changes_look = any(not isinstance(v, msgspec.UnsetType) for v in look)
@@ -174,6 +178,8 @@ async def patch_account(handle: Handle, request: Request) -> Response:
             code="cannot_deactivate_self",
             field="active",
         )
+    if not isinstance(req.manager, msgspec.UnsetType):  # checked first: a refusal writes nothing
+        account = await escalations.set_manager(st, caller, handle, req.manager)
     if changes_look:
         account = await writes.update_status_page(
             st,

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
-from muster.api import bodies, lookups, publishing, rollcalls, validation
+from muster.api import bodies, escalations, lookups, publishing, rollcalls, validation
 from muster.api.openapi import SECURED, body, merge, responds
 from muster.api.reads import can_see
 from muster.api.schemas import CreateDm, CreatePost, DmOut, PostOut
@@ -118,7 +118,10 @@ async def create_post(request: Request, idempotency_key: IdempotencyKey = None) 
         )
     if req.in_reply_to is not None:
         await _check_reply(st, caller, req.in_reply_to)
-    rollcall = None if req.rollcall is None else rollcalls.question(req.rollcall, utcnow())
+    rollcall = None
+    if req.rollcall is not None:
+        policy = await escalations.snapshot(st, req.rollcall.policy)
+        rollcall = rollcalls.question(req.rollcall, utcnow(), policy)
     admit(st, req.severity == "critical")
     payload = await publishing.publish_post(
         st,

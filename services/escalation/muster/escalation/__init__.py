@@ -1,0 +1,1 @@
+"""The escalation worker process (see docs/architecture.md, Roll-calls: escalation)."""
