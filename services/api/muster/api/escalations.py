@@ -204,7 +204,10 @@ async def set_manager(st: ApiState, actor: Account, handle: str, manager: str | 
     if manager == handle:
         raise Invalid("nobody is their own manager", code="manager_self", field="manager")
     if manager is not None:
-        found = await lookups.existing(st, manager, field="manager")
+        q = keys.partition_of(manager, st.settings.partitions)
+        found = account_of(await st.redis.hgetall(keys.account(q, manager)))
+        if found is None:
+            raise Invalid(f"no account {manager!r}", code="unknown_manager", field="manager")
         if found.kind != "person":
             raise Invalid(f"{manager} is not a person", code="manager_not_person", field="manager")
     key = keys.account(keys.partition_of(handle, st.settings.partitions), handle)
