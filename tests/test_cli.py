@@ -545,6 +545,7 @@ def test_up_runs_as_many_delivery_workers_as_configured() -> None:
         "worker delivery",
         "worker delivery #2",
         "worker delivery #3",
+        "worker escalation",
         "worker audit",
         "worker ops",
     ]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = {"api", "timeline", "delivery", "audit", "ops"}
+SERVICES = {"api", "timeline", "delivery", "escalation", "audit", "ops"}
 
 
 def contracts() -> dict[str, dict[str, Any]]:

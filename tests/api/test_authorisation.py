@@ -135,8 +135,30 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, int]]] = {
             ("GET", "/export", None),
             ("POST", "/close", None),
             ("POST", "/extend", {"deadline": "2030-01-01T00:00:00Z"}),
+            ("POST", "/remind", None),
         )
     },
+    # escalation policies: admins only, refused before the policy is looked up
+    ("GET", "/v1/escalation-policies"): (
+        "/v1/escalation-policies",
+        None,
+        {"admin": 200, **ADMIN_ONLY},
+    ),
+    ("GET", "/v1/escalation-policies/{name}"): (
+        "/v1/escalation-policies/nope",
+        None,
+        {"admin": 404, **ADMIN_ONLY},
+    ),
+    ("PUT", "/v1/escalation-policies/{name}"): (
+        "/v1/escalation-policies/drill",
+        {"steps": [{"after_s": 60, "to": "recipient", "channels": "chosen"}]},
+        {"admin": 200, **ADMIN_ONLY},
+    ),
+    ("DELETE", "/v1/escalation-policies/{name}"): (
+        "/v1/escalation-policies/nope",
+        None,
+        {"admin": 404, **ADMIN_ONLY},
+    ),
     ("GET", "/healthz"): ("/healthz", None, dict.fromkeys(WHO, 200)),
     ("GET", "/openapi.json"): ("/openapi.json", None, dict.fromkeys(WHO, 200)),
     # no worker has created its consumer groups here: not ready, whoever asks
@@ -187,7 +209,14 @@ async def test_every_route_of_the_contract_is_in_the_matrix(api: Api) -> None:
     contract = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
     covered = {key for key in MATRIX if key[1] != "/openapi.json"}
     assert covered <= contract, covered - contract
-    sections = ("/v1/accounts", "/v1/me", "/v1/posts", "/v1/dms", "/v1/rollcalls")
+    sections = (
+        "/v1/accounts",
+        "/v1/me",
+        "/v1/posts",
+        "/v1/dms",
+        "/v1/rollcalls",
+        "/v1/escalation-policies",
+    )
     writes = {(m, p) for (m, p) in contract if m != "GET" and p.startswith(sections)}
     assert writes <= set(MATRIX), writes - set(MATRIX)
 

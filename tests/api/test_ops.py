@@ -38,6 +38,9 @@ CONTRACT: dict[tuple[str, str], bool] = {
     ("get", "/v1/me/tokens"): False,
     ("delete", "/v1/me/tokens/{token_id}"): False,
     ("post", "/v1/rollcalls/{rollcall_id}/close"): False,  # the path says it all
+    ("post", "/v1/rollcalls/{rollcall_id}/remind"): False,
+    ("delete", "/v1/escalation-policies/{name}"): False,
+    ("put", "/v1/escalation-policies/{name}"): True,
     ("post", "/v1/posts"): True,
     ("post", "/v1/dms"): True,
     ("get", "/healthz"): False,
