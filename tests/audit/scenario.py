@@ -7,15 +7,22 @@ replies, DMs, a profile change that clears a contact point; a token reset, named
 revoked), a deactivated person and one deactivated and back, an auditor's read. With the test's low
 MUSTER_FANOUT_ON_READ_THRESHOLD, `ops` is merged at read time once it has enough followers.
 Last, two roll-calls as `ops`: answers, a change of mind, a proxy answer, help handled, an
-extension and a close.
+extension and a close; and escalation: a policy in two versions (then deleted), managers set
+and cleared, a roll-call opened with the policy whose two steps and a remind are fired by
+the escalation worker's own code (muster.escalation.firing), not by its timer.
 Workers are settled after graph changes, so live processing sees them in log order.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from audit.conftest import ADMIN_TOKEN, System
+from muster import keys
+from muster.connection import texts
+from muster.escalation.firing import Firer
+from muster.records import EscalationDue, decode_due
 
 THRESHOLD = 4
 """MUSTER_FANOUT_ON_READ_THRESHOLD for these tests: `ops` (5+ followers) goes big."""
@@ -180,4 +187,38 @@ async def _rollcalls(s: System, t: dict[str, str]) -> None:
     await s.ok("POST", f"{path}/extend", token=t["pat"], json={"deadline": later})
     await s.ok("POST", f"{closed}/responses", token=t["nina"], json={"option": "2"})
     await s.ok("POST", f"{closed}/close", token=ADMIN_TOKEN)
+    await s.settle()
+    await _escalation(s, t, options, soon)
+
+
+async def _escalation(s: System, t: dict[str, str], options: Any, soon: str) -> None:
+    policy = "/v1/escalation-policies/drill"
+    first = {"steps": [{"after_s": 600, "to": "recipient", "channels": "all"}]}
+    await s.ok("PUT", policy, token=ADMIN_TOKEN, json=first)
+    steps = [*first["steps"], {"after_s": 1200, "to": "manager", "channels": "chosen"}]
+    await s.ok(
+        "PUT", policy, token=ADMIN_TOKEN, json={"steps": steps, "max_sends_per_recipient": 3}
+    )
+    for person in ("nina", "tom", "carol"):
+        await s.ok("PATCH", f"/v1/accounts/{person}", token=ADMIN_TOKEN, json={"manager": "pat"})
+    await s.ok("PATCH", "/v1/accounts/carol", token=ADMIN_TOKEN, json={"manager": None})
+    opened = await s.post(
+        t["pat"],
+        "gas leak: are you safe?",
+        as_="ops",
+        rollcall={"options": options, "deadline": soon, "policy": "drill"},
+    )
+    await s.settle()  # the audience recorded, the steps armed
+    rc = opened["id"]
+    await s.ok("POST", f"/v1/rollcalls/{rc}/responses", token=t["mia"], json={"option": "1"})
+    firer = Firer(s.redis, s.settings)
+    for step in ("s0l0", "s1l0"):
+        await firer.fire(EscalationDue(rc, step))
+    await s.ok("POST", f"/v1/rollcalls/{rc}/remind", 202, token=t["pat"])
+    p = keys.partition_of("ops", s.settings.partitions)
+    for member in texts(await s.redis.zrange(keys.rollcall_timers(p), 0, -1)):
+        due = decode_due(member)
+        if due.rollcall == rc and due.round.startswith("r"):
+            await firer.fire(due)
+    await s.ok("DELETE", policy, 204, token=ADMIN_TOKEN)
     await s.settle()

@@ -98,9 +98,7 @@ async def test_a_worker_killed_mid_step_and_another_tells_each_manager_once(
 ) -> None:
     settings = msgspec.structs.replace(escalation_settings, claim_idle_ms=CLAIM_IDLE_MS)
     async with open_escalation(settings, worker=False) as s:
-        await put_policy(
-            s, "crash", steps=[{"after_s": 1, "to": "manager", "channels": ["email"]}]
-        )
+        await put_policy(s, "crash", steps=[{"after_s": 1, "to": "manager", "channels": ["email"]}])
         boss = await s.person("boss")
         for manager in MANAGERS:
             await s.person(manager, email=f"{manager}@example.com")
