@@ -5,7 +5,8 @@ remind) walks the roll-call's audience partition by partition, a page at a time.
 page of partition q, under WATCH on the round's fired hash, the answers and the escalation
 counts (all in q's slot), it picks the people
 
-- not accounted for (no answer, or only a suspect one that is not a proxy answer),
+- not accounted for (no answer, or only a suspect one that is not a proxy answer; an answer
+  racing the page makes it read again, up to ANSWER_WATCH_TRIES times),
 - not told in this round yet (keys.rollcall_fired),
 - under the policy's max_sends_per_recipient (steps already fired for them; reminds do not
   count), and with someone to tell (`to: manager`: a manager set; `fallback`: the step's),
@@ -50,6 +51,8 @@ log = structlog.get_logger("muster.escalation")
 
 PAGE = 500
 """People of one partition considered per transaction (and named per event, at most)."""
+ANSWER_WATCH_TRIES = 3
+"""How many times a page is tried with the answers watched (see _fire_page)."""
 ALL = ("email", "sms", "webhook")
 
 
@@ -159,10 +162,20 @@ class Firer:
             keys.rollcall_escalation(q, rollcall),
         ]
         managers = await self._managers(q, page) if spec.to == "manager" else {}
+        attempt = 0
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
+                attempt += 1
                 try:
-                    await pipe.watch(*watched)
+                    # The answers only for the first few tries: in a crowd answering at once
+                    # they change every millisecond, and the page must still fire. Past them
+                    # an answer landing during the page may still get this step (never a
+                    # later one); the fired hash and the counts, which only rounds write,
+                    # are always watched: nobody is told twice.
+                    if attempt <= ANSWER_WATCH_TRIES:
+                        await pipe.watch(*watched)
+                    else:
+                        await pipe.watch(watched[0], watched[2])
                     notices, again = await self._pick(pipe, watched, spec, page, managers)
                     at = views.rfc3339(utcnow())
                     if notices:  # else leaving the block resets the pipeline: UNWATCH
