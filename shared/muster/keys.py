@@ -410,6 +410,13 @@ def rollcall_due(partition: int) -> str:
     return f"{_tag(partition)}:rcdue"
 
 
+def rollcall_messages(partition: int, rollcall: str) -> str:
+    """Set: the escalation message ids (muster.rounds.message_id) routed to someone of
+    `partition`, so GET /v1/rollcalls/{id}/deliveries finds their statuses
+    (delivery_status(partition, message id)); added with each routing, kept as long."""
+    return f"{_tag(partition)}:rc:{rollcall}:messages"
+
+
 def rollcall_unreachable(partition: int, rollcall: str) -> str:
     """Set: people of `partition` an escalation step found no channel to reach them on;
     written by the escalation worker with the deliveries (not in the log: like delivery

@@ -136,6 +136,7 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, int]]] = {
             ("POST", "/close", None),
             ("POST", "/extend", {"deadline": "2030-01-01T00:00:00Z"}),
             ("POST", "/remind", None),
+            ("GET", "/deliveries", None),
         )
     },
     # escalation policies: admins only, refused before the policy is looked up

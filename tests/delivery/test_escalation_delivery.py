@@ -88,6 +88,25 @@ async def test_a_reminder_and_a_managers_notice_arrive_on_their_channels(
     status: Any = await s.redis.hget(keys.delivery_status(q, f"{rc}-s0l0"), "ana:email")
     assert bytes(status).startswith(b"sent|1|")
 
+    # and in the roll-call's escalation deliveries, for those who run it
+    found = await s.ok("GET", f"/v1/rollcalls/{rc}/deliveries", token=boss)
+    assert [(d["id"], d["round"], d["about"], d["status"]) for d in found["deliveries"]] == [
+        (f"{rc}-s0l0.ana.email", "s0l0", "ana", "sent"),
+        (f"{rc}-s0l0.ana.sms", "s0l0", "ana", "sent"),
+        (f"{rc}-s0l0.ana.webhook", "s0l0", "ana", "sent"),
+        (f"{rc}-s1l0-ana.mgr.email", "s1l0", "ana", "sent"),
+    ]
+    assert found["totals"]["email"] == {"pending": 0, "sent": 2, "logged": 0, "failed": 0}
+    page = await s.ok(
+        "GET",
+        f"/v1/rollcalls/{rc}/deliveries",
+        token=boss,
+        params={"limit": 2, "after": f"{rc}-s0l0.ana.email", "status": "sent"},
+    )
+    assert [d["channel"] for d in page["deliveries"]] == ["sms", "webhook"]
+    ana = ana_account["token"]
+    assert (await s.call("GET", f"/v1/rollcalls/{rc}/deliveries", token=ana)).status_code == 404
+
     # fired again (a reclaimed round): nobody is told twice, nothing is sent again
     for round_ in ("s0l0", "s1l0"):
         assert await firer.fire(EscalationDue(rc, round_)) == 0

@@ -1,8 +1,9 @@
 -- One escalation notice's deliveries to its target t, all in t's partition (the escalation
 -- worker; never replay). KEYS: reach email, sms, webhook; status hash of the message;
--- deliveries email, sms, webhook; the roll-call's unreachable set.
+-- deliveries email, sms, webhook; the roll-call's unreachable set; its message-id set.
 -- ARGV: t, wanted channels csv, request head, mid, status TTL (s), mark ("1": t is the
--- person asked, remember them as unreachable when no wanted channel reaches them).
+-- person asked, remember them as unreachable when no wanted channel reaches them), the
+-- message id (listed in the message-id set, so the roll-call's deliveries can be read).
 -- A channel goes out when it is wanted and t has a contact point for it; its status field
 -- is created with HSETNX in this same step, so a notice routed again after a crash appends
 -- nothing twice. The request JSON is head .. t.c .. mid .. t .. '","channel":"c"}' (handles
@@ -23,6 +24,8 @@ for c = 1, 3 do
 end
 if reached > 0 then
   redis.call('EXPIRE', KEYS[4], ARGV[5])
+  redis.call('SADD', KEYS[9], ARGV[7])
+  redis.call('EXPIRE', KEYS[9], ARGV[5])
 elseif ARGV[6] == '1' then
   redis.call('SADD', KEYS[8], t)
 end

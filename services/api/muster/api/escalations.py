@@ -22,10 +22,16 @@ from typing import Any
 from muster import eventlog, events, keys, rounds, views
 from muster.api import lookups
 from muster.api.rollcalls import Loaded
-from muster.api.schemas import EscalationPolicyIn, EscalationPolicyOut
+from muster.api.schemas import (
+    DeliveryCounts,
+    EscalationDeliveriesOut,
+    EscalationDelivery,
+    EscalationPolicyIn,
+    EscalationPolicyOut,
+)
 from muster.api.state import ApiState
 from muster.api.writes import transact
-from muster.connection import text
+from muster.connection import text, texts
 from muster.errors import Conflict, Invalid, NotFound, TooManyRequests
 from muster.events import (
     EscalationPolicy,
@@ -33,7 +39,14 @@ from muster.events import (
     EscalationStep,
     utcnow,
 )
-from muster.records import Account, EscalationDue, StoredPolicy, account_of, stored_policy_of
+from muster.records import (
+    Account,
+    EscalationDue,
+    StoredPolicy,
+    account_of,
+    status_of,
+    stored_policy_of,
+)
 
 REMIND_INTERVAL_S = 300
 """A roll-call is reminded at most once in this long (429 `remind_too_soon` otherwise):
@@ -277,3 +290,52 @@ async def remind(st: ApiState, actor: Account, rc: Loaded) -> events.RollCallRem
     event = await transact(st.redis, [state_key], body)
     st.metrics.ingested.labels("RollCallReminded").inc()
     return event
+
+
+# --- what escalation sent ---------------------------------------------------------------------
+async def deliveries(
+    st: ApiState, rc: Loaded, status: str | None, limit: int, after: str | None
+) -> EscalationDeliveriesOut:
+    """Every escalation delivery of the roll-call and where it stands: the message ids each
+    partition was sent (keys.rollcall_messages), then their statuses; two round trips."""
+    parts = range(st.settings.partitions)
+    async with st.redis.pipeline(transaction=False) as pipe:
+        for q in parts:
+            pipe.smembers(keys.rollcall_messages(q, rc.id))
+        listed: list[Any] = await pipe.execute()
+    wanted = [(q, m) for q, members in zip(parts, listed, strict=True) for m in texts(members)]
+    async with st.redis.pipeline(transaction=False) as pipe:
+        for q, message in wanted:
+            pipe.hgetall(keys.delivery_status(q, message))
+        shares: list[Any] = await pipe.execute()
+    totals = {channel: DeliveryCounts() for channel in keys.OFFAPP_CHANNELS}
+    rows = []
+    for (_, message), share in zip(wanted, shares, strict=True):
+        _, round_, subject = rounds.parse_message_id(message)
+        for field, value in share.items():
+            handle, _, channel = text(field).rpartition(":")
+            found = status_of(value)
+            if found is None or channel not in keys.OFFAPP_CHANNELS:
+                continue
+            counts = totals[channel]
+            setattr(counts, found.state, getattr(counts, found.state) + 1)
+            if status is not None and found.state != status:
+                continue
+            logged = found.state == "logged"
+            rows.append(
+                EscalationDelivery(
+                    id=f"{message}.{handle}.{channel}",
+                    round=round_,
+                    about=subject or handle,
+                    handle=handle,
+                    channel=channel,  # type: ignore[arg-type]
+                    status=found.state,
+                    attempts=found.attempts,
+                    last_error=None if logged else found.error or None,
+                    note=found.error or None if logged else None,
+                )
+            )
+    rows.sort(key=lambda r: r.id)
+    if after is not None:
+        rows = [r for r in rows if r.id > after]
+    return EscalationDeliveriesOut(totals=totals, deliveries=rows[:limit])

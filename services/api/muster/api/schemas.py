@@ -417,6 +417,29 @@ class RecipientDelivery(msgspec.Struct, kw_only=True, omit_defaults=True):
     note: str | None = None
 
 
+class EscalationDelivery(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One escalation message (GET /v1/rollcalls/{id}/deliveries): its delivery `id`
+    (`<message id>.<handle>.<channel>`), the `round` it belongs to, who it is `about` (the
+    person asked; the recipient themselves unless a manager or fallback was told), to whom."""
+
+    id: str
+    round: str
+    about: str
+    handle: str
+    channel: Channel
+    status: DeliveryState
+    attempts: int
+    last_error: str | None = None
+    note: str | None = None
+
+
+class EscalationDeliveriesOut(msgspec.Struct, kw_only=True):
+    """Totals count every escalation delivery; `deliveries` is one page (`?limit`, `?after`)."""
+
+    totals: dict[str, DeliveryCounts]
+    deliveries: list[EscalationDelivery]
+
+
 class DeliveriesOut(msgspec.Struct, kw_only=True):
     """Totals count every recipient; `recipients` is one page of them (`?limit`, `?after`)."""
 

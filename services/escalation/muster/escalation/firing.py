@@ -316,6 +316,7 @@ class Firer:
             keys.delivery_status(tq, message),
             *(keys.deliveries(tq, c) for c in ALL),
             keys.rollcall_unreachable(tq, rollcall),
+            keys.rollcall_messages(tq, rollcall),
         ]
         mark = "1" if notice.subject == notice.target else "0"
         args = [
@@ -325,6 +326,7 @@ class Firer:
             mid,
             keys.DELIVERY_STATUS_TTL_S,
             mark,
+            message,
         ]
         await self._route(keys=names, args=args, client=client)
 

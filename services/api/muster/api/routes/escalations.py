@@ -9,13 +9,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from muster.api import bodies, escalations, rollcalls
 from muster.api.openapi import SECURED, body, merge, responds
 from muster.api.routes.rollcalls import RollCallId
-from muster.api.schemas import EscalationPolicyIn, EscalationPolicyOut, RollCallOut
+from muster.api.schemas import (
+    DeliveryState,
+    EscalationDeliveriesOut,
+    EscalationPolicyIn,
+    EscalationPolicyOut,
+    RollCallOut,
+)
 from muster.api.state import state
 from muster.api.tokens import authenticate
 from muster.errors import Forbidden
@@ -98,3 +104,26 @@ async def remind(rollcall_id: RollCallId, request: Request) -> Response:
     await rollcalls.require_runner(st, caller, rc)
     await escalations.remind(st, caller, rc)
     return bodies.json(await rollcalls.report(st, await rollcalls.load(st, rollcall_id)), 202)
+
+
+@router.get(
+    "/v1/rollcalls/{rollcall_id}/deliveries",
+    summary="What the roll-call's escalation steps and reminds sent, and where each stands",
+    openapi_extra=SECURED,
+    responses=responds(200, EscalationDeliveriesOut, errors=(401, 404, 422)),
+)
+async def escalation_deliveries(
+    rollcall_id: RollCallId,
+    request: Request,
+    status: Annotated[DeliveryState | None, Query(description="only this state")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="per page (default 100)")] = 100,
+    after: Annotated[
+        str | None,
+        Query(max_length=200, description="page after this delivery id (the last one seen)"),
+    ] = None,
+) -> Response:
+    st = state(request)
+    caller = await authenticate(request)
+    rc = await rollcalls.load(st, rollcall_id)
+    await rollcalls.require_runner(st, caller, rc)
+    return bodies.json(await escalations.deliveries(st, rc, status, limit, after))
