@@ -231,8 +231,8 @@ class Firer:
         pipe.multi()
         await self.writeside.apply(pipe, event)
         eventlog.append(pipe, event, self.partitions)
-        for notice in own:
-            await self._queue_route(pipe, found.post.id, spec, at, notice, wanted, q)
+        if own:
+            await self._queue_route(pipe, found.post.id, spec, at, own, wanted, q)
         await pipe.execute()
         return at
 
@@ -305,45 +305,46 @@ class Firer:
         rollcall: str,
         spec: Spec,
         at: str,
-        notice: RollCallEscalation,
+        notices: Sequence[RollCallEscalation],
         wanted: dict[str, str],
         tq: int,
     ) -> None:
-        message = rounds.message_id(rollcall, spec.tag, notice.subject, notice.target)
-        head, mid = request_pieces(message, "escalation", "system", at)
+        """One script call for `notices`, whose targets all live in partition tq."""
+        statuses: list[str] = []
+        args: list[Any] = [keys.DELIVERY_STATUS_TTL_S]
+        for notice in notices:
+            message = rounds.message_id(rollcall, spec.tag, notice.subject, notice.target)
+            head, mid = request_pieces(message, "escalation", "system", at)
+            mark = "1" if notice.subject == notice.target else "0"
+            statuses.append(keys.delivery_status(tq, message))
+            args += [notice.target, wanted.get(notice.target, ""), head, mid, message, mark]
         names = [
             *(keys.reach(tq, c) for c in ALL),
-            keys.delivery_status(tq, message),
             *(keys.deliveries(tq, c) for c in ALL),
             keys.rollcall_unreachable(tq, rollcall),
             keys.rollcall_messages(tq, rollcall),
-        ]
-        mark = "1" if notice.subject == notice.target else "0"
-        args = [
-            notice.target,
-            wanted.get(notice.target, ""),
-            head,
-            mid,
-            keys.DELIVERY_STATUS_TTL_S,
-            mark,
-            message,
+            *statuses,
         ]
         await self._route(keys=names, args=args, client=client)
 
     async def _route_others(
         self, found: Open, spec: Spec, notices: Sequence[RollCallEscalation], at: str
     ) -> None:
-        """Deliveries to managers and fallbacks, each in its target's partition (HSETNX
-        statuses: routing one again appends nothing). A notice from an earlier firing of
-        the round is routed with this firing's time in its request: the id is the same."""
+        """Deliveries to managers and fallbacks, in their targets' partitions, one script
+        call per partition (HSETNX statuses: routing one again appends nothing). A notice
+        from an earlier firing of the round is routed with this firing's time in its
+        request: the id is the same."""
         if not notices:
             return
         targets = list(dict.fromkeys(n.target for n in notices))
         wanted = await self._wanted(found, spec, targets)
+        by_partition: dict[int, list[RollCallEscalation]] = {}
+        for notice in notices:
+            tq = keys.partition_of(notice.target, self.partitions)
+            by_partition.setdefault(tq, []).append(notice)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for notice in notices:
-                tq = keys.partition_of(notice.target, self.partitions)
-                await self._queue_route(pipe, found.post.id, spec, at, notice, wanted, tq)
+            for tq, group in by_partition.items():
+                await self._queue_route(pipe, found.post.id, spec, at, group, wanted, tq)
             await pipe.execute()
 
 

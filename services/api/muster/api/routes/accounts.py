@@ -151,7 +151,7 @@ async def page_out(st: ApiState, account: Account) -> AccountPageOut:
 
 @router.patch(
     "/v1/accounts/{handle}",
-    summary="Deactivate or reactivate an account (admin); its status page's look (admins and its posters)",
+    summary="Deactivate or reactivate an account, set its manager (admin); its status page's look (admins and its posters)",
     openapi_extra=merge(body(UpdateAccount), SECURED),
     responses=responds(200, AccountPageOut, errors=(400, 401, 403, 404, 413, 422)),
 )
