@@ -660,3 +660,6 @@ REPLICATION_MARK: Final = f"{PREFIX}:replmark"
 reached the replicas every earlier write of any connection did (MUSTER_WRITE_REPLICAS)."""
 DELIVERY_TOTALS: Final = f"{PREFIX}:stats:deliveries"
 """Hash `channel:outcome` → count, for /metrics; delivery workers increment."""
+ESCALATION_TOTALS: Final = f"{PREFIX}:stats:escalations"
+"""Hash `to` (recipient, manager, fallback) → people told by escalation rounds, for /metrics;
+escalation workers increment after each page they append."""

@@ -29,6 +29,7 @@ from escalation.conftest import (
     told,
 )
 from muster import events, keys
+from muster.api.metrics import read_system
 from muster.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -122,6 +123,15 @@ async def test_steps_fire_on_schedule_to_the_person_then_their_manager(
         q = keys.partition_of("mgr", PARTITIONS)
         status = await s.redis.hget(keys.delivery_status(q, f"{rc}-s1l0-ana"), "mgr:email")
         assert status == b"pending|0|"
+        # and what an operator's scrape shows
+        metrics = {m.name: m for m in await read_system(s.redis, PARTITIONS)}
+        told_by = {
+            tuple(x.labels.values()): x.value
+            for x in metrics["muster_rollcall_escalations"].samples
+        }
+        assert told_by == {("recipient",): 4, ("manager",): 3}
+        (overdue,) = metrics["muster_rollcall_timer_overdue_seconds"].samples
+        assert overdue.value == 0
 
 
 async def test_a_roll_call_keeps_the_policy_it_opened_with(

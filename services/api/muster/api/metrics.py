@@ -79,6 +79,17 @@ def _system_families() -> dict[str, GaugeMetricFamily]:
         "dead_letters": GaugeMetricFamily(
             "muster_dead_letters", "Entries waiting in the dead-letter streams"
         ),
+        "escalations": GaugeMetricFamily(
+            "muster_rollcall_escalations",
+            "People told by roll-call escalation rounds since the database was created, by "
+            "whom the round told (recipient, manager, fallback; reminds as recipient)",
+            labels=["to"],
+        ),
+        "overdue": GaugeMetricFamily(
+            "muster_rollcall_timer_overdue_seconds",
+            "How long the most overdue escalation round has waited in a timer set (0: none "
+            "due; growing: no escalation worker is moving them)",
+        ),
         "dead_groups": GaugeMetricFamily(
             "muster_dead_groups",
             "1 for each consumer group that lags with every consumer silent past "
@@ -91,17 +102,29 @@ def _system_families() -> dict[str, GaugeMetricFamily]:
 async def read_system(redis: aioredis.Redis, partitions: int) -> list[Metric]:
     """The system-wide gauges, as they stand in Redis now."""
     families = _system_families()
-    streams = monitored_streams(partitions) + [
-        keys.deliveries(p, c) for p in range(partitions) for c in keys.OFFAPP_CHANNELS
-    ]
+    streams = (
+        monitored_streams(partitions)
+        + [keys.deliveries(p, c) for p in range(partitions) for c in keys.OFFAPP_CHANNELS]
+        + [keys.rollcall_due(p) for p in range(partitions)]
+    )
     for group in await read_lags(redis, streams):
         families["lag"].add_metric([group.stream, group.group], group.lag)
         families["pending"].add_metric([group.stream, group.group], group.pending)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.DELIVERY_TOTALS)
+        pipe.hgetall(keys.ESCALATION_TOTALS)
+        pipe.time()
+        for p in range(partitions):
+            pipe.zrange(keys.rollcall_timers(p), 0, 0, withscores=True)
         for p in range(partitions):
             pipe.xlen(keys.dead_letters(p))
-        totals, *dead = await pipe.execute()
+        totals, escalated, now, *rest = await pipe.execute()
+    oldest, dead = rest[:partitions], rest[partitions:]
+    now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+    due = [score for first in oldest for _, score in first]
+    families["overdue"].add_metric([], max([0.0, *((now_ms - d) / 1000 for d in due)]))
+    for label, count in escalated.items():
+        families["escalations"].add_metric([text(label)], int(count))
     for label, count in totals.items():
         channel, _, outcome = text(label).partition(":")
         families["deliveries"].add_metric([channel, outcome], int(count))

@@ -185,6 +185,7 @@ class Firer:
                     continue
         if notices:  # appended, routed to themselves; not yet to managers and fallbacks
             failpoints.hit("escalation.mid_round", self.settings)
+            await self.redis.hincrby(keys.ESCALATION_TOTALS, spec.to, len(notices))
         others = [n for n in notices if n.target != n.subject]
         await self._route_others(found, spec, others + again, at)
         return len(notices)
