@@ -19,6 +19,7 @@ from timeline.conftest import ADMIN_TOKEN, Stack
 from escalation.conftest import (
     PARTITIONS,
     OpenEscalation,
+    escalation_worker,
     eventually,
     logged,
     open_rollcall,
@@ -46,7 +47,7 @@ async def people(stack: Stack, follow: str, **contacts: dict[str, str]) -> dict[
 async def test_steps_fire_on_schedule_to_the_person_then_their_manager(
     escalation_settings: Settings, open_escalation: OpenEscalation
 ) -> None:
-    async with open_escalation(escalation_settings) as s:
+    async with open_escalation(escalation_settings, worker=False) as s:
         await put_policy(
             s,
             "evacuation",
@@ -72,66 +73,69 @@ async def test_steps_fire_on_schedule_to_the_person_then_their_manager(
         opened = datetime.fromisoformat(
             (await s.ok("GET", f"/v1/posts/{rc}", token=boss))["created_at"].replace("Z", "+00:00")
         )
-        # dan answers at once (before the first step): he is never escalated
+        # dan answers before the escalation worker even starts (so before any step, however
+        # slow the machine): he is never escalated; the rounds wait in the timer set
         await s.ok("POST", f"/v1/rollcalls/{rc}/responses", token=t["dan"], json={"option": "1"})
+        async with escalation_worker(escalation_settings):
 
-        async def both_fired() -> bool:
-            return {r for r, _, _ in await told(s.redis, rc)} == {"s0l0", "s1l0"}
+            async def both_fired() -> bool:
+                return {r for r, _, _ in await told(s.redis, rc)} == {"s0l0", "s1l0"}
 
-        await eventually(both_fired, "both steps fired")
-        await eventually(lambda: rounds_done(s.redis), "every round handled")
-        notices = await told(s.redis, rc)
-        assert sorted(notices) == [
-            ("s0l0", "ana", "ana"),
-            ("s0l0", "ben", "ben"),
-            ("s0l0", "cai", "cai"),
-            ("s0l0", "fay", "fay"),
-            ("s1l0", "ana", "mgr"),  # cai has no manager: nobody to tell
-            ("s1l0", "ben", "mgr"),
-            ("s1l0", "fay", "mgr"),
-        ]
-        fired = {e.round: e for e in await logged(s.redis, events.RollCallEscalated)}
-        assert fired["s0l0"].at >= opened + timedelta(seconds=3)
-        assert fired["s1l0"].at >= opened + timedelta(seconds=5)
-        assert (fired["s1l0"].to, fired["s1l0"].step) == ("manager", 1)
+            await eventually(both_fired, "both steps fired")
+            await eventually(lambda: rounds_done(s.redis), "every round handled")
+            notices = await told(s.redis, rc)
+            assert sorted(notices) == [
+                ("s0l0", "ana", "ana"),
+                ("s0l0", "ben", "ben"),
+                ("s0l0", "cai", "cai"),
+                ("s0l0", "fay", "fay"),
+                ("s1l0", "ana", "mgr"),  # cai has no manager: nobody to tell
+                ("s1l0", "ben", "mgr"),
+                ("s1l0", "fay", "mgr"),
+            ]
+            fired = {e.round: e for e in await logged(s.redis, events.RollCallEscalated)}
+            assert fired["s0l0"].at >= opened + timedelta(seconds=3)
+            assert fired["s1l0"].at >= opened + timedelta(seconds=5)
+            assert (fired["s1l0"].to, fired["s1l0"].step) == ("manager", 1)
 
-        sent = Counter(r.id for r in await requests(s.redis) if r.kind == "escalation")
-        assert set(sent.values()) == {1}
-        assert set(sent) == {
-            f"{rc}-s0l0.ana.email",
-            f"{rc}-s0l0.ana.sms",  # she has a phone; the step asks for email and sms
-            f"{rc}-s0l0.ben.email",
-            f"{rc}-s0l0.cai.email",
-            f"{rc}-s1l0-ana.mgr.email",  # one message to the manager about each person
-            f"{rc}-s1l0-ben.mgr.email",
-            f"{rc}-s1l0-fay.mgr.email",
-        }
-        # the report: levels, managers, and fay found unreachable by the first step
-        rows = {
-            r["handle"]: r for r in await s.ok("GET", f"/v1/rollcalls/{rc}/recipients", token=boss)
-        }
-        assert {h: (r["escalation_level"], r["manager"]) for h, r in rows.items()} == {
-            "ana": (2, "mgr"),
-            "ben": (2, "mgr"),
-            "cai": (1, None),
-            "dan": (0, "mgr"),
-            "fay": (2, "mgr"),
-        }
-        report = await s.ok("GET", f"/v1/rollcalls/{rc}", token=boss)
-        assert report["counts"]["unreachable"] == 1
-        # the statuses start pending, where the delivery workers pick them up
-        q = keys.partition_of("mgr", PARTITIONS)
-        status = await s.redis.hget(keys.delivery_status(q, f"{rc}-s1l0-ana"), "mgr:email")
-        assert status == b"pending|0|"
-        # and what an operator's scrape shows
-        metrics = {m.name: m for m in await read_system(s.redis, PARTITIONS)}
-        told_by = {
-            tuple(x.labels.values()): x.value
-            for x in metrics["muster_rollcall_escalations"].samples
-        }
-        assert told_by == {("recipient",): 4, ("manager",): 3}
-        (overdue,) = metrics["muster_rollcall_timer_overdue_seconds"].samples
-        assert overdue.value == 0
+            sent = Counter(r.id for r in await requests(s.redis) if r.kind == "escalation")
+            assert set(sent.values()) == {1}
+            assert set(sent) == {
+                f"{rc}-s0l0.ana.email",
+                f"{rc}-s0l0.ana.sms",  # she has a phone; the step asks for email and sms
+                f"{rc}-s0l0.ben.email",
+                f"{rc}-s0l0.cai.email",
+                f"{rc}-s1l0-ana.mgr.email",  # one message to the manager about each person
+                f"{rc}-s1l0-ben.mgr.email",
+                f"{rc}-s1l0-fay.mgr.email",
+            }
+            # the report: levels, managers, and fay found unreachable by the first step
+            rows = {
+                r["handle"]: r
+                for r in await s.ok("GET", f"/v1/rollcalls/{rc}/recipients", token=boss)
+            }
+            assert {h: (r["escalation_level"], r["manager"]) for h, r in rows.items()} == {
+                "ana": (2, "mgr"),
+                "ben": (2, "mgr"),
+                "cai": (1, None),
+                "dan": (0, "mgr"),
+                "fay": (2, "mgr"),
+            }
+            report = await s.ok("GET", f"/v1/rollcalls/{rc}", token=boss)
+            assert report["counts"]["unreachable"] == 1
+            # the statuses start pending, where the delivery workers pick them up
+            q = keys.partition_of("mgr", PARTITIONS)
+            status = await s.redis.hget(keys.delivery_status(q, f"{rc}-s1l0-ana"), "mgr:email")
+            assert status == b"pending|0|"
+            # and what an operator's scrape shows
+            metrics = {m.name: m for m in await read_system(s.redis, PARTITIONS)}
+            told_by = {
+                tuple(x.labels.values()): x.value
+                for x in metrics["muster_rollcall_escalations"].samples
+            }
+            assert told_by == {("recipient",): 4, ("manager",): 3}
+            (overdue,) = metrics["muster_rollcall_timer_overdue_seconds"].samples
+            assert overdue.value == 0
 
 
 async def test_a_roll_call_keeps_the_policy_it_opened_with(
