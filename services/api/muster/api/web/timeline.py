@@ -169,11 +169,11 @@ async def publish(request: Request) -> Response:
     headers = {"Idempotency-Key": idem} if _IDEM.fullmatch(idem) else {}
     api = JsonApi(request, current.token)
     if incident:
-        reply = await api.call(
-            "POST", path("v1", "incidents", incident, "updates"), body=_incident_update(form)
-        )
+        updates = path("v1", "incidents", incident, "updates")
+        reply = await api.call("POST", updates, body=_incident_update(form), headers=headers)
     elif form.optional("incident_title"):
-        reply = await api.call("POST", "/v1/incidents", body=_incident_open(form, as_account))
+        body = _incident_open(form, as_account)
+        reply = await api.call("POST", "/v1/incidents", body=body, headers=headers)
     else:
         body = _post(form, as_account if as_account != current.handle else "", parent)
         reply = await api.call("POST", "/v1/posts", body=body, headers=headers)
