@@ -462,3 +462,71 @@ async def test_subscribers_get_no_reply_address_and_nothing_is_added_when_off(
     assert b"Reply-To: reply+mia-" in head(on, person)
     assert b"Reply-To" not in head(on, subscriber)
     assert b"Reply-To" not in head(off, person)
+
+
+async def test_mailgun_multipart_posts_are_read_too(mail: MailInStack) -> None:
+    """Mailgun posts multipart/form-data when a message has attachments."""
+    import httpx
+
+    s = mail.stack
+    bob, _mia = await people(s)
+    post = await s.post(bob, "Evacuation drill at 11:00")
+    await s.delivered()
+    email = mail.emailed("Mia@Example.test", post["id"])
+    data, rcpt = reply(email, "mia@example.test", "Understood")
+    timestamp = str(int(time.time()))
+    token = hashlib.sha256(data).hexdigest()[:50]
+    signature = hmac.new(
+        MAILGUN_KEY.encode(), (timestamp + token).encode(), hashlib.sha256
+    ).hexdigest()
+    fields = {"recipient": rcpt, "sender": "mia@example.test", "timestamp": timestamp}
+    fields |= {"token": token, "signature": signature}
+    request = httpx.Request(
+        "POST",
+        "http://muster.test" + MAILGUN,
+        data=fields,
+        files={"body-mime": ("message.mime", data, "message/rfc822")},
+    )
+    body = request.read()
+    assert request.headers["content-type"].startswith("multipart/form-data")
+    headers = {"Content-Type": request.headers["content-type"]}
+    response = await s.call("POST", MAILGUN, content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["outcome"] == "reply"
+    await s.routed()
+    (found,) = await replies_to(s, post["id"], bob)
+    assert found["text"] == "Understood"
+
+
+async def test_a_reply_to_an_incident_update_is_a_reply_in_the_incident_s_thread(
+    mail: MailInStack,
+) -> None:
+    s = mail.stack
+    bob, mia = await people(s)
+    await s.team("ops", "bob")
+    await s.follow(mia, "ops", "app", "email")
+    await s.routed()
+    opened = await s.ok(
+        "POST",
+        "/v1/incidents",
+        201,
+        token=bob,
+        json={
+            "as": "ops",
+            "title": "VPN down",
+            "status": "investigating",
+            "impact": "major",
+            "text": "Investigating the VPN outage",
+        },
+    )
+    await s.delivered()
+    email = mail.emailed("Mia@Example.test", opened["id"])
+    data, rcpt = reply(email, "mia@example.test", "Also down in Leeds")
+    assert await mail.send(data, rcpt, "mia@example.test") == {}
+
+    async def replied() -> bool:
+        return bool(await replies_to(s, opened["id"], bob))
+
+    await until(replied, "the reply in the incident's thread")
+    (found,) = await replies_to(s, opened["id"], bob)
+    assert (found["author"], found["text"]) == ("mia", "Also down in Leeds")

@@ -16,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from email import policy
-from email.message import Message
-from email.parser import BytesParser
 from urllib.parse import parse_qsl
+
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
 
 from muster import keys
 from muster.api.state import ApiState
@@ -30,41 +31,31 @@ MAILGUN_FRESH_S = 120
 SIGNED_FIELDS = ("timestamp", "token", "signature")
 
 
-def form(content_type: str, body: bytes) -> dict[str, str | bytes]:
-    """The fields of a urlencoded or multipart/form-data body (the first of each name);
-    multipart values that are files stay bytes. 400 `bad_form` for anything else."""
-    kind = content_type.split(";")[0].strip().lower()
+async def form(request: Request, max_bytes: int) -> dict[str, str | bytes]:
+    """The fields of a urlencoded or multipart/form-data body (the first of each name; file
+    parts as bytes). 400 `bad_form` for anything else, 413 for a part over `max_bytes`."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/x-www-form-urlencoded":
         try:
-            pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False)
+            pairs = parse_qsl((await request.body()).decode(), keep_blank_values=True)
         except (UnicodeDecodeError, ValueError):
             raise BadRequest("the form could not be read", code="bad_form") from None
         found: dict[str, str | bytes] = {}
         for name, value in pairs:
             found.setdefault(name, value)
         return found
-    if kind == "multipart/form-data":
-        # multipart/form-data is MIME (RFC 7578): the email package reads it as a message.
-        head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
-        parsed: Message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
-        if not parsed.is_multipart():
-            raise BadRequest("the form could not be read", code="bad_form")
-        fields: dict[str, str | bytes] = {}
-        for part in parsed.iter_parts():  # type: ignore[attr-defined]
-            name = part.get_param("name", header="content-disposition")
-            if not isinstance(name, str) or name in fields:
-                continue
-            payload = part.get_payload(decode=True) or b""
-            if part.get_filename() is None:
-                charset = part.get_content_charset() or "utf-8"
-                try:
-                    fields[name] = payload.decode(charset)
-                except (LookupError, UnicodeDecodeError):
-                    raise BadRequest("the form could not be read", code="bad_form") from None
-            else:
-                fields[name] = payload
-        return fields
-    raise BadRequest("send Mailgun's form", code="bad_form")
+    if kind != "multipart/form-data":
+        raise BadRequest("send Mailgun's form", code="bad_form")
+    try:  # python-multipart, through Starlette: streaming, with bounds on parts and fields
+        parsed = await request.form(max_files=100, max_fields=1000, max_part_size=max_bytes)
+    except MultiPartException as exc:
+        raise BadRequest(f"the form could not be read: {exc.message}", code="bad_form") from None
+    fields: dict[str, str | bytes] = {}
+    for field, item in parsed.multi_items():
+        if field not in fields:
+            fields[field] = await item.read() if isinstance(item, UploadFile) else item
+    await parsed.close()
+    return fields
 
 
 def _field(fields: dict[str, str | bytes], name: str) -> str:

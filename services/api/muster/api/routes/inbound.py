@@ -113,7 +113,7 @@ async def inbound_mailgun(request: Request) -> Response:
     replies = inboundmail.reply_addresses(st)
     if replies is None:
         raise NotFound("inbound email is off (MUSTER_MAIL_IN_SECRET)", code="not_configured")
-    fields = mailgun.form(request.headers.get("content-type", ""), await request.body())
+    fields = await mailgun.form(request, st.settings.mail_in_max_bytes)
     seen = await mailgun.verify(st, fields)
     try:
         response = await _take_mail(st, replies, fields)
