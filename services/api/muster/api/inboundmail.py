@@ -31,6 +31,7 @@ from email.utils import getaddresses
 from html.parser import HTMLParser
 from typing import Any
 
+import msgspec
 import structlog
 from mailparser_reply import EmailReplyParser
 
@@ -233,9 +234,14 @@ async def rollcall_answer(st: ApiState, account: Account, post: Post, text: str)
     return out.rollcall
 
 
-def _id_of(payload: bytes) -> str | None:
-    found = re.search(rb'"id":"([0-9]+)"', payload)
-    return found.group(1).decode() if found else None
+class _Written(msgspec.Struct):
+    """The one field of the written post's or DM's JSON that an outcome names."""
+
+    id: str
+
+
+def _id_of(payload: bytes) -> str:
+    return msgspec.json.decode(payload, type=_Written).id
 
 
 def _message_id(mail: EmailMessage, raw: bytes) -> str:

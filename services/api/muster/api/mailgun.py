@@ -65,6 +65,13 @@ def _field(fields: dict[str, str | bytes], name: str) -> str:
     return value or ""
 
 
+def _refused(st: ApiState, message: str, code: str) -> Forbidden:
+    """A refusal, counted (muster_ingest_refused_total{reason="mailgun_<code>"}) rather than
+    logged: a flood of forged requests must not flood the log."""
+    st.metrics.refused.labels(f"mailgun_{code}").inc()
+    return Forbidden(message, code=code)
+
+
 async def verify(st: ApiState, fields: dict[str, str | bytes], *, now: float | None = None) -> str:
     """Refuse (403) a request Mailgun did not sign, or signed too long ago, or one already
     taken; only a taken request leaves a trace (its token's key, returned so that a request
@@ -77,13 +84,13 @@ async def verify(st: ApiState, fields: dict[str, str | bytes], *, now: float | N
     timestamp, token, signature = (_field(fields, name) for name in SIGNED_FIELDS)
     expected = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
     if not token or not hmac.compare_digest(expected.encode(), signature.lower().encode()):
-        raise Forbidden("the Mailgun signature is missing or wrong", code="bad_signature")
+        raise _refused(st, "the Mailgun signature is missing or wrong", "bad_signature")
     moment = time.time() if now is None else now
     if not timestamp.isdigit() or abs(moment - int(timestamp)) > MAILGUN_FRESH_S:
-        raise Forbidden("the Mailgun timestamp is not fresh", code="stale_request")
+        raise _refused(st, "the Mailgun timestamp is not fresh", "stale_request")
     seen = keys.mailgun_token(hashlib.sha256(token.encode()).hexdigest())
     if not await st.redis.set(seen, "1", nx=True, ex=keys.MAILGUN_TOKEN_TTL_S):
-        raise Forbidden("this Mailgun request was taken before", code="replayed_request")
+        raise _refused(st, "this Mailgun request was taken before", "replayed_request")
     return seen
 
 
