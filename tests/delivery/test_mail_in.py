@@ -15,6 +15,7 @@ import hmac
 import smtplib
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import make_msgid
@@ -87,22 +88,28 @@ class MailInStack:
         return [e for e in found if isinstance(e, kind)]
 
 
+@asynccontextmanager
+async def mail_in(settings: Settings) -> AsyncIterator[int]:
+    """The listener on a free loopback port (yielded), as `muster mail-in` runs it."""
+    st = await mailin.state_for(settings)
+    replies = inboundmail.reply_addresses(st)
+    assert replies is not None
+    listener = mailin.MailIn(st, replies)
+    port = free_port()
+    await listener.start("127.0.0.1", port)
+    try:
+        yield port
+    finally:
+        await listener.stop()
+        await st.redis.aclose()
+
+
 @pytest.fixture
 async def mail(
     mail_settings: Settings, open_stack: OpenStack, peers: Peers
 ) -> AsyncIterator[MailInStack]:
-    async with open_stack(mail_settings) as stack:
-        st = await mailin.state_for(mail_settings)
-        replies = inboundmail.reply_addresses(st)
-        assert replies is not None
-        listener = mailin.MailIn(st, replies)
-        port = free_port()
-        await listener.start("127.0.0.1", port)
-        try:
-            yield MailInStack(stack, peers, port)
-        finally:
-            await listener.stop()
-            await st.redis.aclose()
+    async with open_stack(mail_settings) as stack, mail_in(mail_settings) as port:
+        yield MailInStack(stack, peers, port)
 
 
 def reply(
@@ -530,3 +537,51 @@ async def test_a_reply_to_an_incident_update_is_a_reply_in_the_incident_s_thread
     await until(replied, "the reply in the incident's thread")
     (found,) = await replies_to(s, opened["id"], bob)
     assert (found["author"], found["text"]) == ("mia", "Also down in Leeds")
+
+
+async def test_replies_and_answers_across_partitions(
+    mail_settings: Settings, open_stack: OpenStack, peers: Peers
+) -> None:
+    """On 4 partitions: the team posts in its partition, the people answer in theirs (the
+    idempotency claim and receipt cross slots), and every reply and answer lands once."""
+    settings = msgspec.structs.replace(mail_settings, partitions=4)
+    async with open_stack(settings) as s, mail_in(settings) as port:
+        mail = MailInStack(s, peers, port)
+        bob = (await s.account("bob", email="bob@example.test"))["token"]
+        await s.team("ops", "bob")
+        names = ["ann", "kim", "lee", "max", "ned", "ola"]
+        for name in names:
+            token = (await s.account(name, email=f"{name}@example.test"))["token"]
+            await s.follow(token, "ops", "app", "email")
+        await s.routed()
+        deadline = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1800))
+        options = [
+            {"key": "safe", "label": "I'm safe", "kind": "ok"},
+            {"key": "help", "label": "I need help", "kind": "help"},
+        ]
+        question = await s.post(
+            bob,
+            "Are you safe?",
+            as_="ops",
+            rollcall={"options": options, "deadline": deadline},
+        )
+        notice = await s.post(bob, "Lifts out of service", as_="ops")
+        await s.delivered()
+        for name in names:
+            address = f"{name}@example.test"
+            data, rcpt = reply(mail.emailed(address, question["id"]), address, "Safe")
+            assert await mail.send(data, rcpt, address) == {}
+            data, rcpt = reply(mail.emailed(address, notice["id"]), address, f"ok {name}")
+            assert await mail.send(data, rcpt, address) == {}
+            assert await mail.send(data, rcpt, address) == {}  # a duplicate
+        report = await s.ok("GET", f"/v1/rollcalls/{question['id']}", token=bob)
+        assert report["counts"]["answered"] == len(names)
+        assert report["counts"]["by_channel"] == {"email": len(names)}
+
+        async def all_replied() -> bool:
+            return len(await replies_to(s, notice["id"], bob)) == len(names)
+
+        await until(all_replied, "a reply from each")
+        await s.routed()
+        found = await replies_to(s, notice["id"], bob)
+        assert sorted(r["text"] for r in found) == sorted(f"ok {n}" for n in names)
