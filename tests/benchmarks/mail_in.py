@@ -28,11 +28,17 @@ from email.policy import SMTP
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # tests/: the suite's redis_server helper
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # tests/: redis_server and benchmarks._servers
 
 import aiosmtplib  # noqa: E402
-from _servers import clean_env, cpu_ticks, muster, percentile, spawn, wait_for_port  # noqa: E402
+from benchmarks._servers import (  # noqa: E402
+    clean_env,
+    cpu_ticks,
+    muster,
+    percentile,
+    spawn,
+    wait_for_port,
+)
 from redis_server import free_port, start_redis_server  # noqa: E402
 
 from muster import keys  # noqa: E402
