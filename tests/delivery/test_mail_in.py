@@ -263,6 +263,10 @@ OUT_OF_OFFICE = [
     # Exchange / Outlook: no Auto-Submitted on some versions, but these
     {"X-Auto-Response-Suppress": "All", "Subject": "Automatic reply: Are you safe?"},
     {"Subject": "Out of Office: Are you safe?"},
+    {"Subject": "Auto: Are you safe?"},
+    {"Subject": "Automatisk svar: Are you safe?"},
+    {"Subject": "Abwesenheitsnotiz: Are you safe?"},
+    {"Subject": "Réponse automatique : Are you safe?"},
     {"X-Autoreply": "yes"},
     {"Precedence": "auto_reply"},
 ]

@@ -267,11 +267,12 @@ _SUPPRESS = re.compile(r"\b(all|oof|autoreply)\b", re.IGNORECASE)
 _ROBOT_SENDERS = frozenset({"mailer-daemon", "postmaster", "noreply", "no-reply", "do-not-reply"})
 _AWAY_SUBJECT = re.compile(
     r"^\s*(?:"
-    r"auto(?:matic)?[ _-]?(?:reply|response|answer)|autoreply|out of (?:the )?office|"
+    r"auto:|auto(?:matic)?[ _-]?(?:reply|response|answer)|autoreply|out of (?:the )?office|"
     r"\bo\.?o\.?o\b|away from (?:the office|my desk)|on (?:vacation|holiday|leave)|"
     r"abwesenheit|automatische antwort|r[ée]ponse automatique|absence|"
     r"respuesta autom[áa]tica|fuera de la oficina|risposta automatica|fuori sede|"
-    r"automatisch antwoord|afwezig|autosvar|fr[åa]nvaro|poza biurem"
+    r"automatisch antwoord|afwezig|autosvar|automatisk svar|fr[åa]nvaro|poza biurem|"
+    r"risposta non al computer|abwesenheitsnotiz"
     r")",
     re.IGNORECASE,
 )
