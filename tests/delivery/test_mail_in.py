@@ -30,7 +30,7 @@ from redis_server import free_port
 from delivery.conftest import OpenStack, Peers, Stack, until
 from muster import events, keys
 from muster.api import inboundmail, mailin
-from muster.api.inboundmail import automated, parse, reply_text
+from muster.api.replytext import automated, parse, reply_text
 from muster.ids import lowest_id_at
 from muster.replies import ReplyAddresses
 from muster.settings import Settings
