@@ -133,6 +133,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     mail_in_max_bytes: int = 10 * 1024 * 1024
     mail_in_reply_days: int = 30
     mailgun_signing_key: str | None = None
+    mail_in_tls_cert: Path | None = None
+    mail_in_tls_key: Path | None = None
 
     @property
     def reply_domain(self) -> str:
@@ -324,6 +326,13 @@ def _domains(raw: str) -> tuple[str, ...]:
     return domains
 
 
+def _readable_file(raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_file():
+        raise ValueError(f"must name a readable file, got {raw!r}")
+    return path
+
+
 def _domain(raw: str) -> str:
     domain = raw.strip().lower().lstrip("@")
     if not _DOMAIN.fullmatch(domain):
@@ -417,6 +426,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "mail_in_max_bytes": _int(1024, 100 * 1024 * 1024),
     "mail_in_reply_days": _int(1, 3650),
     "mailgun_signing_key": _client_secret,
+    "mail_in_tls_cert": _readable_file,
+    "mail_in_tls_key": _readable_file,
 }
 
 
@@ -452,6 +463,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if "smtp_url" in values and "mail_from" not in values:
         raise ConfigError("MUSTER_MAIL_FROM is required when MUSTER_SMTP_URL is set")
     _check_oidc(values)
+    if ("mail_in_tls_cert" in values) != ("mail_in_tls_key" in values):
+        raise ConfigError(
+            "MUSTER_MAIL_IN_TLS_CERT and MUSTER_MAIL_IN_TLS_KEY go together (STARTTLS for "
+            "mail-in needs the certificate and its key)"
+        )
     for field in ("mail_in_address", "mailgun_signing_key"):
         if values.get(field) and "mail_in_secret" not in values:
             raise ConfigError(

@@ -13,12 +13,15 @@ import asyncio
 import hashlib
 import hmac
 import smtplib
+import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import make_msgid
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -589,3 +592,50 @@ async def test_replies_and_answers_across_partitions(
         await s.routed()
         found = await replies_to(s, notice["id"], bob)
         assert sorted(r["text"] for r in found) == sorted(f"ok {n}" for n in names)
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for the reply domain and its key (openssl)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", f"/CN={DOMAIN}", "-keyout", str(key), "-out", str(cert)],
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return cert, key
+
+
+async def test_mail_in_offers_starttls_with_a_certificate(
+    mail_settings: Settings, open_stack: OpenStack, peers: Peers, certificate: tuple[Path, Path]
+) -> None:
+    cert, key = certificate
+    settings = msgspec.structs.replace(mail_settings, mail_in_tls_cert=cert, mail_in_tls_key=key)
+    trusted = ssl.create_default_context(cafile=str(cert))
+    trusted.check_hostname = False  # smtplib checks the name it connected to: 127.0.0.1
+    async with open_stack(settings) as s, mail_in(settings) as port:
+        bob, _mia = await people(s)
+        post = await s.post(bob, "Server room door left open")
+        await s.delivered()
+        email = MailInStack(s, peers, port).emailed("Mia@Example.test", post["id"])
+        data, rcpt = reply(email, "mia@example.test", "Closed it, thanks")
+
+        def talk() -> tuple[bool, int]:
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                client.ehlo()
+                offered = client.has_extn("starttls")
+                client.starttls(context=trusted)
+                client.ehlo()
+                client.mail("mia@example.test")
+                client.rcpt(rcpt)
+                code, _ = client.data(data)
+                return offered, code
+
+        assert await asyncio.to_thread(talk) == (True, 250)
+
+        async def replied() -> bool:
+            return bool(await replies_to(s, post["id"], bob))
+
+        await until(replied, "the reply sent over TLS")

@@ -13,13 +13,15 @@ from the secret alone (muster.replies), so forged and expired addresses never ge
 DATA; at most MAX_RECIPIENTS per message; DATA over MUSTER_MAIL_IN_MAX_BYTES is refused
 (552) by aiosmtpd. A message is then handled once per reply address it was for; 250 once
 each is handled or refused on the record, 451 (the sender retries) when Redis is away or
-another process is handling the same message.
+another process is handling the same message. STARTTLS is offered with
+MUSTER_MAIL_IN_TLS_CERT and _KEY, not required (as between mail servers).
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 from typing import Any
 
 import structlog
@@ -85,6 +87,7 @@ class MailIn:
         self.handler = _Handler(st, replies)
         self._server: asyncio.Server | None = None
         self._sessions: list[SMTP] = []
+        self._tls = _tls_context(st.settings)
 
     def _session(self) -> SMTP:
         protocol = SMTP(
@@ -93,6 +96,9 @@ class MailIn:
             hostname=self.st.settings.reply_domain,
             ident="Muster mail-in",
             timeout=60,
+            tls_context=self._tls,
+            # Opportunistic, as between mail servers: a sender without TLS is still taken.
+            require_starttls=False,
         )
         self._sessions = [s for s in self._sessions if s.transport is not None]
         self._sessions.append(protocol)
@@ -112,6 +118,16 @@ class MailIn:
                 protocol.transport.close()
         self._sessions.clear()
         await asyncio.wait_for(server.wait_closed(), timeout=10)
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """STARTTLS with MUSTER_MAIL_IN_TLS_CERT and _KEY (replies may hold DMs and "need
+    help" answers: senders that can encrypt should)."""
+    if settings.mail_in_tls_cert is None or settings.mail_in_tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.mail_in_tls_cert, settings.mail_in_tls_key)
+    return context
 
 
 async def state_for(settings: Settings) -> ApiState:
