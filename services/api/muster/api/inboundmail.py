@@ -22,6 +22,7 @@ It never logs a message's text.
 from __future__ import annotations
 
 import hashlib
+import string
 from dataclasses import dataclass
 from email.message import EmailMessage
 
@@ -238,6 +239,11 @@ def _message_id(mail: EmailMessage, raw: bytes) -> str:
     return value or f"<{hashlib.sha256(raw).hexdigest()}@muster.invalid>"
 
 
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
 def _same_address(given: str, known: str | None) -> bool:
     """Addresses compare as the email index compares them: ASCII letters lowered."""
-    return bool(known) and given.strip().strip("<>").lower() == (known or "").lower()
+    if not known:
+        return False
+    return given.strip().strip("<>").translate(_ASCII_LOWER) == known.translate(_ASCII_LOWER)
