@@ -201,6 +201,7 @@ PARTITION_FIELD = {
     "RollCallHelpHandled": "recipient",
     "RollCallClosed": "account",
     "RollCallExtended": "account",
+    "InboundEmailRefused": "recipient",
 }
 PARTITION_PREFIX = {"subscription": "sub-"}
 """A subscription's events go to its recipient name's partition: `sub-<id>`."""

@@ -268,6 +268,30 @@ UNSUBSCRIBE_TOKEN_TTL_S: Final = 90 * 24 * 3600
 """How long an unsubscribe link in a message keeps working (as long as delivery statuses)."""
 
 
+def inbound_mail(partition: int, digest: str) -> str:
+    """String: `pending` while the api handles one inbound email (a reply to a reply
+    address), then `done`, under SHA-256 of (person, Message-ID), in the person's
+    partition; INBOUND_MAIL_PENDING_TTL_S, then INBOUND_MAIL_TTL_S. So a message delivered
+    twice, or replayed, is handled once. Not write-side state: what it decided is an event."""
+    return f"{_tag(partition)}:inmail:{digest}"
+
+
+INBOUND_MAIL_PENDING_TTL_S: Final = 300
+"""How long a claim on an inbound email outlives a process that died handling it."""
+INBOUND_MAIL_TTL_S: Final = 30 * 24 * 3600
+"""How long a Message-ID handled stays handled (longer than any sender retries)."""
+
+
+def mailgun_token(token_hash: str) -> str:
+    """String: a Mailgun webhook token already used (SHA-256 of it); MAILGUN_TOKEN_TTL_S.
+    Written by the api before it handles the request, so a replayed request is refused."""
+    return f"{PREFIX}:mailgun:{token_hash}"
+
+
+MAILGUN_TOKEN_TTL_S: Final = 600
+"""Longer than a Mailgun request stays fresh (MAILGUN_FRESH_S in muster.api.inboundmail)."""
+
+
 def rate(scope: str, subject_hash: str, window: int) -> str:
     """Counter: requests of one kind (`scope`: subscribe per client network, subscribe per
     address, confirmation messages per address and day, wrong codes per phone) in one

@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import time
 from typing import Any
 
 import msgspec
 
 from muster import eventlog, events, keys, scripts, views
-from muster.api import bodies
+from muster.api import bodies, lookups
+from muster.api.reads import can_see
 from muster.api.schemas import CreateDm, CreatePost
 from muster.api.state import ApiState
-from muster.errors import Conflict, Forbidden
+from muster.errors import Conflict, Forbidden, Invalid, NotFound
 from muster.events import utcnow
+from muster.ids import id_time_ms
 from muster.records import Account
 
 _PENDING = b"~"
@@ -192,6 +195,65 @@ class Claim:
 
 _APPEND_CHECKED = scripts.source("append_checked")
 _RELEASE = scripts.source("idempotency_release")
+
+
+# --- the rules of a post or DM, wherever it comes from (the app, a reply by email) ---
+IN_FLIGHT_MS = 60_000
+"""A parent newer than this may still be on its way to the projections: accepted unseen."""
+
+
+def _unseen_parent(parent_id: str, field: str) -> None:
+    age = time.time() * 1000 - id_time_ms(parent_id)
+    if not -5_000 < age < IN_FLIGHT_MS:
+        raise NotFound(
+            f"no such {field.replace('_', ' ')} target {parent_id}",
+            code="no_such_parent",
+            field=field,
+        )
+
+
+async def check_reply(st: ApiState, caller: Account, parent_id: str) -> None:
+    """A reply's parent must be a post the caller can see (404 otherwise, never a hint)."""
+    parent = await st.reader.post(parent_id)
+    if parent is None:
+        _unseen_parent(parent_id, "in_reply_to")
+    elif not can_see(parent, caller):
+        raise NotFound(f"no post {parent_id}", code="no_such_parent", field="in_reply_to")
+
+
+async def check_dm_reply(st: ApiState, caller: Account, to: str, parent_id: str) -> None:
+    """A DM replies to a message of the same two people."""
+    found = await st.reader.messages([parent_id])
+    if not found:
+        _unseen_parent(parent_id, "in_reply_to")
+    elif {found[0].from_, found[0].to} != {caller.handle, to}:
+        raise NotFound(f"no message {parent_id}", code="no_such_parent", field="in_reply_to")
+
+
+def check_sender(caller: Account) -> None:
+    """Only people and services post and send DMs."""
+    if caller.kind not in {"person", "service"}:
+        raise Forbidden("only people and services post", code="cannot_post")
+
+
+def visibility_for(caller: Account, asked: str | None) -> str:
+    """A post's visibility: as asked, else internal (public for an external person, who may
+    post publicly only)."""
+    external = caller.kind == "person" and caller.role == "external"
+    visibility = asked or ("public" if external else "internal")
+    if external and visibility == "internal":
+        raise Forbidden(
+            "external accounts post publicly only", code="external_internal", field="visibility"
+        )
+    return visibility
+
+
+async def check_dm_recipient(st: ApiState, caller: Account, to: str) -> None:
+    """A DM goes to another person, one whose account is active."""
+    if to == caller.handle:
+        raise Invalid("you cannot message yourself", code="cannot_message_self", field="to")
+    if await lookups.kind_of(st, to, field="to", active=True) != "person":
+        raise Invalid(f"{to} is not a person; DMs go to people", code="wrong_kind", field="to")
 
 
 async def publish_post(

@@ -10,7 +10,10 @@ reconnected once on the spot.
 
 Every message has the same `Message-ID` for a delivery — `<{delivery id}@{host of
 MUSTER_PUBLIC_URL}>` — on every retry and on a resend after a crash, so mail systems and
-people can tell a duplicate. The subject carries the severity and the author. Answers:
+people can tell a duplicate. A person's copy of a post or DM (not a subscriber's: they have
+no account to reply as) carries a `Reply-To` naming them and the message
+(muster.replies), so a reply comes back as theirs through `muster mail-in` or a provider's
+inbound route. The subject carries the severity and the author. Answers:
 5xx (and an address that cannot be sent to) are permanent, 4xx and lost connections
 transient.
 
@@ -44,6 +47,7 @@ import structlog
 
 from muster.delivery.content import Content, Recipient, Rendered, link, status_link
 from muster.errors import PermanentDeliveryError, TransientDeliveryError
+from muster.replies import ReplyAddresses
 from muster.settings import Settings
 from muster.views import Message, Post
 
@@ -246,6 +250,15 @@ def _mail(
     return mail.as_bytes()
 
 
+def reply_addresses(settings: Settings) -> ReplyAddresses | None:
+    """Reply addresses for people's email, when replies are taken (MUSTER_MAIL_IN_SECRET)."""
+    if settings.mail_in_secret is None:
+        return None
+    return ReplyAddresses(
+        settings.mail_in_secret, settings.reply_domain, settings.mail_in_reply_days
+    )
+
+
 def message_id(delivery_id: str, public_url: str) -> str:
     host = urlsplit(public_url).hostname or "muster.invalid"
     return f"<{delivery_id}@{host}>"
@@ -319,9 +332,12 @@ class Composer:
     """The bytes of each delivery's email: one rendered template per post or DM, with the
     recipient's To and the delivery's Message-ID in front."""
 
-    def __init__(self, mail_from: str, public_url: str) -> None:
+    def __init__(
+        self, mail_from: str, public_url: str, replies: ReplyAddresses | None = None
+    ) -> None:
         self.mail_from = mail_from
         self.public_url = public_url
+        self.replies = replies
         self._templates: Rendered[str, bytes] = Rendered()
         self._for_subscribers: Rendered[str, SubscriberMail] = Rendered()
 
@@ -331,16 +347,22 @@ class Composer:
         content: Content,
         to: str,
         extra: SubscriberParts | None = None,
+        *,
+        recipient: Recipient | None = None,
     ) -> bytes:
         msgid = message_id(delivery_id, self.public_url)
-        head = f"To: {to}\r\nMessage-ID: {msgid}\r\n".encode()
+        head = f"To: {to}\r\nMessage-ID: {msgid}\r\n"
         if extra is not None:  # a subscriber's: its own links, rendered for it
-            return head + self._for_subscriber(content, extra)
+            return head.encode() + self._for_subscriber(content, extra)
+        if self.replies is not None and recipient is not None and recipient.kind == "person":
+            # only people with an account can reply as someone (subscribers have none)
+            head += f"Reply-To: {self.replies.address(recipient.handle, content.id)}\r\n"
+        head_bytes = head.encode()
         template = self._templates.get(
             content.id,
             lambda: render(content, mail_from=self.mail_from, public_url=self.public_url),
         )
-        return head + template
+        return head_bytes + template
 
     def _for_subscriber(self, content: Content, extra: SubscriberParts) -> bytes:
         if content.kind == "confirm":
@@ -368,12 +390,18 @@ class EmailSender:
         self.pool = _Pool(
             self.target, settings.smtp_connections, float(settings.webhook_timeout_s), local
         )
-        self.composer = Composer(settings.mail_from, settings.public_url)
+        self.composer = Composer(settings.mail_from, settings.public_url, reply_addresses(settings))
 
     def message(
-        self, delivery_id: str, content: Content, to: str, extra: SubscriberParts | None = None
+        self,
+        delivery_id: str,
+        content: Content,
+        to: str,
+        extra: SubscriberParts | None = None,
+        *,
+        recipient: Recipient | None = None,
     ) -> bytes:
-        return self.composer.message(delivery_id, content, to, extra)
+        return self.composer.message(delivery_id, content, to, extra, recipient=recipient)
 
     async def send(
         self,
@@ -387,7 +415,7 @@ class EmailSender:
         if not to:
             raise PermanentDeliveryError("no email address")
         _check_address(to)
-        data = self.message(delivery_id, content, to, extra)
+        data = self.message(delivery_id, content, to, extra, recipient=recipient)
         options = [] if to.isascii() else ["SMTPUTF8"]
         session = await self.pool.idle.get()
         try:
@@ -451,7 +479,9 @@ class Mailbox:
 
     def __init__(self, settings: Settings) -> None:
         self.directory = settings.data_dir / MAILBOX
-        self.composer = Composer(settings.mail_from or DEV_MAIL_FROM, settings.public_url)
+        self.composer = Composer(
+            settings.mail_from or DEV_MAIL_FROM, settings.public_url, reply_addresses(settings)
+        )
 
     async def send(
         self,
@@ -465,7 +495,7 @@ class Mailbox:
         if not to:
             raise PermanentDeliveryError("no email address")
         _check_address(to)
-        data = self.composer.message(delivery_id, content, to, extra)
+        data = self.composer.message(delivery_id, content, to, extra, recipient=recipient)
         path = self.directory / f"{delivery_id}.eml"
         try:
             await asyncio.to_thread(_write_private, path, data)
