@@ -206,6 +206,7 @@ PARTITION_FIELD = {
     "EscalationPolicySet": "policy.name",
     "EscalationPolicyDeleted": "name",
     "ManagerChanged": "handle",
+    "InboundEmailRefused": "recipient",
 }
 PARTITION_PREFIX = {"subscription": "sub-", "policy.name": "policy:", "name": "policy:"}
 """A subscription's events go to its recipient name's partition: `sub-<id>`; a policy's to

@@ -583,6 +583,20 @@ class ManagerChanged(Event, frozen=True, kw_only=True, tag="ManagerChanged"):
     manager: str | None = None
 
 
+class InboundEmailRefused(Event, frozen=True, kw_only=True, tag="InboundEmailRefused"):
+    """An email to `recipient`'s reply address for the post or DM `target` was not taken
+    as their reply or answer (`reason`: auto_reply, wrong_sender, empty, too_long,
+    not_allowed, no_account). Kept so the history shows it; its text is not kept. `actor`
+    is `mail-in`; `via` is `smtp` or the provider's name; `sender` the From address."""
+
+    recipient: str
+    target: str
+    sender: str
+    message_id: str
+    reason: str
+    via: str = "smtp"
+
+
 AnyEvent: TypeAlias = (
     AccountCreated
     | AccountTokenReset
@@ -623,6 +637,7 @@ AnyEvent: TypeAlias = (
     | EscalationPolicySet
     | EscalationPolicyDeleted
     | ManagerChanged
+    | InboundEmailRefused
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__
@@ -691,7 +706,11 @@ def partition_handle(event: Event) -> str:
             | SubscriptionEnded(subscription=s)
         ):
             return f"sub-{s}"
-        case RollCallAnswered(recipient=r) | RollCallHelpHandled(recipient=r):
+        case (
+            RollCallAnswered(recipient=r)
+            | RollCallHelpHandled(recipient=r)
+            | InboundEmailRefused(recipient=r)
+        ):
             return r
         case RollCallAudienceRecorded(recipients=(first, *_)):
             return first  # every one of them is in this partition

@@ -171,6 +171,12 @@ def idempotency(partition: int, caller: str, key: str) -> str:
     return f"{_tag(partition)}:idem:{caller}:{key}"
 
 
+def idempotency_receipt(partition: int, caller: str, key: str) -> str:
+    """String: the id a write under (caller, key) made, set in that write's MULTI (incidents
+    and their updates), so a retry after the claim in `idempotency` makes nothing; TTL as it."""
+    return f"{_tag(partition)}:idem_made:{caller}:{key}"
+
+
 def handles(partition: int) -> str:
     """Set: every account handle in the partition; api writes with AccountCreated."""
     return f"{_tag(partition)}:handles"
@@ -262,6 +268,30 @@ def unsubscribe_token(partition: int, token_hash: str) -> str:
 
 UNSUBSCRIBE_TOKEN_TTL_S: Final = 90 * 24 * 3600
 """How long an unsubscribe link in a message keeps working (as long as delivery statuses)."""
+
+
+def inbound_mail(partition: int, digest: str) -> str:
+    """String: `pending` while the api handles one inbound email (a reply to a reply
+    address), then `done`, under SHA-256 of (person, Message-ID), in the person's
+    partition; INBOUND_MAIL_PENDING_TTL_S, then INBOUND_MAIL_TTL_S. So a message delivered
+    twice, or replayed, is handled once. Not write-side state: what it decided is an event."""
+    return f"{_tag(partition)}:inmail:{digest}"
+
+
+INBOUND_MAIL_PENDING_TTL_S: Final = 300
+"""How long a claim on an inbound email outlives a process that died handling it."""
+INBOUND_MAIL_TTL_S: Final = 30 * 24 * 3600
+"""How long a Message-ID handled stays handled (longer than any sender retries)."""
+
+
+def mailgun_token(token_hash: str) -> str:
+    """String: a Mailgun webhook token already used (SHA-256 of it); MAILGUN_TOKEN_TTL_S.
+    Written by the api before it handles the request, so a replayed request is refused."""
+    return f"{PREFIX}:mailgun:{token_hash}"
+
+
+MAILGUN_TOKEN_TTL_S: Final = 600
+"""Longer than a Mailgun request stays fresh (MAILGUN_FRESH_S in muster.api.inboundmail)."""
 
 
 def rate(scope: str, subject_hash: str, window: int) -> str:

@@ -31,6 +31,13 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, int]]] = {
         {"admin": 201, **ADMIN_ONLY},
     ),
     ("GET", "/v1/accounts/{handle}"): ("/v1/accounts/mia", None, dict.fromkeys(WHO, 200)),
+    # a provider's webhook: no token counts, only Mailgun's signature (tests/delivery/
+    # test_mail_in.py); with inbound mail off (no MUSTER_MAIL_IN_SECRET) nobody gets in
+    ("POST", "/v1/inbound/email/mailgun/mime"): (
+        "/v1/inbound/email/mailgun/mime",
+        None,
+        dict.fromkeys(WHO, 404),
+    ),
     ("GET", "/v1/me"): ("/v1/me", None, ANY_TOKEN),
     ("PATCH", "/v1/me"): ("/v1/me", {"display_name": "Renamed"}, ANY_TOKEN),
     ("PUT", "/v1/accounts/{team}/posters/{handle}"): (

@@ -48,6 +48,7 @@ from muster.api.routes import (
     subscriptions,
 )
 from muster.api.routes import scim as scim_routes
+from muster.api.routes.inbound import MAILGUN_PATH
 from muster.api.state import ApiState
 from muster.api.tokens import TokenCache
 from muster.api.web.pagecache import PageCache
@@ -217,7 +218,10 @@ def create_app(settings: Settings) -> MusterApi:
 
     # Every write: the body limit first (its 413 before anything reads), then the replica wait.
     # The ingest routes get the same two in front of FastAPI (HotPath's `outer`).
-    outer: list[tuple[Any, dict[str, Any]]] = [(BodyLimit, {"max_bytes": settings.max_body_bytes})]
+    mail = {MAILGUN_PATH: max(settings.max_body_bytes, settings.mail_in_max_bytes * 2)}
+    outer: list[tuple[Any, dict[str, Any]]] = [
+        (BodyLimit, {"max_bytes": settings.max_body_bytes, "larger": mail})
+    ]
     if settings.write_replicas:
         wait = {"replicas": settings.write_replicas, "wait_ms": settings.write_wait_ms}
         outer.append((Replicated, wait))

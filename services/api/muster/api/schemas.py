@@ -557,3 +557,13 @@ class IncidentOut(msgspec.Struct, kw_only=True):
     """The state each component was last set to by this incident's updates."""
     updates: list[IncidentUpdateOut]
     """Oldest first; the first one opened it."""
+
+
+class InboundEmailOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What an inbound email became: `reply` (a post in the thread), `dm`, `answer` (to the
+    roll-call `id`), `refused` (with `reason`, recorded as an InboundEmailRefused) or
+    `duplicate` (that Message-ID was handled before)."""
+
+    outcome: str
+    reason: str | None = None
+    id: str | None = None
