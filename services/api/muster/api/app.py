@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from muster import connection, keys
+from muster.answerlinks import Links
 from muster.api import bodies, crowd, openapi, scim, web, writes
 from muster.api.backpressure import LagMonitor
 from muster.api.hotpath import HotPath
@@ -33,6 +34,7 @@ from muster.api.replication import Replicated
 from muster.api.routes import (
     accounts,
     audit,
+    callbacks,
     deliveries,
     directory,
     dms,
@@ -96,6 +98,7 @@ def create_app(settings: Settings) -> MusterApi:
             metrics=Metrics(),
             reader=Reader(redis, settings.partitions),
             writeside=WriteSide(redis, partitions=settings.partitions),
+            links=Links(redis, settings.partitions),
             oidc=RelyingParty(settings) if settings.oidc_enabled else None,
         )
         app.state.muster = st
@@ -144,6 +147,7 @@ def create_app(settings: Settings) -> MusterApi:
         incidents,
         inbound,
         rollcalls,
+        callbacks,
         web,
     )
     for module in (*routers, scim_routes):

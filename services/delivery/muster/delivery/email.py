@@ -85,7 +85,7 @@ def _date(created_at: str) -> str:
     return format_datetime(datetime.fromisoformat(created_at.replace("Z", "+00:00")))
 
 
-def _post_parts(post: Post, url: str) -> tuple[str, str, str]:
+def _post_parts(post: Post, url: str, answer_url: str | None = None) -> tuple[str, str, str]:
     snippet = " ".join(post.text.split())
     if len(snippet) > SUBJECT_SNIPPET:
         snippet = snippet[: SUBJECT_SNIPPET - 1].rstrip() + "…"
@@ -99,6 +99,13 @@ def _post_parts(post: Post, url: str) -> tuple[str, str, str]:
         f"<p><strong>{post.severity.upper()}</strong> from {html.escape(who)}</p>\n"
         f'<p>{body}</p>\n<p><a href="{html.escape(url)}">Open in Muster</a></p>\n'
     )
+    if answer_url is not None and post.rollcall is not None:
+        labels = " / ".join(o.label for o in post.rollcall.options)
+        plain += f"\nAnswer ({labels}): {answer_url}\n"
+        rich += (
+            f'<p><strong><a href="{html.escape(answer_url)}">Answer: {html.escape(labels)}'
+            "</a></strong></p>\n"
+        )
     return subject, plain, rich
 
 
@@ -113,15 +120,18 @@ def _dm_parts(message: Message, url: str) -> tuple[str, str, str]:
     return subject, plain, rich
 
 
-def render(content: Content, *, mail_from: str, public_url: str) -> bytes:
-    """Everything but the per-recipient headers (To, Message-ID), CRLF line ends."""
+def render(
+    content: Content, *, mail_from: str, public_url: str, answer_url: str | None = None
+) -> bytes:
+    """Everything but the per-recipient headers (To, Message-ID), CRLF line ends; a
+    roll-call's carries the recipient's own answer link (`answer_url`)."""
     url = link(public_url, content)
     if content.message is not None:
         subject, plain, rich = _dm_parts(content.message, url)
         created = content.message.created_at
     else:
         assert content.post is not None
-        subject, plain, rich = _post_parts(content.post, url)
+        subject, plain, rich = _post_parts(content.post, url, answer_url)
         created = content.post.created_at
     mail = EmailMessage(policy=SMTP)
     mail["From"] = mail_from
@@ -283,11 +293,16 @@ class Composer:
         content: Content,
         to: str,
         extra: SubscriberParts | None = None,
+        answer_url: str | None = None,
     ) -> bytes:
         msgid = message_id(delivery_id, self.public_url)
         head = f"To: {to}\r\nMessage-ID: {msgid}\r\n".encode()
         if extra is not None:  # a subscriber's: its own links, rendered for it
             return head + self._for_subscriber(content, extra)
+        if answer_url is not None:  # a roll-call's: the recipient's own answer link
+            return head + render(
+                content, mail_from=self.mail_from, public_url=self.public_url, answer_url=answer_url
+            )
         template = self._templates.get(
             content.id,
             lambda: render(content, mail_from=self.mail_from, public_url=self.public_url),
@@ -321,9 +336,14 @@ class EmailSender:
         self.composer = Composer(settings.mail_from, settings.public_url)
 
     def message(
-        self, delivery_id: str, content: Content, to: str, extra: SubscriberParts | None = None
+        self,
+        delivery_id: str,
+        content: Content,
+        to: str,
+        extra: SubscriberParts | None = None,
+        answer_url: str | None = None,
     ) -> bytes:
-        return self.composer.message(delivery_id, content, to, extra)
+        return self.composer.message(delivery_id, content, to, extra, answer_url)
 
     async def send(
         self,
@@ -331,13 +351,14 @@ class EmailSender:
         content: Content,
         recipient: Recipient,
         extra: SubscriberParts | None = None,
+        answer_url: str | None = None,
     ) -> str | None:
         """Send; None (sent), or raise a DeliveryError."""
         to = recipient.email
         if not to:
             raise PermanentDeliveryError("no email address")
         _check_address(to)
-        data = self.message(delivery_id, content, to, extra)
+        data = self.message(delivery_id, content, to, extra, answer_url)
         options = [] if to.isascii() else ["SMTPUTF8"]
         session = await self.pool.idle.get()
         try:
@@ -409,13 +430,14 @@ class Mailbox:
         content: Content,
         recipient: Recipient,
         extra: SubscriberParts | None = None,
+        answer_url: str | None = None,
     ) -> str:
         """Write the message; the note its delivery status carries (`logged`: not sent)."""
         to = recipient.email
         if not to:
             raise PermanentDeliveryError("no email address")
         _check_address(to)
-        data = self.composer.message(delivery_id, content, to, extra)
+        data = self.composer.message(delivery_id, content, to, extra, answer_url)
         path = self.directory / f"{delivery_id}.eml"
         try:
             await asyncio.to_thread(_write_private, path, data)
