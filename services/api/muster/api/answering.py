@@ -24,15 +24,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import msgspec
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from muster import keys
 from muster.answerlinks import now_ms, suspect_reason
-from muster.api import lookups, rollcalls, subscribing
-from muster.api.schemas import RollCallAnswerOut
+from muster.api import bodies, lookups, rollcalls, subscribing
+from muster.api.schemas import RollCallAnswerOut, RollCallCallback
 from muster.api.state import ApiState
-from muster.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, Unauthorized
+from muster.errors import Conflict, Forbidden, Gone, NotFound, Unauthorized
 from muster.events import AnswerEvidence, utcnow
 from muster.records import Account, RollCallLink
 
@@ -178,10 +177,6 @@ async def answer_by_sms(st: ApiState, phone: str, code: int, message_sid: str) -
 
 
 # --- webhook callbacks ----------------------------------------------------------------------------
-class CallbackBody(msgspec.Struct, forbid_unknown_fields=False):
-    option: str
-
-
 async def answer_by_callback(
     st: ApiState, link: str, body: bytes, headers: dict[str, str]
 ) -> RollCallAnswerOut:
@@ -200,10 +195,7 @@ async def answer_by_callback(
             "webhook-signature is missing or wrong, or webhook-timestamp is not within 5 minutes",
             code="bad_signature",
         ) from None
-    try:
-        req = msgspec.json.decode(body, type=CallbackBody)
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f'the body must be {{"option": key}}: {exc}', code="bad_json") from None
+    req = bodies.decode(body, RollCallCallback)
     if not asked.open:
         raise Gone(f"roll-call {asked.rollcall.id} is closed", code="rollcall_closed")
     asked.rollcall.option(req.option)  # 422 before the id is claimed

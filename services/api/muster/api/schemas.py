@@ -140,6 +140,12 @@ class AnswerRollCall(Request):
     note: Note | None = None
 
 
+class RollCallCallback(Request):
+    """A webhook recipient's answer (POST /v1/rollcalls/callback/{link}), signed."""
+
+    option: OptionKey
+
+
 class ExtendRollCall(Request):
     deadline: AwareTime
 

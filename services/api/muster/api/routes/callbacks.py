@@ -15,8 +15,8 @@ from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from muster.api import answering, bodies
-from muster.api.openapi import responds
-from muster.api.schemas import RollCallAnswerOut
+from muster.api.openapi import body, responds
+from muster.api.schemas import RollCallAnswerOut, RollCallCallback
 from muster.api.state import state
 
 router = APIRouter(tags=["rollcalls"])
@@ -27,24 +27,11 @@ Link = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{16}$", description="from res
 @router.post(
     "/v1/rollcalls/callback/{link}",
     summary="A webhook recipient's answer (Standard Webhooks signature, its own secret)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"option": {"type": "string"}},
-                        "required": ["option"],
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=body(RollCallCallback),
     responses=responds(200, RollCallAnswerOut, errors=(400, 401, 404, 409, 410, 413, 422)),
 )
 async def callback(link: Link, request: Request) -> Response:
     st = state(request)
-    body = await request.body()
+    raw = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
-    return bodies.json(await answering.answer_by_callback(st, link, body, headers))
+    return bodies.json(await answering.answer_by_callback(st, link, raw, headers))
