@@ -329,11 +329,12 @@ async def report(st: ApiState, rc: Loaded) -> RollCallOut:
         for q in parts:
             pipe.scard(keys.rollcall_audience(q, rc.id))
             pipe.hgetall(keys.rollcall_counts(q, rc.id))
+            pipe.hkeys(keys.sms_opted_out(q))
         replies: list[Any] = await pipe.execute()
-    targeted = sum(int(n) for n in replies[0::2])
-    opted_out = await _sms_opted_out(st, rc)
+    targeted = sum(int(n) for n in replies[0::3])
+    opted_out = await _sms_opted_out(st, rc, replies[2::3])
     totals: dict[str, int] = {}
-    for reply in replies[1::2]:
+    for reply in replies[1::3]:
         for k, v in reply.items():
             totals[text(k)] = totals.get(text(k), 0) + int(v)
     by_option = {o.key: totals.get(f"opt:{o.key}", 0) for o in rc.question.options}
@@ -386,21 +387,19 @@ async def rows(st: ApiState, rc: Loaded) -> list[RollCallRecipientOut]:
         for q in parts:
             pipe.smembers(keys.rollcall_audience(q, rc.id))
             pipe.hgetall(keys.rollcall_answers(q, rc.id))
+            pipe.hkeys(keys.sms_opted_out(q))
         replies: list[Any] = await pipe.execute()
-    audience = sorted(h for reply in replies[0::2] for h in texts(reply))
-    answers = {text(k): rollcall_answer_of(v) for reply in replies[1::2] for k, v in reply.items()}
-    opted_out = await _sms_opted_out(st, rc)
+    audience = sorted(h for reply in replies[0::3] for h in texts(reply))
+    answers = {text(k): rollcall_answer_of(v) for reply in replies[1::3] for k, v in reply.items()}
+    opted_out = await _sms_opted_out(st, rc, replies[2::3])
     return [_row(handle, answers.get(handle), handle in opted_out) for handle in audience]
 
 
-async def _sms_opted_out(st: ApiState, rc: Loaded) -> set[str]:
-    """The people asked whose phone texted a stop word (keys.sms_opted_out: small, since
-    only those who did are in it), intersected with the audience in one round trip."""
+async def _sms_opted_out(st: ApiState, rc: Loaded, stopped: list[Any]) -> set[str]:
+    """The people asked whose phone texted a stop word, from each partition's
+    keys.sms_opted_out (`stopped`, by partition: small, only those who did are in it),
+    checked against the audience in one more round trip when there are any."""
     parts = range(st.settings.partitions)
-    async with st.redis.pipeline(transaction=False) as pipe:
-        for q in parts:
-            pipe.hkeys(keys.sms_opted_out(q))
-        stopped: list[Any] = await pipe.execute()
     candidates = [(q, texts(reply)) for q, reply in zip(parts, stopped, strict=True) if reply]
     if not candidates:
         return set()
