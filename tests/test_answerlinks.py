@@ -47,8 +47,8 @@ async def test_a_link_is_per_recipient_and_channel_the_same_on_a_resend_and_kept
     stored: Any = await aredis.keys("*rc:link:*")
     assert len(stored) == 4
     assert not any(first.encode() in key for key in stored)  # only its hash is a key
-    for value in await aredis.mget(stored):
-        assert first.encode() not in value
+    values: Any = await aredis.mget(stored)
+    assert all(first.encode() not in value for value in values)
     # a link made under another key (another deployment), or any other string, is nothing
     assert await links.resolve("A" * 16) is None
     assert await links.resolve(first + "x") is None
