@@ -168,14 +168,23 @@ class Links:
         return keys.rollcall_sms_codes(keys.partition_of(digest, self.partitions), digest)
 
     async def allocate_codes(
-        self, phone: str, rollcall: str, recipient: str, options: int, *, expires_ms: int
+        self,
+        phone: str,
+        rollcall: str,
+        recipient: str,
+        options: int,
+        *,
+        expires_ms: int,
+        pipe: Any = None,
     ) -> int:
-        """The first reply code of (rollcall, recipient) on `phone` (one per option after it)."""
+        """The first reply code of (rollcall, recipient) on `phone` (one per option after
+        it); queued on `pipe` when given (its result is the first code, at execute)."""
         first = await self._codes(
             keys=[self.codes_key(phone)],
             args=[f"{rollcall}|{recipient}", options, expires_ms, now_ms()],
+            client=pipe,
         )
-        return int(first)
+        return 0 if pipe is not None else int(first)
 
     async def code_holder(self, phone: str, code: int) -> tuple[str, str, int] | None:
         """(rollcall, recipient, option index) a reply `code` from `phone` names, if any."""

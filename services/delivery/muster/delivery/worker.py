@@ -379,12 +379,15 @@ class Delivery:
         """How each recipient of a roll-call answers from the message about to be sent
         (muster.answerlinks): a link of its own (email, SMS: the answer page; webhook: its
         callback), recorded first so it works when the message arrives, and for an SMS reply
-        codes of its own on that phone. A resend gets the same link and the same codes."""
+        codes of its own on that phone; all in one pipeline. A resend gets the same link
+        and the same codes."""
         if not jobs:
             return
         public = self.settings.public_url
         now = utcnow()
+        codes: list[tuple[_Job, str, int]] = []  # (job, link, its codes' result index)
         async with self.redis.pipeline(transaction=False) as pipe:
+            queued = 0
             for job, content, person in jobs:
                 r = job.request
                 assert content.post is not None
@@ -397,20 +400,27 @@ class Delivery:
                     pipe, content.id, r.recipient, r.channel,
                     ttl_s=left_s + keys.ROLLCALL_LINK_SLACK_S,
                 )  # fmt: skip
+                queued += 1
                 if r.channel == "webhook":
                     job.answering = contents.Answering(contents.respond_url(public, link))
-                    continue
-                first = 0
-                if r.channel == "sms" and person.phone:
-                    first = await self.links.allocate_codes(
+                elif r.channel == "sms" and person.phone:
+                    await self.links.allocate_codes(
                         person.phone,
                         content.id,
                         r.recipient,
                         len(question.options),
                         expires_ms=int(grace_until.timestamp() * 1000),
+                        pipe=pipe,
                     )
-                job.answering = contents.Answering(contents.answer_link(public, link), first)
-            await pipe.execute()
+                    codes.append((job, link, queued))
+                    queued += 1
+                else:
+                    job.answering = contents.Answering(contents.answer_link(public, link))
+            replies: list[Any] = await pipe.execute()
+        for job, link, index in codes:
+            job.answering = contents.Answering(
+                contents.answer_link(public, link), int(replies[index])
+            )
 
     async def _generator(self) -> IdGenerator:
         if self._ids is None:
