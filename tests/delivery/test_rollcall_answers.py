@@ -473,3 +473,58 @@ def test_the_code_block_codec_matches_the_script() -> None:
     assert (
         msgspec.json.decode(msgspec.json.encode({"v": block.encode()}))["v"] == "4|3|1700000000000"
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Fire alarm in A: are you safe?",
+        "Évacuation — bâtiment A ✓",  # not ASCII, short lines: 8bit
+        "x" * 400,  # a line too long for 7bit/8bit: the library encodes the body
+        "Ünïcödé " * 60,
+    ],
+)
+def test_a_roll_call_email_is_the_same_as_a_whole_render(text: str) -> None:
+    """Each recipient's roll-call email is the post's rendered once, with their link put in:
+    byte for byte what rendering it whole gives, or rendered whole when that cannot be."""
+    from muster import views
+    from muster.delivery.content import answer_link, decode_content
+    from muster.delivery.email import Composer, render
+
+    view = views.Post(
+        id="112365718733521099",
+        author="boss",
+        as_account="ops",
+        text=text,
+        visibility="internal",
+        severity="critical",
+        in_reply_to=None,
+        created_at="2024-05-01T12:00:01.011Z",
+        rollcall=views.RollCallQuestion(
+            options=[events.RollCallOption(**o) for o in OPTIONS],
+            deadline="2024-05-01T13:00:00Z",
+            grace_s=86400,
+        ),
+    )
+    content = decode_content("post", view.id, views.encode(view))
+    composer = Composer("alerts@muster.test", PUBLIC_URL)
+    for link in ("AbCdEfGhIjKlMnOp", "0123456789-_abcd"):
+        url = answer_link(PUBLIC_URL, link)
+        made = composer.message("d1", content, "ana@example.test", answer_url=url)
+        whole = render(
+            content, mail_from="alerts@muster.test", public_url=PUBLIC_URL, answer_url=url
+        )
+        assert made.endswith(whole)
+        message = email_of(made)
+        for kind in ("plain", "html"):
+            part = message.get_body((kind,))
+            assert part is not None
+            assert url in part.get_content()
+            assert "~~~~" not in part.get_content()
+
+
+def email_of(raw: bytes) -> Any:
+    import email
+    import email.policy
+
+    return email.message_from_bytes(raw, policy=email.policy.default)
