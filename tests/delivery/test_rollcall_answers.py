@@ -528,3 +528,47 @@ def email_of(raw: bytes) -> Any:
     import email.policy
 
     return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+async def test_a_closed_roll_call_takes_no_answers_from_outside(
+    stack: Stack, peers: Peers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = stack
+    cast = await setup_people(s, peers)
+    boss = cast["boss"]
+    rc = await open_rollcall(s, boss)
+    human(monkeypatch)
+    # ben answers through the link in his SMS: channel sms; pressing twice records it once
+    sms_link = LINK.search(sms_to(peers, "+15551230002")[0])
+    assert sms_link is not None
+    form = parse((await s.call("GET", f"/r/{sms_link.group(1)}")).text).forms[2]
+    browser = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": BROWSER}
+    for _ in range(2):
+        pressed = await s.call(
+            "POST", form["action"], content=urlencode(form["fields"]), headers=browser
+        )
+        assert pressed.status_code == 200
+    assert [(e.recipient, e.channel, e.option) for e in await answers(s)] == [("ben", "sms", "3")]
+
+    link = mail_link(peers, "ana@example.test")
+    page = parse((await s.call("GET", f"/r/{link}")).text)
+    (hook,) = peers.webhooks.accepted()
+    respond = msgspec.json.decode(hook.body)["respond_url"].removeprefix(PUBLIC_URL)
+    await s.ok("POST", f"/v1/rollcalls/{rc}/close", token=boss)
+    before = await log_length(s)
+    closed = await s.call("GET", f"/r/{link}")
+    assert closed.status_code == 410
+    assert "closed" in closed.text
+    assert not parse(closed.text).forms
+    pressed = await s.call(
+        "POST", page.forms[0]["action"], content=urlencode(page.forms[0]["fields"]), headers=browser
+    )
+    assert pressed.status_code == 410
+    assert "closed" in (await text_in(s, "+15551230002", "1", "SM20")).text
+    body = b'{"option":"1"}'
+    late = await s.call(
+        "POST", respond, content=body, headers=signed(cast["cal"]["webhook_secret"], "m1", body)
+    )
+    assert late.status_code == 410
+    assert late.json()["error"]["code"] == "rollcall_closed"
+    assert await log_length(s) == before
