@@ -356,6 +356,11 @@ async def test_bad_links_are_uniform_404s_and_change_nothing(stack: Stack, peers
     assert (
         await s.call("POST", "/v1/rollcalls/callback/" + link, content=b"{}")
     ).status_code == 404
+    # a webhook's callback link never opens the page (it would answer unsigned)
+    (hook,) = peers.webhooks.accepted()
+    callback = msgspec.json.decode(hook.body)["respond_url"].rsplit("/", 1)[1]
+    assert (await s.call("GET", f"/r/{callback}")).status_code == 404
+    assert (await s.call("POST", f"/r/{callback}", content=b"option=1")).status_code == 404
     assert await log_length(s) == before
 
 

@@ -36,6 +36,8 @@ from muster.events import AnswerEvidence, utcnow
 from muster.records import Account, RollCallLink
 
 INVALID_LINK = "This answer link is not valid or has expired."
+PAGE_CHANNELS = ("email", "sms")
+"""The messages whose links open the answer page."""
 USER_AGENT_CHARS = 200
 
 
@@ -52,10 +54,12 @@ class Asked:
         return self.rollcall.state(utcnow()) == "open"
 
 
-async def asked_by_link(st: ApiState, link: str) -> Asked:
-    """What `link` answers (404 for anything we did not send, or whose roll-call is gone)."""
+async def asked_by_link(st: ApiState, link: str, *, channels: tuple[str, ...]) -> Asked:
+    """What `link` answers (404 for anything we did not send, whose roll-call is gone, or
+    that came by another of `channels`: a webhook's callback link never opens the page,
+    which would answer without the webhook's signature)."""
     found = await st.links.resolve(link)
-    if found is None:
+    if found is None or found.channel not in channels:
         raise NotFound(INVALID_LINK, code="invalid_link")
     try:
         rc = await rollcalls.load(st, found.rollcall)
@@ -182,9 +186,7 @@ async def answer_by_callback(
 ) -> RollCallAnswerOut:
     """A webhook recipient's answer. 404 for a callback URL we did not send (or not a
     webhook's), 401 for a bad or stale signature, 409 for a webhook-id already taken."""
-    asked = await asked_by_link(st, link)
-    if asked.link.channel != "webhook":
-        raise NotFound(INVALID_LINK, code="invalid_link")
+    asked = await asked_by_link(st, link, channels=("webhook",))
     secret = asked.person.webhook_secret
     if not secret:
         raise Unauthorized("the recipient has no webhook secret to check", code="bad_signature")

@@ -52,7 +52,7 @@ def _closed(request: Request, asked: answering.Asked) -> HTMLResponse:
 @router.api_route("/r/{link}", methods=["GET", "HEAD"])
 async def page(link: str, request: Request) -> Response:
     st = state(request)
-    asked = await answering.asked_by_link(st, link)
+    asked = await answering.asked_by_link(st, link, channels=answering.PAGE_CHANNELS)
     if not asked.open:
         return _closed(request, asked)
     rc = asked.rollcall
@@ -81,7 +81,7 @@ async def page(link: str, request: Request) -> Response:
 @router.post("/r/{link}")
 async def answer(link: str, request: Request) -> Response:
     st = state(request)
-    asked = await answering.asked_by_link(st, link)
+    asked = await answering.asked_by_link(st, link, channels=answering.PAGE_CHANNELS)
     form = await forms.read(request)
     try:
         out = await answering.answer_by_link(
