@@ -264,7 +264,8 @@ UNSUBSCRIBE_TOKEN_TTL_S: Final = 90 * 24 * 3600
 
 def rate(scope: str, subject_hash: str, window: int) -> str:
     """Counter: requests of one kind (`scope`: subscribe per client network, subscribe per
-    address, confirmation messages per address and day, wrong codes per phone) in one
+    address, confirmation messages per address and day, wrong codes per phone, answers per
+    roll-call answer link) in one
     fixed window; expires with the window. Never holds an address, only its SHA-256."""
     return f"{PREFIX}:rate:{scope}:{subject_hash}:{window}"
 

@@ -577,3 +577,28 @@ async def test_a_closed_roll_call_takes_no_answers_from_outside(
     assert late.status_code == 410
     assert late.json()["error"]["code"] == "rollcall_closed"
     assert await log_length(s) == before
+
+
+async def test_one_link_gives_a_bounded_number_of_answers(
+    stack: Stack, peers: Peers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each answer is an event for good, and a fresh page token is one GET away: past
+    LINK_ANSWERS_PER_HOUR a link is 429, and nothing more is appended."""
+    from muster.api import answering
+
+    monkeypatch.setattr(answering, "LINK_ANSWERS_PER_HOUR", 3)
+    human(monkeypatch)
+    s = stack
+    cast = await setup_people(s, peers)
+    await open_rollcall(s, cast["boss"])
+    link = mail_link(peers, "ana@example.test")
+    browser = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": BROWSER}
+    statuses = []
+    for i in range(5):
+        form = parse((await s.call("GET", f"/r/{link}")).text).forms[i % 3]
+        pressed = await s.call(
+            "POST", form["action"], content=urlencode(form["fields"]), headers=browser
+        )
+        statuses.append(pressed.status_code)
+    assert statuses == [200, 200, 200, 429, 429]
+    assert len(await answers(s)) == 3

@@ -22,6 +22,7 @@ is 410, as in the app.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -31,7 +32,7 @@ from muster.answerlinks import now_ms, suspect_reason
 from muster.api import bodies, lookups, rollcalls, subscribing
 from muster.api.schemas import RollCallAnswerOut, RollCallCallback
 from muster.api.state import ApiState
-from muster.errors import Conflict, Forbidden, Gone, NotFound, Unauthorized
+from muster.errors import Conflict, Forbidden, Gone, NotFound, TooManyRequests, Unauthorized
 from muster.events import AnswerEvidence, utcnow
 from muster.records import Account, RollCallLink
 
@@ -82,6 +83,27 @@ async def _first_time(st: ApiState, scope: str, ref: str) -> bool:
 
 
 # --- links ------------------------------------------------------------------------------------
+LINK_ANSWERS_PER_HOUR = 20
+"""Answers one link may give in an hour: each is an event in the log for good, and a page can
+be fetched for a fresh token at will, so a script must not be able to flood the log."""
+
+
+async def _limit_link(st: ApiState, link: str) -> None:
+    """429 past LINK_ANSWERS_PER_HOUR for this link (counted by its hash, never the link)."""
+    now = time.time()
+    window = int(now // 3600)
+    key = keys.rate("answerlink", _ref("link", link), window)
+    async with st.redis.pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, 3600)
+        count, _ = await pipe.execute()
+    if int(count) > LINK_ANSWERS_PER_HOUR:
+        raise TooManyRequests(
+            "Too many answers through this link; try again later.",
+            retry_after=max(1, int(3600 - now % 3600)),
+        )
+
+
 async def answer_by_link(
     st: ApiState,
     asked: Asked,
@@ -103,6 +125,7 @@ async def answer_by_link(
             code="bad_page_token",
         )
     asked.rollcall.option(option)  # 422 before anything is claimed
+    await _limit_link(st, link)
     since_delivery = (now_ms() - asked.link.sent_ms) / 1000
     agent = user_agent[:USER_AGENT_CHARS]
     reason = suspect_reason(agent, since_delivery, age)
