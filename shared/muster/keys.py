@@ -169,6 +169,12 @@ def idempotency(partition: int, caller: str, key: str) -> str:
     return f"{_tag(partition)}:idem:{caller}:{key}"
 
 
+def idempotency_receipt(partition: int, caller: str, key: str) -> str:
+    """String: the id a write under (caller, key) made, set in that write's MULTI (incidents
+    and their updates), so a retry after the claim in `idempotency` makes nothing; TTL as it."""
+    return f"{_tag(partition)}:idem_made:{caller}:{key}"
+
+
 def handles(partition: int) -> str:
     """Set: every account handle in the partition; api writes with AccountCreated."""
     return f"{_tag(partition)}:handles"

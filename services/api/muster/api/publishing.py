@@ -23,7 +23,6 @@ import hashlib
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 
 from muster import eventlog, events, keys, scripts, views
 from muster.api import bodies
@@ -123,46 +122,76 @@ class _Append:
         raise Forbidden(f"you may not post as {self.poster_of}", code="not_a_poster", field="as")
 
     async def _claimed(self, record: str, receipt: str) -> bytes:
-        redis = self.state.redis
-        claim = _PENDING + self.fingerprint.encode()
-        mine = bool(await redis.set(record, claim, nx=True, ex=keys.IDEMPOTENCY_TTL_S))
-        if not mine:
-            previous: Any = await redis.get(record)  # bytes: our clients never decode
-            if previous is not None and not previous.startswith(_PENDING):
-                return self._answer_for(previous)
-            if previous is not None and previous[1:].decode() != self.fingerprint:
-                raise _reused()
-            # In progress with this very body (a retry racing the first request, or after it
-            # died): the receipt makes the append happen once.
+        claim = Claim(self.state, record, self.fingerprint)
+        previous = await claim.begin()
+        if previous is not None:
+            return previous
         try:
             response = await self._script(receipt)
         except BaseException:
-            if mine:
-                await _release(redis, record, claim)
+            await claim.release()
             raise
-        await self._record(record, response)
+        await claim.done(response)
         return response
 
-    async def _record(self, record: str, response: bytes) -> None:
+
+class Claim:
+    """Steps 1 and 3 of the module docstring, for any write that keeps a receipt of its own
+    (posts through the append script; incidents in their MULTI, muster.api.incidents)."""
+
+    def __init__(self, state: ApiState, record: str, fingerprint: str) -> None:
+        self.state = state
+        self.record = record
+        self.fingerprint = fingerprint
+        self.mine = False
+
+    @classmethod
+    def of(
+        cls, state: ApiState, caller: str, key: str, route: str, request: msgspec.Struct
+    ) -> Claim:
+        partition = keys.partition_of(caller, state.settings.partitions)
+        record = keys.idempotency(partition, caller, key)
+        return cls(state, record, _fingerprint(route, request))
+
+    async def begin(self) -> bytes | None:
+        """The first answer when this key was answered (409 for another body), else None:
+        go on, and let the write's receipt make it happen once."""
+        redis = self.state.redis
+        claim = _PENDING + self.fingerprint.encode()
+        self.mine = bool(await redis.set(self.record, claim, nx=True, ex=keys.IDEMPOTENCY_TTL_S))
+        if self.mine:
+            return None
+        previous: Any = await redis.get(self.record)  # bytes: our clients never decode
+        if previous is not None and not previous.startswith(_PENDING):
+            fingerprint, _, response = previous.partition(b"\n")
+            if fingerprint.decode() != self.fingerprint:
+                self._conflict()
+            answer: bytes = response
+            return answer
+        if previous is not None and previous[1:].decode() != self.fingerprint:
+            self._conflict()
+        # In progress with this very body (a retry racing the first request, or after it
+        # died): the receipt makes the write happen once.
+        return None
+
+    async def done(self, response: bytes) -> None:
         await self.state.redis.set(
-            record, self.fingerprint.encode() + b"\n" + response, ex=keys.IDEMPOTENCY_TTL_S
+            self.record, self.fingerprint.encode() + b"\n" + response, ex=keys.IDEMPOTENCY_TTL_S
         )
 
-    def _answer_for(self, previous: bytes) -> bytes:
-        fingerprint, _, response = previous.partition(b"\n")
-        if fingerprint.decode() != self.fingerprint:
-            self.state.metrics.refused.labels("idempotency_conflict").inc()
-            raise _reused()
-        return response
+    async def release(self) -> None:
+        """After a refused write: drop the claim (only ours: another request may hold it)."""
+        if self.mine:
+            claim = _PENDING + self.fingerprint.encode()
+            await self.state.redis.eval(_RELEASE, 1, self.record, claim)
+
+    def _conflict(self) -> None:
+        self.state.metrics.refused.labels("idempotency_conflict").inc()
+        raise _reused()
 
 
 _APPEND_CHECKED = scripts.source("append_checked")
 _RELEASE = scripts.source("idempotency_release")
-
-
-async def _release(redis: aioredis.Redis, record: str, claim: bytes) -> None:
-    """Drop our claim (only ours: another request may hold it by now)."""
-    await redis.eval(_RELEASE, 1, record, claim)
 
 
 async def publish_post(

@@ -26,6 +26,7 @@ an internal post's, never reach the log (docs/architecture.md, guarantee 7).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import html
 import os
@@ -153,9 +154,42 @@ def render(
     return mail.as_bytes()
 
 
-def render_for_subscriber(
-    content: Content, *, mail_from: str, public_url: str, unsubscribe: str
-) -> bytes:
+_LINK = "\x00link\x00"  # where a subscriber's own link goes in the template's bodies
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberMail:
+    """A public post's email for subscribers, rendered once per post: each message is this
+    with the subscriber's own unsubscribe link put in. The link stays literal where it
+    matters: `List-Unsubscribe: <url>` is a raw header line (the email library would fold a
+    long URL into RFC 2047 encoded words, which mail clients do not read as a link, RFC
+    2369/8058), and the two bodies are base64-encoded per message (C-speed; the link cannot
+    be spliced into quoted-printable, which breaks lines where it likes). Rendering the whole
+    message per subscriber with EmailMessage took ~1.7 ms each against ~3 µs for a follower's
+    copy of the post's one rendering."""
+
+    head: bytes
+    """From … Content-Type, the blank line and the first boundary with the plain part's headers."""
+    plain: tuple[str, str]
+    middle: bytes
+    rich: tuple[str, str]
+    tail: bytes
+
+    def with_link(self, unsubscribe: str) -> bytes:
+        header = f"List-Unsubscribe: <{unsubscribe}>\r\n".encode("ascii")
+        one_click = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        plain = unsubscribe.join(self.plain)
+        rich = html.escape(unsubscribe).join(self.rich)
+        return b"".join(
+            (header, one_click, self.head, _base64(plain), self.middle, _base64(rich), self.tail)
+        )
+
+
+def _base64(text: str) -> bytes:
+    return base64.encodebytes(text.encode("utf-8")).replace(b"\n", b"\r\n")
+
+
+def subscriber_mail(content: Content, *, mail_from: str, public_url: str) -> SubscriberMail:
     """A public post for a subscriber without an account: linked to the status page, with a
     line on why they get it and how to stop, and RFC 8058's List-Unsubscribe headers (a
     POST to the URL ends the subscription at once; a GET shows a page with a button)."""
@@ -165,12 +199,29 @@ def render_for_subscriber(
     subject, plain, rich = _post_parts(post, url)
     why = f"You get this because you subscribed to @{post.as_account}'s status updates."
     plain = plain.replace("Open in Muster:", "Read it on the status page:")
-    plain += f"\n--\n{why}\nUnsubscribe: {unsubscribe}\n"
+    plain += f"\n--\n{why}\nUnsubscribe: {_LINK}\n"
     rich = rich.replace(">Open in Muster<", ">Read it on the status page<")
-    rich += (
-        f'<hr>\n<p>{html.escape(why)} <a href="{html.escape(unsubscribe)}">Unsubscribe</a></p>\n'
+    rich += f'<hr>\n<p>{html.escape(why)} <a href="{_LINK}">Unsubscribe</a></p>\n'
+    boundary = "=_muster_" + hashlib.sha256(content.raw).hexdigest()[:32]
+    mail = EmailMessage(policy=SMTP)
+    mail["From"] = mail_from
+    mail["Subject"] = subject
+    mail["Date"] = _date(post.created_at)
+    mail["Auto-Submitted"] = "auto-generated"
+    headers = mail.as_bytes()  # no body: the encoded headers and the blank line
+    assert headers.endswith(b"\r\n\r\n")
+    mime = f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n boundary="{boundary}"'
+    part = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+    plain_text, rich_text = plain.replace("\n", "\r\n"), rich.replace("\n", "\r\n")
+    before, after = plain_text.split(_LINK)
+    rich_before, rich_after = rich_text.split(_LINK)
+    return SubscriberMail(
+        head=headers[:-2] + f"{mime}\r\n\r\n--{boundary}\r\n{part.format('plain')}".encode(),
+        plain=(before, after),
+        middle=f"\r\n--{boundary}\r\n{part.format('html')}".encode("ascii"),
+        rich=(rich_before, rich_after),
+        tail=f"\r\n--{boundary}--\r\n".encode("ascii"),
     )
-    return _mail(subject, plain, rich, post.created_at, mail_from, content.raw, unsubscribe)
 
 
 def render_confirmation(
@@ -191,7 +242,7 @@ def render_confirmation(
         "(the link works for 24 hours).</p>\n"
         "<p>If it was not you, ignore this message: nothing will be sent.</p>\n"
     )
-    return _mail(subject, plain, rich, created_at, mail_from, link_to_confirm.encode(), None)
+    return _mail(subject, plain, rich, created_at, mail_from, link_to_confirm.encode())
 
 
 def _mail(
@@ -201,16 +252,12 @@ def _mail(
     created_at: str,
     mail_from: str,
     seed: bytes,
-    unsubscribe: str | None,
 ) -> bytes:
     mail = EmailMessage(policy=SMTP)
     mail["From"] = mail_from
     mail["Subject"] = subject
     mail["Date"] = _date(created_at)
     mail["Auto-Submitted"] = "auto-generated"
-    if unsubscribe is not None:
-        mail["List-Unsubscribe"] = f"<{unsubscribe}>"
-        mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     mail.set_content(plain)
     mail.add_alternative(rich, subtype="html")
     mail.set_boundary("=_muster_" + hashlib.sha256(seed).hexdigest()[:32])
@@ -296,6 +343,7 @@ class Composer:
         self._templates: Rendered[str, bytes] = Rendered()
         self._answer_templates: Rendered[str, bytes] = Rendered()
         self._stand_in = answer_link(public_url, "~" * LINK_CHARS)
+        self._for_subscribers: Rendered[str, SubscriberMail] = Rendered()
 
     def message(
         self,
@@ -348,9 +396,11 @@ class Composer:
                 link_to_confirm=extra.link,
                 created_at=extra.created_at,
             )
-        return render_for_subscriber(
-            content, mail_from=self.mail_from, public_url=self.public_url, unsubscribe=extra.link
+        template = self._for_subscribers.get(
+            content.id,
+            lambda: subscriber_mail(content, mail_from=self.mail_from, public_url=self.public_url),
         )
+        return template.with_link(extra.link)
 
 
 class EmailSender:

@@ -32,7 +32,7 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _idempotency_key(value: str | None) -> str | None:
+def idempotency_key_of(value: str | None) -> str | None:
     if value is None:
         return None
     if not value or not value.isascii() or not value.isprintable():
@@ -104,7 +104,7 @@ async def create_post(request: Request, idempotency_key: IdempotencyKey = None) 
     _sender(caller)
     req = await bodies.read(request, CreatePost)
     validation.text(req.text, limit=st.settings.max_post_chars)
-    key = _idempotency_key(idempotency_key)
+    key = idempotency_key_of(idempotency_key)
     as_account = req.as_ or caller.handle
     if as_account != caller.handle:
         kind = await lookups.kind_of(st, as_account, field="as", active=True)
@@ -145,7 +145,7 @@ async def create_dm(request: Request, idempotency_key: IdempotencyKey = None) ->
     _sender(caller)
     req = await bodies.read(request, CreateDm)
     validation.text(req.text, limit=st.settings.max_post_chars)
-    key = _idempotency_key(idempotency_key)
+    key = idempotency_key_of(idempotency_key)
     if req.to == caller.handle:
         raise Invalid("you cannot message yourself", code="cannot_message_self", field="to")
     if await lookups.kind_of(st, req.to, field="to", active=True) != "person":
