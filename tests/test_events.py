@@ -202,6 +202,8 @@ PARTITION_FIELD = {
     "RollCallClosed": "account",
     "RollCallExtended": "account",
     "InboundEmailRefused": "recipient",
+    "ContactPointOptedOut": "account",
+    "ContactPointOptedIn": "account",
 }
 PARTITION_PREFIX = {"subscription": "sub-"}
 """A subscription's events go to its recipient name's partition: `sub-<id>`."""
