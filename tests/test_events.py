@@ -207,6 +207,8 @@ PARTITION_FIELD = {
     "EscalationPolicyDeleted": "name",
     "ManagerChanged": "handle",
     "InboundEmailRefused": "recipient",
+    "ContactPointOptedOut": "account",
+    "ContactPointOptedIn": "account",
 }
 PARTITION_PREFIX = {"subscription": "sub-", "policy.name": "policy:", "name": "policy:"}
 """A subscription's events go to its recipient name's partition: `sub-<id>`; a policy's to

@@ -479,12 +479,31 @@ class RollCallAudienceRecorded(Event, frozen=True, kw_only=True, tag="RollCallAu
     recipients: tuple[str, ...]
 
 
+class AnswerEvidence(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """How an answer from outside the app arrived, kept so a person can judge it later:
+    `network` is a keyed hash of the client's network (IPv4 /24, IPv6 /48, as consent
+    events record it), never the address; `user_agent` the client's, cut to 200 characters;
+    `since_delivery_s` how long after the message carrying the link was handed to its
+    provider; `since_page_s` how long after the answer page was shown; `suspect_because`
+    why it looks automated (muster.answerlinks.SUSPECT_REASONS), empty when it does not."""
+
+    network: str = ""
+    user_agent: str = ""
+    since_delivery_s: float | None = None
+    since_page_s: float | None = None
+    suspect_because: str = ""
+
+
 class RollCallAnswered(Event, frozen=True, kw_only=True, tag="RollCallAnswered"):
     """`recipient`'s answer to `rollcall`, which replaces any earlier one (history: these
     events). `actor` is who gave it: the recipient, or (channel `proxy`) an author or admin
     answering for them. `kind` is the option's kind when it was answered; `late`: after
-    the deadline, inside the grace."""
+    the deadline, inside the grace. `suspect`: it looks automated (a link scanner), so it
+    does not account for anyone and never replaces an answer that is not suspect.
+    v2 adds where it came from: `source_ref` (the provider's id — an SMS's MessageSid, a
+    webhook callback's webhook-id — or the answer page's token hash) and `evidence`."""
 
+    v: int = 2
     rollcall: str
     account: str
     recipient: str
@@ -494,6 +513,8 @@ class RollCallAnswered(Event, frozen=True, kw_only=True, tag="RollCallAnswered")
     note: str = ""
     late: bool = False
     suspect: bool = False
+    source_ref: str = ""
+    evidence: AnswerEvidence | None = None
 
 
 class RollCallHelpHandled(Event, frozen=True, kw_only=True, tag="RollCallHelpHandled"):
@@ -597,6 +618,27 @@ class InboundEmailRefused(Event, frozen=True, kw_only=True, tag="InboundEmailRef
     via: str = "smtp"
 
 
+class ContactPointOptedOut(Event, frozen=True, kw_only=True, tag="ContactPointOptedOut"):
+    """`account` texted a stop word (`keyword`) from its phone: the provider sends it no
+    more SMS until it texts START, and nothing Muster does can override that, mandatory
+    follow or not. Recorded so roll-call reports show who cannot be reached by SMS (their
+    other channels still carry everything). `source_ref`: the text's MessageSid."""
+
+    account: str
+    channel: str = "sms"
+    keyword: str = ""
+    source_ref: str = ""
+
+
+class ContactPointOptedIn(Event, frozen=True, kw_only=True, tag="ContactPointOptedIn"):
+    """`account` texted a start word: SMS reach it again."""
+
+    account: str
+    channel: str = "sms"
+    keyword: str = ""
+    source_ref: str = ""
+
+
 AnyEvent: TypeAlias = (
     AccountCreated
     | AccountTokenReset
@@ -638,6 +680,8 @@ AnyEvent: TypeAlias = (
     | EscalationPolicyDeleted
     | ManagerChanged
     | InboundEmailRefused
+    | ContactPointOptedOut
+    | ContactPointOptedIn
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__
@@ -722,6 +766,8 @@ def partition_handle(event: Event) -> str:
             return policy_partition_handle(policy.name)
         case EscalationPolicyDeleted(name=name):
             return policy_partition_handle(name)
+        case ContactPointOptedOut(account=a) | ContactPointOptedIn(account=a):
+            return a
         case _:
             return event.actor
 

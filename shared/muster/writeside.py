@@ -40,6 +40,8 @@ from muster.events import (
     AccountUnfollowed,
     AnyEvent,
     ComponentChanged,
+    ContactPointOptedIn,
+    ContactPointOptedOut,
     ContactPointsChanged,
     DirectoryGroupChanged,
     DirectoryGroupRemoved,
@@ -142,6 +144,7 @@ FAMILIES = (
             lambda p: keys.rollcall_escalation(p, keys.ANY),
             keys.escalation_policies,
             keys.escalation_policy_versions,
+            keys.sms_opted_out,
         ),
         (keys.token(keys.ANY), keys.ENROLMENT_RULES),
     ),
@@ -360,6 +363,14 @@ class WriteSide:
                 else:
                     pipe.hset(key, "manager", event.manager)
                 pipe.hincrby(key, "rev", 1)
+            case ContactPointOptedOut():
+                pipe.hset(
+                    keys.sms_opted_out(self._p(event.account)),
+                    event.account,
+                    views.rfc3339(event.at),
+                )
+            case ContactPointOptedIn():
+                pipe.hdel(keys.sms_opted_out(self._p(event.account)), event.account)
             case _:
                 pass  # posts and DMs keep no write-side state (idempotency keys expire)
 

@@ -167,6 +167,13 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, int]]] = {
         None,
         {"admin": 404, **ADMIN_ONLY},
     ),
+    # a webhook recipient's answer: its signature authenticates, a bearer token changes
+    # nothing; a callback URL nobody was sent is 404 to everyone
+    ("POST", "/v1/rollcalls/callback/{link}"): (
+        "/v1/rollcalls/callback/AAAAAAAAAAAAAAAA",
+        {"option": "1"},
+        dict.fromkeys(WHO, 404),
+    ),
     ("GET", "/healthz"): ("/healthz", None, dict.fromkeys(WHO, 200)),
     ("GET", "/openapi.json"): ("/openapi.json", None, dict.fromkeys(WHO, 200)),
     # no worker has created its consumer groups here: not ready, whoever asks

@@ -71,6 +71,11 @@ async def test_a_reminder_and_a_managers_notice_arrive_on_their_channels(
     notice = mails["mgr@example.test"]
     assert notice["Message-ID"] == f"<{rc}-s1l0-ana.mgr.email@muster.test>"
     assert "@ana has not answered this roll-call yet." in notice["Subject"]
+    # the reminder says how to answer, as the post's own message would; the manager's not
+    assert f"{PUBLIC_URL}/r/" in plain.get_content()
+    notice_plain = notice.get_body(("plain",))
+    assert notice_plain is not None
+    assert "/r/" not in notice_plain.get_content()
 
     (sms,) = peers.sms.messages  # ana's (`all`); the manager takes DMs by app and email only
     assert (sms.to, sms.idempotency_key) == ("+15551230001", f"{rc}-s0l0.ana.sms")
@@ -82,6 +87,7 @@ async def test_a_reminder_and_a_managers_notice_arrive_on_their_channels(
     assert payload["type"] == "rollcall.escalated"
     assert payload["data"]["id"] == rc
     assert payload["data"]["text"].startswith("Reminder:")
+    assert payload["respond_url"].startswith(f"{PUBLIC_URL}/v1/rollcalls/callback/")
 
     # statuses, where GET …/deliveries-style reads find them
     q = keys.partition_of("ana", s.settings.partitions)

@@ -4,7 +4,7 @@ listener (smtplib on loopback) and through Mailgun's signed inbound webhook.
 The api, the timeline and delivery workers run as in the other delivery tests; emails go to
 the SMTP sink (peers.py), and a test replies to the Reply-To the delivered email carries,
 as a mail client would. The mail-in listener runs in this event loop on its own ApiState
-(`mailin.state_for`, what `muster mail-in` builds), like a separate process on the same Redis.
+(`opening.open_state`, what `muster mail-in` builds), like a separate process on the same Redis.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from redis_server import free_port
 
 from delivery.conftest import OpenStack, Peers, Stack, until
 from muster import events, keys
-from muster.api import inboundmail, mailin
+from muster.api import inboundmail, mailin, opening
 from muster.api.replytext import automated, parse, reply_text
 from muster.ids import lowest_id_at
 from muster.replies import ReplyAddresses
@@ -94,7 +94,7 @@ class MailInStack:
 @asynccontextmanager
 async def mail_in(settings: Settings) -> AsyncIterator[int]:
     """The listener on a free loopback port (yielded), as `muster mail-in` runs it."""
-    st = await mailin.state_for(settings)
+    st = await opening.open_state(settings)
     replies = inboundmail.reply_addresses(st)
     assert replies is not None
     listener = mailin.MailIn(st, replies)

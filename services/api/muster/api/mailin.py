@@ -27,17 +27,11 @@ from typing import Any
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from muster import connection, keys
-from muster.api import crowd, inboundmail
-from muster.api.backpressure import LagMonitor
-from muster.api.metrics import Metrics
-from muster.api.reads import Reader
+from muster import connection
+from muster.api import inboundmail, opening
 from muster.api.state import ApiState
-from muster.api.tokens import TokenCache
-from muster.ids import IdGenerator
 from muster.replies import ReplyAddresses
 from muster.settings import Settings, split_address
-from muster.writeside import WriteSide
 
 log = structlog.get_logger("muster.api.mailin")
 
@@ -130,29 +124,12 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-async def state_for(settings: Settings) -> ApiState:
-    """An ApiState for a process that is not serving HTTP (nothing started in the background)."""
-    redis = crowd.request_client(settings)
-    await connection.check_topology(redis, settings)
-    node = int(await redis.incr(keys.NODE_COUNTER))
-    return ApiState(
-        settings=settings,
-        redis=redis,
-        ids=IdGenerator(node),
-        tokens=TokenCache(redis, settings.partitions),
-        lag=LagMonitor(redis, settings.partitions, settings.max_lag),
-        metrics=Metrics(),
-        reader=Reader(redis, settings.partitions),
-        writeside=WriteSide(redis, partitions=settings.partitions),
-    )
-
-
 async def serve(settings: Settings) -> None:
     """`muster mail-in`: listen on MUSTER_MAIL_IN_ADDRESS until SIGTERM or SIGINT."""
     if settings.mail_in_address is None or settings.mail_in_secret is None:
         raise ValueError("mail-in needs MUSTER_MAIL_IN_ADDRESS and MUSTER_MAIL_IN_SECRET")
     host, port = split_address(settings.mail_in_address)
-    st = await state_for(settings)
+    st = await opening.open_state(settings)
     replies = ReplyAddresses(
         settings.mail_in_secret, settings.reply_domain, settings.mail_in_reply_days
     )

@@ -185,6 +185,12 @@ class AnswerRollCall(Request):
     note: Note | None = None
 
 
+class RollCallCallback(Request):
+    """A webhook recipient's answer (POST /v1/rollcalls/callback/{link}), signed."""
+
+    option: OptionKey
+
+
 class ExtendRollCall(Request):
     deadline: AwareTime
 
@@ -220,6 +226,9 @@ class RollCallCounts(msgspec.Struct, kw_only=True):
     late: int
     by_option: dict[str, int]
     by_channel: dict[str, int]
+    sms_opted_out: int = 0
+    """People asked whose phone texted STOP: SMS no longer reach them (their other
+    channels do); shown whether or not they answered."""
 
 
 class RollCallOut(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -252,6 +261,7 @@ class RollCallRecipientOut(msgspec.Struct, kw_only=True):
     help_open: bool
     escalation_level: int
     manager: str | None
+    sms_opted_out: bool = False
 
 
 class CreateDm(Request):

@@ -66,7 +66,10 @@ async def inbound_sms(request: Request) -> Response:
         url += "?" + request.url.query
     inbound.verify(st, url, params, request.headers.get("x-twilio-signature"))
     text = inbound.Inbound(
-        sender=params.get("From", ""), to=params.get("To", ""), body=params.get("Body", "")
+        sender=params.get("From", ""),
+        to=params.get("To", ""),
+        body=params.get("Body", ""),
+        message_sid=params.get("MessageSid", ""),
     )
     return Response(await inbound.handle(st, text), media_type="application/xml")
 
