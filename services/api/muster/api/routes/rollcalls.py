@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response, StreamingResponse
 
-from muster.api import bodies, rollcalls
+from muster.api import bodies, rollcallhub, rollcalls
 from muster.api.openapi import SECURED, body, merge, responds
 from muster.api.schemas import (
     AnswerRollCall,
@@ -99,6 +99,21 @@ async def report(rollcall_id: RollCallId, request: Request) -> Response:
     if await rollcalls.in_audience(st, rc, caller.handle):
         return bodies.json(await rollcalls.own_view(st, rc, caller.handle))
     raise NotFound(f"no roll-call {rollcall_id}", code="no_such_rollcall")
+
+
+@router.get(
+    "/v1/rollcalls/{rollcall_id}/stream",
+    summary="Live report (SSE): `event: report` on connect and as it changes, `event: help` "
+    "per new help answer; ends after the report that shows it closed",
+    openapi_extra=SECURED,
+    responses=responds(200, {"type": "string"}, media_type="text/event-stream", errors=_ERRORS),
+)
+async def stream(rollcall_id: RollCallId, request: Request) -> Response:
+    st = state(request)
+    caller = await authenticate(request)
+    rc = await rollcalls.load(st, rollcall_id)
+    await rollcalls.require_runner(st, caller, rc)
+    return rollcallhub.sse(request.app.state.rollcalls, rc)
 
 
 @router.get(
