@@ -209,6 +209,19 @@ class RollCallRecipientOut(msgspec.Struct, kw_only=True):
     manager: str | None
 
 
+class RollCallGroupOut(msgspec.Struct, kw_only=True):
+    """GET /v1/rollcalls/{id}/groups: the people asked in one team or under one manager
+    (`group` null: in no team, or with no manager)."""
+
+    group: str | None
+    asked: int
+    answered: int
+    accounted_for: int
+    unanswered: int
+    help_open: int
+    by_option: dict[str, int]
+
+
 class CreateDm(Request):
     to: Handle
     text: str

@@ -13,13 +13,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response, StreamingResponse
 
-from muster.api import bodies, rollcallhub, rollcalls
+from muster.api import bodies, rollcallgroups, rollcallhub, rollcalls
 from muster.api.openapi import SECURED, body, merge, responds
 from muster.api.schemas import (
     AnswerRollCall,
     ExtendRollCall,
     HandleHelp,
     RollCallAnswerOut,
+    RollCallGroupOut,
     RollCallOut,
     RollCallRecipientOut,
 )
@@ -145,6 +146,22 @@ async def recipients(
             if len(page) == size:
                 break
     return bodies.json(page)
+
+
+@router.get(
+    "/v1/rollcalls/{rollcall_id}/groups",
+    summary="The report per team of the people asked, or per manager (where accounts have one)",
+    openapi_extra=SECURED,
+    responses=responds(200, list[RollCallGroupOut], errors=_ERRORS),
+)
+async def groups(
+    rollcall_id: RollCallId, request: Request, by: rollcallgroups.Grouping = "team"
+) -> Response:
+    st = state(request)
+    caller = await authenticate(request)
+    rc = await rollcalls.load(st, rollcall_id)
+    await rollcalls.require_runner(st, caller, rc)
+    return bodies.json(await rollcallgroups.groups(st, rc, by))
 
 
 @router.get(
