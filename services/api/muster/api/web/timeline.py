@@ -17,7 +17,7 @@ from starlette.routing import Match
 
 from muster.api.schemas import DeliveriesOut, ThreadOut
 from muster.api.state import state
-from muster.api.web import forms, readback, session
+from muster.api.web import forms, readback, rollcallposts, session
 from muster.api.web.html import Redirect, WebRoute, render
 from muster.api.web.inprocess import JsonApi, Refused, path
 from muster.api.web.live import stream_for
@@ -37,7 +37,16 @@ _IDEM = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 def new_form(**values: str) -> dict[str, str]:
     """A blank composer: a fresh idempotency key, so a double submit posts once."""
-    form = {"text": "", "as": "", "visibility": "", "severity": "info", **values}
+    form = {
+        "text": "",
+        "as": "",
+        "visibility": "",
+        "severity": "info",
+        "rollcall": "",
+        "rollcall_options": "safe_help",
+        "rollcall_minutes": "60",
+        **values,
+    }
     form["idem"] = values.get("idem") or secrets.token_urlsafe(18)
     return form
 
@@ -77,6 +86,8 @@ async def home_page(
         session=current,
         stream=stream,
         posts=posts,
+        rollcalls=await rollcallposts.views_of(api, posts),
+        rollcall_next="/app",
         faces=await faces(request, [*teams, *(h for p in posts for h in (p.as_account, p.author))]),
         before=before,
         older=posts[-1].id if len(posts) == PAGE else None,
@@ -111,6 +122,8 @@ async def thread_page(
         section="home",
         session=current,
         thread=thread,
+        rollcalls=await rollcallposts.views_of(api, shown),
+        rollcall_next=f"/app/posts/{thread.post.id}",
         faces=await faces(request, [*teams, *(h for p in shown for h in (p.as_account, p.author))]),
         error=error,
         reports=report_links(current, teams, shown),
@@ -150,6 +163,9 @@ async def publish(request: Request) -> Response:
     parent = form.optional("in_reply_to")
     if parent:
         body["in_reply_to"] = parent
+    rollcall = rollcallposts.composer_rollcall(form)
+    if rollcall is not None:
+        body["rollcall"] = rollcall
     idem = form.get("idem")
     headers = {"Idempotency-Key": idem} if _IDEM.fullmatch(idem) else {}
     reply = await JsonApi(request, current.token).call(
@@ -160,6 +176,9 @@ async def publish(request: Request) -> Response:
             text=form.get("text"),
             visibility=form.get("visibility"),
             severity=form.get("severity", "info"),
+            rollcall=form.get("rollcall"),
+            rollcall_options=form.get("rollcall_options"),
+            rollcall_minutes=form.get("rollcall_minutes"),
             idem=idem if headers else "",
             **{"as": as_account},
         )
