@@ -112,6 +112,9 @@ def test_the_report_updates_live_and_acts(web: WebStack, context: ContextFactory
     expect(mia.locator(".rc-headline")).to_contain_text("50% accounted for")
     expect(mia.locator(".tile", has_text="Need help").locator("dd")).to_have_text("1")
     expect(mia.locator("[data-count='opt:safe']")).to_have_text("1")
+    # the lists follow (the page fetches itself again, throttled), still without a reload
+    expect(mia.locator("#rc-waiting")).not_to_contain_text("@pat")
+    expect(mia.locator("#rc-waiting")).to_contain_text("@kim")
     assert mia.evaluate("window.__sameDocument === true"), "the page reloaded"
     shot(mia, "rollcall-report-live")
 

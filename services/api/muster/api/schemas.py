@@ -190,6 +190,8 @@ class RollCallOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     options: list[RollCallOption]
     counts: RollCallCounts | None = None
     help_open: int | None = None
+    asked: bool | None = None
+    """True when the caller is among the people asked (then `answer` is theirs, if given)."""
     answer: RollCallAnswerOut | None = None
 
 

@@ -87,7 +87,8 @@ async def help_handled(rollcall_id: RollCallId, handle: PersonHandle, request: R
 
 @router.get(
     "/v1/rollcalls/{rollcall_id}",
-    summary="A roll-call's report (a person asked sees the question and their own answer)",
+    summary="A roll-call's report (a person asked sees the question and their own answer; "
+    "one who also runs it, both)",
     openapi_extra=SECURED,
     responses=responds(200, RollCallOut, errors=_ERRORS),
 )
@@ -96,7 +97,11 @@ async def report(rollcall_id: RollCallId, request: Request) -> Response:
     caller = await authenticate(request)
     rc = await rollcalls.load(st, rollcall_id)
     if await rollcalls.runs(st, caller, rc):
-        return bodies.json(await rollcalls.report(st, rc))
+        out = await rollcalls.report(st, rc)
+        if await rollcalls.in_audience(st, rc, caller.handle):  # a poster asked too
+            out.asked = True
+            out.answer = (await rollcalls.own_view(st, rc, caller.handle)).answer
+        return bodies.json(out)
     if await rollcalls.in_audience(st, rc, caller.handle):
         return bodies.json(await rollcalls.own_view(st, rc, caller.handle))
     raise NotFound(f"no roll-call {rollcall_id}", code="no_such_rollcall")

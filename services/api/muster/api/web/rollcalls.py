@@ -37,6 +37,9 @@ RollCallId = Annotated[str, Path(pattern=r"^[0-9]{1,19}$")]
 PersonHandle = Annotated[str, Path(pattern=r"^[a-z0-9_]{1,30}$")]
 LIST = 50
 """People listed per section of the report page (the export has everyone)."""
+REFRESH_LISTS_MAX = 5000
+"""Up to this many people asked, the page's script re-fetches the page for fresh lists as
+answers come (each fetch reads every answer); above, the lists refresh on reload."""
 
 
 async def _report(request: Request, current: Session, rollcall_id: str) -> RollCallOut:
@@ -85,6 +88,7 @@ async def report_page(rollcall_id: RollCallId, request: Request) -> Response:
         managers=managers,
         can_remind=has_route(request, "POST", f"{base}/remind"),
         live_url=f"/app/rollcalls/{rollcall_id}/stream" if report.state == "open" else None,
+        refresh_lists=counts.targeted <= REFRESH_LISTS_MAX,
         faces=await faces(request, shown),
         list_size=LIST,
     )

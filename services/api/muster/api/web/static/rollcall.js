@@ -5,6 +5,11 @@
  * Events: `report` (the whole report, GET /v1/rollcalls/{id}'s body: sent on connect and as
  * it changes) and `help` ({handle, option, note, at}: a new help answer). The stream ends
  * after the report that shows the roll-call closed; the script then stops listening.
+ *
+ * The lists (who needs help, who has not answered, by team and manager) are not in the
+ * stream: when the counts move, the page fetches itself again, at most every LIST_REFRESH_MS,
+ * and swaps those sections in — only where the page allows it (data-refresh-lists: the server
+ * leaves it off for audiences too big to re-read that often).
  */
 (function () {
   "use strict";
@@ -14,6 +19,12 @@
   if (!source || typeof window.EventSource !== "function") {
     return;
   }
+  var LIST_REFRESH_MS = 5000;
+  var SECTIONS = ["rc-help", "rc-waiting", "rc-teams", "rc-managers"];
+  var refreshLists = root.hasAttribute("data-refresh-lists");
+  var lastCounts = null;
+  var refreshDue = null;
+  var lastRefresh = 0;
   var state = document.getElementById("live-state");
   var announcer = document.getElementById("announcer");
   var labels = {};
@@ -83,6 +94,40 @@
     }
   }
 
+  function swapSections() {
+    lastRefresh = Date.now();
+    refreshDue = null;
+    window.fetch(window.location.pathname, { credentials: "same-origin" }).then(function (response) {
+      return response.ok ? response.text() : null;
+    }).then(function (html) {
+      if (!html) {
+        return;
+      }
+      var fresh = new DOMParser().parseFromString(html, "text/html");
+      SECTIONS.forEach(function (id) {
+        var now = document.getElementById(id);
+        var then = fresh.getElementById(id);
+        if (now && then) {
+          now.replaceWith(document.importNode(then, true));
+        }
+      });
+    }).catch(function () { /* the next change tries again */ });
+  }
+
+  function listsChanged(report) {
+    var key = JSON.stringify([report.counts.answered, report.help_open, report.counts.by_option]);
+    if (key === lastCounts) {
+      return;
+    }
+    var first = lastCounts === null;
+    lastCounts = key;
+    if (first || !refreshLists || refreshDue !== null) {
+      return;
+    }
+    var wait = Math.max(0, lastRefresh + LIST_REFRESH_MS - Date.now());
+    refreshDue = window.setTimeout(swapSections, wait);
+  }
+
   function addHelp(help) {
     var id = "help-" + help.handle;
     if (document.getElementById(id)) {
@@ -138,6 +183,9 @@
       return;
     }
     applyReport(report);
+    if (report.counts) {
+      listsChanged(report);
+    }
     if (report.state !== "open") {
       events.close();
       show("Closed", "closed");
