@@ -2,7 +2,7 @@
 while another client reads the report.
 
     python tests/benchmarks/rollcalls.py [--audience 100000] [--answers 50000] [--clients 16]
-        [--partitions 8] [--posts 10000] [--readers 1]
+        [--partitions 8] [--posts 10000] [--profile DIR]
 
 Not a test (pytest does not collect it): a command that prints figures. In one run it
 1. starts its own redis-server on a free loopback port in a temp dir (no AOF, no RDB), the
@@ -22,6 +22,8 @@ Not a test (pytest does not collect it): a command that prints figures. In one r
    all;
 6. sends P plain posts (`POST /v1/posts`, one person's token) from the same load process
    over the same C connections: the baseline for answers/s.
+`--profile DIR` samples the api with py-spy (pip install py-spy) while the answers are sent and
+leaves its collapsed stacks in DIR/api-answers.txt (speedscope, flamegraph.pl).
 It prints answers/s and posts/s and their ratio, the answers' p50/p99, the report's p50/p99
 under load against idle (and the ratio), what the report said at the end, and each process's
 share of a core. Exit status 1 if an answer was refused or the report does not count them all.
@@ -34,6 +36,8 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -236,6 +240,21 @@ async def load(
     return result, latencies
 
 
+def _profiler(directory: Path | None, pid: int) -> subprocess.Popen[bytes] | None:
+    if directory is None:
+        return None
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("--profile needs py-spy on PATH: pip install py-spy")
+    directory.mkdir(parents=True, exist_ok=True)
+    command = [spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw"]
+    return subprocess.Popen(
+        [*command, "--output", str(directory / "api-answers.txt")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def share(ticks: int, seconds: float) -> str:
     return f"{100 * ticks / os.sysconf('SC_CLK_TCK') / seconds:.0f} %"
 
@@ -311,9 +330,13 @@ async def _measure(
     redis_pid = server.process.pid
     ticks = {"api": cpu_ticks(api_pid), "worker": cpu_ticks(worker_pid),
              "redis": cpu_ticks(redis_pid), "machine": machine_busy_ticks()}  # fmt: skip
+    profiler = _profiler(args.profile, api_pid)
     began = time.monotonic()
     answered, busy = await load(port, work, "answers", answers, args.clients, path, poster["token"])
     seconds = time.monotonic() - began
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes what it sampled, then exits
+        profiler.wait(timeout=30)
     used = {
         "api": cpu_ticks(api_pid) - ticks["api"],
         "worker": cpu_ticks(worker_pid) - ticks["worker"],
@@ -371,6 +394,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16, help="answering connections (16)")
     parser.add_argument("--partitions", type=int, default=8, help="MUSTER_PARTITIONS (8)")
     parser.add_argument("--posts", type=int, default=10_000, help="baseline posts (10,000)")
+    parser.add_argument("--profile", type=Path, help="py-spy the api into this directory")
     args = parser.parse_args()
     if not 1 <= args.answers <= args.audience or min(args.clients, args.posts) < 1:
         parser.error("need 1 ≤ --answers ≤ --audience, --clients ≥ 1 and --posts ≥ 1")
