@@ -180,6 +180,8 @@ def test_rollcall_pages_screenshots_and_layout(
 ) -> None:
     """A roll-call under way: the buttons in a timeline, an answer given, the report page."""
     data = story(web)
+    web.follow(data["lena"], "payments")  # a team besides the roll-call's: "By team"
+    web.follow(data["pat"], "payments")
     deadline = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
     options = [
         {"key": "safe", "label": "Safe", "kind": "ok"},

@@ -75,6 +75,7 @@ async def report_page(rollcall_id: RollCallId, request: Request) -> Response:
         "app/rollcall.html",
         title="Roll-call report",
         section="home",
+        wide=True,
         session=current,
         post=post,
         report=report,
