@@ -24,7 +24,8 @@ Not a test (pytest does not collect it): a command that prints figures. In one r
    over the same C connections: the baseline for answers/s.
 `--profile DIR` samples the api with py-spy (pip install py-spy) while the answers are sent and
 leaves its collapsed stacks in DIR/api-answers.txt (speedscope, flamegraph.pl).
-It prints answers/s and posts/s and their ratio, the answers' p50/p99, the report's p50/p99
+It prints answers/s and posts/s and their ratio, the api's CPU per answer and per post (the
+steadier ratio when other processes compete for the CPUs), the answers' p50/p99, the report's p50/p99
 under load against idle (and the ratio), what the report said at the end, and each process's
 share of a core. Exit status 1 if an answer was refused or the report does not count them all.
 """
@@ -349,7 +350,9 @@ async def _measure(
         ["POST", "/v1/posts", poster["token"], json.dumps({"text": f"plain post {i}"})]
         for i in range(args.posts)
     ]
+    api_before = cpu_ticks(api_pid)
     posted, _ = await load(port, work, "posts", posts, args.clients, path, poster["token"])
+    post_ticks = cpu_ticks(api_pid) - api_before
 
     answers_s = answered["count"] / answered["seconds"]
     posts_s = posted["count"] / posted["seconds"]
@@ -361,6 +364,13 @@ async def _measure(
     print(f"plain posts (baseline): {posted['count']:,} in {posted['seconds']:.1f} s = "
           f"{posts_s:,.0f}/s; p99 {posted['p99_ms']:.1f} ms; statuses {posted['statuses']}")  # fmt: skip
     print(f"answers/s ÷ posts/s = {answers_s / posts_s:.2f}")
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    answer_us = used["api"] * tick_us / answered["count"]
+    post_us = post_ticks * tick_us / posted["count"]
+    print(f"api CPU per answer {answer_us:,.0f} µs (the report reads included), per plain post "
+          f"{post_us:,.0f} µs: post ÷ answer = {post_us / answer_us:.2f} (steadier than the "
+          f"rates on a busy machine); redis CPU per answer "
+          f"{used['redis'] * tick_us / answered['count']:,.0f} µs")  # fmt: skip
     print(f"report reads idle: {len(idle)}, p50 {percentile(idle, 50) / 1e6:.1f} ms, "
           f"p99 {idle_p99:.1f} ms")  # fmt: skip
     print(f"report reads under load: {len(busy)}, p50 {percentile(busy, 50) / 1e6:.1f} ms, "
