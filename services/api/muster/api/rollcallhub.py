@@ -110,6 +110,10 @@ class Room:
                     self.changed.set()
                     await asyncio.sleep(1.0)
                     continue
+                except Exception:  # a bug: end the streams (clients reconnect) rather than hang
+                    log.exception("roll-call room failed", rollcall=self.rc.id)
+                    self.broadcast(END)
+                    return
                 self.latest = report_frame(report)
                 self.broadcast(self.latest)
                 if report.state != "open":
