@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -221,6 +222,7 @@ async def test_many_watchers_share_one_report_reader(
             (hub,) = hubs
             assert list(hub.rooms) == [rc]
             report_reads.clear()
+            began = time.monotonic()
             await asyncio.gather(
                 *(
                     s.ok("POST", f"{path}/responses", token=tokens[n], json={"option": "1"})
@@ -229,8 +231,10 @@ async def test_many_watchers_share_one_report_reader(
             )
             for w in watchers:
                 await w.report_where(lambda r: r["counts"]["answered"] == len(names))
-            # one reader for the room: a read per change window, never one per watcher
-            assert 1 <= len(report_reads) < len(watchers), report_reads
+            # one reader for the room: at most a read per change window, however many watch
+            # (a read per watcher would be 20 a window)
+            windows = (time.monotonic() - began) / rollcallhub.REPORT_INTERVAL_S
+            assert 1 <= len(report_reads) <= windows + 2, (len(report_reads), windows)
         finally:
             for w in watchers:
                 await w.close()
