@@ -40,13 +40,12 @@ PRESETS: dict[str, list[dict[str, str]]] = {
     ],
 }
 """The composer's choices of options ("Safe / Need help" first)."""
-DEADLINES_MIN = (15, 30, 60, 240, 1440)
-"""The composer's choices of deadline, in minutes from now."""
 
 
 def composer_rollcall(form: forms.Form) -> dict[str, Any] | None:
-    """The `rollcall` of a post the composer sends (None when not asked for); a preset or
-    deadline that is not one of the choices is sent as is, for the API to refuse."""
+    """The `rollcall` of a post the composer sends (None when not asked for). The deadline is
+    `rollcall_minutes` from now; one that is not a number makes it now, which the API refuses
+    (deadline_past); an unknown preset falls back to Safe / Need help."""
     if form.get("rollcall") != "on":
         return None
     minutes = form.get("rollcall_minutes", "60")
