@@ -124,6 +124,7 @@ def test_the_report_updates_live_and_acts(web: WebStack, context: ContextFactory
     expect(mia.locator("#help-empty")).to_be_visible()
     expect(mia.locator(".tile", has_text="Need help").locator("dd")).to_have_text("0")
 
+    kim = signed_in(context, tokens["kim"])  # her page shows the buttons; it closes meanwhile
     mia.get_by_role("button", name="Extend").click()
     expect(mia.locator(".notice")).to_have_text("Deadline extended.")
     mia.get_by_role("button", name="Close roll-call").click()
@@ -131,7 +132,33 @@ def test_the_report_updates_live_and_acts(web: WebStack, context: ContextFactory
     expect(mia.locator("#rc-state")).to_have_text("closed")
     expect(mia.get_by_role("button", name="Close roll-call")).to_have_count(0)
 
-    kim = signed_in(context, tokens["kim"])
+    card = kim.locator("article.post", has_text="Fire alarm in building A")
+    with kim.expect_response(lambda r: r.request.method == "POST") as late:
+        card.get_by_role("button", name="Safe").click()
+    assert late.value.status == 410  # an answer from a stale page: refused, nothing recorded
+    expect(kim.locator("main")).to_contain_text("closed")
+    report = web.ok("GET", f"/v1/rollcalls/{rc}", token=tokens["mia"])
+    assert report["counts"]["answered"] == 2
+    kim.goto("/app")
     card = kim.locator("article.post", has_text="Fire alarm in building A")
     expect(card.locator(".rollcall")).to_contain_text("It closed before you answered.")
     expect(card.locator(".rollcall-options")).to_have_count(0)
+
+
+def test_a_bad_roll_call_from_the_composer_is_refused(
+    web: WebStack, context: ContextFactory
+) -> None:
+    tokens = cast(web)
+    mia = signed_in(context, tokens["mia"])
+    form = mia.locator("form.composer")
+    form.get_by_label("Text").fill("No deadline to speak of")
+    form.get_by_label("Ask everyone to answer: a roll-call").check()
+    # a forged choice (the select offers numbers only): the deadline becomes now
+    mia.evaluate("document.getElementById('rollcall_minutes').options[0].value = 'soon'")
+    form.get_by_label("Answer within").select_option(index=0)
+    form.get_by_role("button", name="Post").click()
+    expect(mia.get_by_role("alert")).to_contain_text("deadline")
+    expect(mia.get_by_label("Ask everyone to answer: a roll-call")).to_be_checked()
+    web.settle()
+    home = web.ok("GET", "/v1/timelines/home", token=tokens["mia"])
+    assert all("No deadline" not in p["text"] for p in home)
