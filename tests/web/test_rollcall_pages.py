@@ -59,6 +59,7 @@ def test_compose_answer_in_one_tap_and_change(web: WebStack, context: ContextFac
     form = mia.locator("form.composer")
     form.get_by_label("Text").fill("Power cut on floor 3: are you safe?")
     form.get_by_label("Post as").select_option("ops")
+    form.locator("summary", has_text="Roll-call").click()
     form.get_by_label("Ask everyone to answer: a roll-call").check()
     form.get_by_label("Answer within").select_option("30")
     form.get_by_role("button", name="Post").click()
@@ -152,6 +153,7 @@ def test_a_bad_roll_call_from_the_composer_is_refused(
     mia = signed_in(context, tokens["mia"])
     form = mia.locator("form.composer")
     form.get_by_label("Text").fill("No deadline to speak of")
+    form.locator("summary", has_text="Roll-call").click()
     form.get_by_label("Ask everyone to answer: a roll-call").check()
     # a forged choice (the select offers numbers only): the deadline becomes now
     mia.evaluate("document.getElementById('rollcall_minutes').options[0].value = 'soon'")
