@@ -730,6 +730,12 @@ def live_seen(event_id: str) -> str:
 
 LIVE_SEEN_TTL_S: Final = 24 * 3600
 """How long live_seen markers last: longer than any entry stays unacknowledged."""
+ROLLCALL_LIVE: Final = f"{PREFIX}:{{live}}:rollcalls"
+"""Stream of roll-call changes (records.RollCallNews), written by the timeline worker after
+the events, read by the api's roll-call hub for GET /v1/rollcalls/{id}/stream; in LIVE's slot
+so the live_seen marker guards it too."""
+ROLLCALL_LIVE_MAX: Final = 10_000
+"""ROLLCALL_LIVE's cap: a stream sends the whole report on connect and never resumes from it."""
 REPLICATION_MARK: Final = f"{PREFIX}:replmark"
 """Counter the api increments before WAIT: replication offsets are global, so once this write
 reached the replicas every earlier write of any connection did (MUSTER_WRITE_REPLICAS)."""

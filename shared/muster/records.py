@@ -1,10 +1,10 @@
 """Every value Muster keeps in Redis that is not an event or a post/DM view, each with its
 one codec, here: an account's hash (keys.account), a follow record (keys.follows), an
 `all_members` rule (keys.enrolment_rules), a delivery request (keys.deliveries streams), a
-delivery status (keys.delivery_status), a live-stream entry (keys.LIVE), an email index
-entry (keys.emails), a company sign-in under way (keys.oidc_flow) and the directory's users,
-groups and index entries (keys.directory_*), incidents, their updates and components
-(keys.incident*, keys.component*). Events have
+delivery status (keys.delivery_status), a live-stream entry (keys.LIVE), a roll-call change
+(keys.ROLLCALL_LIVE), an email index entry (keys.emails), a company sign-in under way
+(keys.oidc_flow) and the directory's users, groups and index entries (keys.directory_*),
+incidents, their updates and components (keys.incident*, keys.component*). Events have
 theirs in events.py, posts and DMs as readers see them in views.py.
 
 Lua that writes one of these (lua/enrol.lua: a follow record; lua/route_one.lua: a request
@@ -917,3 +917,27 @@ class SmsCodeBlock:
 def sms_code_block_of(raw: bytes | str) -> SmsCodeBlock:
     first, count, expires = _str(raw).split("|")
     return SmsCodeBlock(int(first), int(count), int(expires))
+
+
+class RollCallNews(msgspec.Struct, frozen=True, kw_only=True):
+    """One keys.ROLLCALL_LIVE entry (field `data`, JSON): roll-call `rollcall` changed.
+    `kind`: `changed` (answers, help handled: the counts moved), `help` (a new help answer,
+    with who, which option and their note), `extended` or `closed`."""
+
+    rollcall: str
+    kind: Literal["changed", "help", "extended", "closed"]
+    recipient: str = ""
+    option: str = ""
+    note: str = ""
+    at: str = ""
+
+    def fields(self) -> dict[str, str | bytes]:
+        return {"data": _rollcall_news_encoder.encode(self)}
+
+
+_rollcall_news_encoder = msgspec.json.Encoder()
+_rollcall_news_decoder = msgspec.json.Decoder(RollCallNews)
+
+
+def rollcall_news_of(fields: Mapping[bytes, bytes]) -> RollCallNews:
+    return _rollcall_news_decoder.decode(fields[b"data"])

@@ -140,6 +140,8 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, int]]] = {
             ("GET", "", None),
             ("GET", "/recipients", None),
             ("GET", "/export", None),
+            ("GET", "/stream", None),
+            ("GET", "/groups", None),
             ("POST", "/close", None),
             ("POST", "/extend", {"deadline": "2030-01-01T00:00:00Z"}),
             ("POST", "/remind", None),

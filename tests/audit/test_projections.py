@@ -28,6 +28,7 @@ NOT_PROJECTIONS = [
     keys.idempotency(1, "pat", "k"),
     keys.archive_head(2),
     keys.LIVE,
+    keys.ROLLCALL_LIVE,
     "other-app:home:x",  # not ours at all
 ]
 

@@ -6,6 +6,7 @@ a skip link, visible focus, forms usable without a mouse.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -104,11 +105,20 @@ def content(web: WebStack) -> dict[str, Any]:
         web.post(mia, "Internal note", as_="ops", severity="critical"),
     ]
     web.settle()
+    deadline = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
+    options = [
+        {"key": "safe", "label": "Safe", "kind": "ok"},
+        {"key": "help", "label": "Need help", "kind": "help"},
+    ]
+    rollcall = web.post(mia, "Are you safe?", as_="ops", visibility="public",
+                        rollcall={"options": options, "deadline": deadline})  # fmt: skip
     web.post(eve, "Same here", in_reply_to=posts[2]["id"])
     web.dm(mia, "eve", "Hello Eve")
     web.dm(eve, "mia", "Hello Mia")
     web.settle()
-    return {"mia": mia, "eve": eve, "post": posts[2]["id"]}
+    web.ok("POST", f"/v1/rollcalls/{rollcall['id']}/responses", token=eve,
+           json={"option": "help", "note": "Stuck at the gate"})  # fmt: skip
+    return {"mia": mia, "eve": eve, "post": posts[2]["id"], "rollcall": rollcall["id"]}
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
@@ -157,6 +167,12 @@ def test_every_page_passes_the_audit(web: WebStack, context: ContextFactory, sch
     problems["messages (member)"] = audit(mia)
     mia.goto("/app/people?kind=team")
     problems["people (member)"] = audit(mia)
+    mia.goto(f"/app/rollcalls/{data['rollcall']}")
+    problems["roll-call report"] = audit(mia)
+    eve = context(color_scheme=scheme).new_page()
+    sign_in(eve, data["eve"])
+    eve.locator(".rollcall-answered summary").click()  # the answer buttons, opened
+    problems["home with a roll-call (external)"] = audit(eve)
     mia.goto("/app")
     mia.get_by_label("Text").fill("")
     mia.get_by_label("Text").fill(" ")  # the API refuses blank text: the error state

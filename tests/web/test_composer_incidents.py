@@ -119,6 +119,19 @@ def test_a_refused_incident_keeps_the_form_and_creates_nothing(
     assert incidents(web, "resolved") == []
     assert web.ok("GET", "/v1/accounts/mia/posts") == []
 
+    # an incident cannot carry a roll-call: said so, nothing created, both choices kept
+    composer = mia.locator("form.composer")
+    composer.get_by_label("Post as").select_option(value="ops")
+    composer.get_by_text("Add a roll-call").click()
+    composer.get_by_label("Ask everyone to answer: a roll-call").check()
+    composer.get_by_role("button", name="Post").click()
+    expect(mia.get_by_role("alert")).to_contain_text("cannot ask for a roll-call")
+    composer = mia.locator("form.composer")
+    expect(composer.get_by_label("Incident title")).to_have_value("Mine")
+    expect(composer.get_by_label("Ask everyone to answer: a roll-call")).to_be_checked()
+    assert incidents(web) == []
+    assert web.ok("GET", "/v1/accounts/ops/posts") == []
+
 
 @pytest.mark.parametrize("device", ["desktop", "phone"])
 def test_composer_and_incident_thread_layout(

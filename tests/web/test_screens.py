@@ -9,6 +9,7 @@ fine), and no button, link-button or select may clip its text.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -170,4 +171,44 @@ def test_main_pages_screenshots_and_layout(
     shot(admin, f"screen-admin-accounts-{device}")
     admin.goto(f"/app/posts/{data['incident']}/deliveries")
     check(admin, "deliveries", problems)
+    assert problems == {}
+
+
+@pytest.mark.parametrize("device", ["desktop", "phone"])
+def test_rollcall_pages_screenshots_and_layout(
+    web: WebStack, context: ContextFactory, device: str
+) -> None:
+    """A roll-call under way: the buttons in a timeline, an answer given, the report page."""
+    data = story(web)
+    web.follow(data["lena"], "payments")  # a team besides the roll-call's: "By team"
+    web.follow(data["pat"], "payments")
+    deadline = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
+    options = [
+        {"key": "safe", "label": "Safe", "kind": "ok"},
+        {"key": "help", "label": "Need help", "kind": "help"},
+        {"key": "away", "label": "Not on site", "kind": "other"},
+    ]
+    rc = web.post(data["mia"], "Fire alarm in building A: everyone out. Are you safe?",
+                  as_="ops", severity="critical",
+                  rollcall={"options": options, "deadline": deadline})["id"]  # fmt: skip
+    web.settle()
+    answer = f"/v1/rollcalls/{rc}/responses"
+    web.ok("POST", answer, token=data["pat"], json={"option": "help",
+           "note": "Stuck in the lift between floors 2 and 3, two of us, we are fine for now."})  # fmt: skip
+    viewport = WIDTHS[device]
+    problems: dict[str, list[str]] = {}
+    for who, name in (("lena", "rollcall-ask"), ("pat", "rollcall-answered")):
+        page = context(viewport=viewport).new_page()
+        sign_in(page, data[who])
+        check(page, name, problems)
+        page.locator(".rollcall").first.scroll_into_view_if_needed()
+        shot(page, f"screen-{name}-{device}", full_page=False)
+    pat = page
+    pat.locator(".rollcall-answered summary").first.click()
+    check(pat, "rollcall-change", problems)
+    mia = context(viewport=viewport).new_page()
+    sign_in(mia, data["mia"])
+    mia.goto(f"/app/rollcalls/{rc}")
+    check(mia, "rollcall-report", problems)
+    shot(mia, f"screen-rollcall-report-{device}")
     assert problems == {}

@@ -15,8 +15,9 @@ cannot drift from its key); no key matches two families' patterns
 | accounts (the write side)       | writeside.py                              |
 
 Never a projection, never dropped or checksummed: the event-log streams and their groups,
-dead letters, delivery streams and retries, idempotency keys, the live stream (keys.LIVE),
-the archive's bookkeeping (keys.archive_head / archived), counters and rq's keys.
+dead letters, delivery streams and retries, idempotency keys, the live streams (keys.LIVE,
+keys.ROLLCALL_LIVE), the archive's bookkeeping (keys.archive_head / archived), counters and
+rq's keys.
 
 `checksum` is a SHA-256 over the canonical content of every key of the chosen families:
 keys sorted; strings as they are; hashes as sorted field/value pairs; sets as sorted

@@ -214,6 +214,8 @@ class Timeline:
             run.append(event)
         if run:
             await self._run(kind, run)
+        if self.announce:  # roll-call changes, for live reports (written by the api)
+            await self._run("rollcalls", list(batch))
 
     async def apply(self, event: AnyEvent) -> None:
         await self.apply_batch([event])
@@ -225,6 +227,8 @@ class Timeline:
                     await self.publish(
                         [e for e in run if isinstance(e, PostPublished | DirectMessageSent)]
                     )
+                elif kind == "rollcalls":
+                    await self.live.announce_rollcalls(run)
                 elif kind == "enrolment":
                     for event in run:
                         if self.enrolments and isinstance(

@@ -26,6 +26,7 @@ from muster.api.hotpath import HotPath
 from muster.api.limits import BodyLimit
 from muster.api.livehub import LiveHub
 from muster.api.replication import Replicated
+from muster.api.rollcallhub import RollCallHub
 from muster.api.routes import (
     accounts,
     audit,
@@ -90,11 +91,15 @@ def create_app(settings: Settings) -> MusterApi:
         live = LiveHub(live_redis, block_ms=settings.consumer_block_ms)
         await live.start()
         app.state.live = live
+        rollcall_hub = RollCallHub(live_redis, st, block_ms=settings.consumer_block_ms)
+        await rollcall_hub.start()
+        app.state.rollcalls = rollcall_hub
         app.state.pages = PageCache()
         log.info("api ready", partitions=settings.partitions, node=st.ids.node)
         try:
             yield
         finally:
+            await rollcall_hub.stop()
             await live.stop()
             await lag.stop()
             await st.tokens.stop()

@@ -34,8 +34,9 @@ log = structlog.get_logger("muster.api.crowd")
 POOL_WAIT_S = 5.0
 """How long one Redis command of a request waits for a free connection before 429 `busy`."""
 BUSY_RETRY_AFTER_S = 1
-LIVE_CONNECTIONS = 4
-"""The live hub's pool: its one blocking XREAD, and catch-up reads of resuming streams."""
+LIVE_CONNECTIONS = 5
+"""The live hubs' pool: their blocking XREADs (posts, roll-calls), and catch-up reads of
+resuming streams."""
 OPEN_FILES_UNLIMITED = 1 << 20
 """The soft limit asked for when the hard one is unlimited (Linux's default nr_open)."""
 

@@ -373,6 +373,7 @@ def _summary(rc: Loaded) -> RollCallOut:
 async def own_view(st: ApiState, rc: Loaded, handle: str) -> RollCallOut:
     """What a person asked sees: the question and their own answer."""
     out = _summary(rc)
+    out.asked = True
     found = await current_answer(st, rc, handle)
     if found is not None:
         out.answer = answer_out(rc.id, handle, found)

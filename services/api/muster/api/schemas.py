@@ -244,6 +244,8 @@ class RollCallOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     options: list[RollCallOption]
     counts: RollCallCounts | None = None
     help_open: int | None = None
+    asked: bool | None = None
+    """True when the caller is among the people asked (then `answer` is theirs, if given)."""
     answer: RollCallAnswerOut | None = None
 
 
@@ -262,6 +264,19 @@ class RollCallRecipientOut(msgspec.Struct, kw_only=True):
     escalation_level: int
     manager: str | None
     sms_opted_out: bool = False
+
+
+class RollCallGroupOut(msgspec.Struct, kw_only=True):
+    """GET /v1/rollcalls/{id}/groups: the people asked in one team or under one manager
+    (`group` null: in no team, or with no manager)."""
+
+    group: str | None
+    asked: int
+    answered: int
+    accounted_for: int
+    unanswered: int
+    help_open: int
+    by_option: dict[str, int]
 
 
 class CreateDm(Request):

@@ -13,13 +13,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response, StreamingResponse
 
-from muster.api import bodies, rollcalls
+from muster.api import bodies, rollcallgroups, rollcallhub, rollcalls
 from muster.api.openapi import SECURED, body, merge, responds
 from muster.api.schemas import (
     AnswerRollCall,
     ExtendRollCall,
     HandleHelp,
     RollCallAnswerOut,
+    RollCallGroupOut,
     RollCallOut,
     RollCallRecipientOut,
 )
@@ -86,7 +87,8 @@ async def help_handled(rollcall_id: RollCallId, handle: PersonHandle, request: R
 
 @router.get(
     "/v1/rollcalls/{rollcall_id}",
-    summary="A roll-call's report (a person asked sees the question and their own answer)",
+    summary="A roll-call's report (a person asked sees the question and their own answer; "
+    "one who also runs it, both)",
     openapi_extra=SECURED,
     responses=responds(200, RollCallOut, errors=_ERRORS),
 )
@@ -95,10 +97,29 @@ async def report(rollcall_id: RollCallId, request: Request) -> Response:
     caller = await authenticate(request)
     rc = await rollcalls.load(st, rollcall_id)
     if await rollcalls.runs(st, caller, rc):
-        return bodies.json(await rollcalls.report(st, rc))
+        out = await rollcalls.report(st, rc)
+        if await rollcalls.in_audience(st, rc, caller.handle):  # a poster asked too
+            out.asked = True
+            out.answer = (await rollcalls.own_view(st, rc, caller.handle)).answer
+        return bodies.json(out)
     if await rollcalls.in_audience(st, rc, caller.handle):
         return bodies.json(await rollcalls.own_view(st, rc, caller.handle))
     raise NotFound(f"no roll-call {rollcall_id}", code="no_such_rollcall")
+
+
+@router.get(
+    "/v1/rollcalls/{rollcall_id}/stream",
+    summary="Live report (SSE): `event: report` on connect and as it changes, `event: help` "
+    "per new help answer; ends after the report that shows it closed",
+    openapi_extra=SECURED,
+    responses=responds(200, {"type": "string"}, media_type="text/event-stream", errors=_ERRORS),
+)
+async def stream(rollcall_id: RollCallId, request: Request) -> Response:
+    st = state(request)
+    caller = await authenticate(request)
+    rc = await rollcalls.load(st, rollcall_id)
+    await rollcalls.require_runner(st, caller, rc)
+    return rollcallhub.sse(request.app.state.rollcalls, rc)
 
 
 @router.get(
@@ -130,6 +151,22 @@ async def recipients(
             if len(page) == size:
                 break
     return bodies.json(page)
+
+
+@router.get(
+    "/v1/rollcalls/{rollcall_id}/groups",
+    summary="The report per team of the people asked, or per manager (where accounts have one)",
+    openapi_extra=SECURED,
+    responses=responds(200, list[RollCallGroupOut], errors=_ERRORS),
+)
+async def groups(
+    rollcall_id: RollCallId, request: Request, by: rollcallgroups.Grouping = "team"
+) -> Response:
+    st = state(request)
+    caller = await authenticate(request)
+    rc = await rollcalls.load(st, rollcall_id)
+    await rollcalls.require_runner(st, caller, rc)
+    return bodies.json(await rollcallgroups.groups(st, rc, by))
 
 
 @router.get(

@@ -5,7 +5,7 @@ API serves (muster.api.reads), always as an anonymous reader, so an internal pos
 them; a small script adds live updates from GET /v1/accounts/{handle}/stream. Everything works
 with JavaScript off, except the live updates.
 
-The web app (`/app`, signin.py, timeline.py, messages.py, profile.py, people.py, admin.py) is a client of
+The web app (`/app`, signin.py, timeline.py, rollcalls.py, messages.py, profile.py, people.py, admin.py) is a client of
 the JSON API *inside the process*: each page and form calls the API's own routes through
 `inprocess.JsonApi`, an ASGI call on this same app carrying the session's token as a bearer
 token and the form as a JSON body. So validation, authorisation, visibility, idempotency and
@@ -42,6 +42,8 @@ from muster.api.web import (
     messages,
     people,
     profile,
+    rollcallposts,
+    rollcalls,
     signin,
     status,
     statusapi,
@@ -61,6 +63,8 @@ _PAGES = (
     company,
     live,
     timeline,
+    rollcallposts,
+    rollcalls,
     incidents,
     messages,
     profile,

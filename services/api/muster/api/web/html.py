@@ -110,6 +110,11 @@ NOTICES = {
     "incident_updated": "Update posted.",
     "incident_resolved": "Incident resolved.",
     "component_saved": "Component saved.",
+    "answered": "Answer recorded.",
+    "help_handled": "Marked handled.",
+    "rollcall_closed": "Roll-call closed: no more answers are taken.",
+    "rollcall_extended": "Deadline extended.",
+    "rollcall_reminded": "Reminder sent to everyone not yet accounted for.",
 }
 """Messages a redirect may ask a page to show (`?notice=posted`): fixed texts, never echoed."""
 

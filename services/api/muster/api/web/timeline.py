@@ -18,7 +18,7 @@ from starlette.routing import Match
 from muster import incidents as vocabulary
 from muster.api.schemas import DeliveriesOut, IncidentOut, IncidentUpdateOut, ThreadOut
 from muster.api.state import state
-from muster.api.web import forms, readback, session
+from muster.api.web import forms, readback, rollcallposts, session
 from muster.api.web.html import Redirect, WebRoute, render
 from muster.api.web.inprocess import JsonApi, Refused, path
 from muster.api.web.live import stream_for
@@ -34,6 +34,9 @@ PAGE = 20
 Before = Annotated[str | None, Query(pattern=r"^[0-9]{1,19}$")]
 _NEXT = re.compile(r"^/app(/posts/[0-9]{1,19})?$")
 _IDEM = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_KEPT = ("text", "visibility", "severity", "incident_title", "status", "impact", "rollcall",
+         "rollcall_options", "rollcall_minutes")  # fmt: skip
+"""The composer's fields shown again after a refusal."""
 
 
 def new_form(**values: str) -> dict[str, str]:
@@ -46,6 +49,9 @@ def new_form(**values: str) -> dict[str, str]:
         "incident_title": "",
         "status": "",
         "impact": "",
+        "rollcall": "",
+        "rollcall_options": "safe_help",
+        "rollcall_minutes": "60",
         **values,
     }
     form["idem"] = values.get("idem") or secrets.token_urlsafe(18)
@@ -89,6 +95,8 @@ async def home_page(
         session=current,
         stream=stream,
         posts=posts,
+        rollcalls=await rollcallposts.views_of(api, posts),
+        rollcall_next="/app",
         faces=await faces(request, [*teams, *(h for p in posts for h in (p.as_account, p.author))]),
         before=before,
         older=posts[-1].id if len(posts) == PAGE else None,
@@ -129,6 +137,8 @@ async def thread_page(
         section="home",
         session=current,
         thread=thread,
+        rollcalls=await rollcallposts.views_of(api, shown),
+        rollcall_next=f"/app/posts/{thread.post.id}",
         faces=await faces(request, [*teams, *(h for p in shown for h in (p.as_account, p.author))]),
         error=error,
         reports=report_links(current, teams, shown),
@@ -168,6 +178,15 @@ async def publish(request: Request) -> Response:
     idem = form.get("idem")
     headers = {"Idempotency-Key": idem} if _IDEM.fullmatch(idem) else {}
     api = JsonApi(request, current.token)
+    if form.optional("incident_title") and form.get("rollcall") == "on":
+        refused = Refused(
+            422,
+            "rollcall_with_incident",
+            "An incident cannot ask for a roll-call: post the roll-call on its own.",
+            "rollcall",
+        )
+        kept = new_form(**{k: form.get(k) for k in _KEPT}, **{"as": as_account})
+        return await home_page(request, current, form=kept, error=refused, status=422)
     if incident:
         updates = path("v1", "incidents", incident, "updates")
         reply = await api.call("POST", updates, body=_incident_update(form), headers=headers)
@@ -181,12 +200,7 @@ async def publish(request: Request) -> Response:
     target = target if _NEXT.fullmatch(target) else "/app"
     if not reply.ok:
         kept = new_form(
-            text=form.get("text"),
-            visibility=form.get("visibility"),
-            severity=form.get("severity", "info"),
-            incident_title=form.get("incident_title"),
-            status=form.get("status"),
-            impact=form.get("impact"),
+            **{k: form.get(k) for k in _KEPT},
             idem=idem if headers else "",
             **{"as": as_account},
         )
@@ -222,6 +236,9 @@ def _post(form: forms.Form, as_account: str, parent: str | None) -> dict[str, An
         body["as"] = as_account
     if parent:
         body["in_reply_to"] = parent
+    rollcall = rollcallposts.composer_rollcall(form)
+    if rollcall is not None:
+        body["rollcall"] = rollcall
     return body
 
 

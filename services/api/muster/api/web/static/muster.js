@@ -264,6 +264,7 @@
       in_reply_to: Boolean(post.in_reply_to) && (
         mode !== "status" || Boolean(document.getElementById("post-" + post.in_reply_to))
       ),
+      rollcall: Boolean(post.rollcall),
       mine: post.author === me
     });
   }
