@@ -19,10 +19,14 @@ from typing import Any
 
 import msgspec
 import pytest
+import redis.asyncio as aioredis
+from harness import app_running, asgi_client
 
+from muster import keys
 from muster.api import rollcallhub, rollcalls
+from muster.records import rollcall_news_of
 from muster.settings import Settings
-from timeline.conftest import OpenStack, Stack, bearer
+from timeline.conftest import OpenStack, Stack, bearer, timeline_worker
 from timeline.test_rollcalls import open_rollcall, people
 
 pytestmark = pytest.mark.anyio
@@ -248,3 +252,35 @@ async def test_many_watchers_share_one_report_reader(
         await s.settle()
         assert not hub.rooms
         assert report_reads == []
+
+
+async def test_a_help_answer_is_announced_before_it_is_counted(
+    rc_settings: Settings, aredis: aioredis.Redis
+) -> None:
+    """An answer's counts are written as it is appended, before the timeline worker reads it;
+    a room reading the report for any other change in between would count a help answer
+    before its `help` event. So the api announces a help answer before appending it: with no
+    worker running, the `help` entry is there as soon as the answer is; the worker, back,
+    announces the other changes and never that one again."""
+    async with app_running(rc_settings) as app, asgi_client(app) as client:
+        s = Stack(client=client, redis=aredis, settings=rc_settings)
+        async with timeline_worker(rc_settings):
+            await s.settle()
+            boss = await s.person("boss")
+            tokens = await people(s, ["ana", "ben"], follow="boss")
+            rc = await open_rollcall(s, boss)
+        path = f"/v1/rollcalls/{rc}/responses"
+        await s.ok("POST", path, token=tokens["ana"], json={"option": "1"})
+        await s.ok("POST", path, token=tokens["ben"], json={"option": "2", "note": "floor 3"})
+
+        async def news() -> list[tuple[str, str, str]]:
+            entries: Any = await aredis.xrange(keys.ROLLCALL_LIVE)
+            found = [rollcall_news_of(fields) for _, fields in entries]
+            return [(n.kind, n.recipient, n.note) for n in found if n.rollcall == rc]
+
+        assert await news() == [("help", "ben", "floor 3")]
+        report = await s.ok("GET", f"/v1/rollcalls/{rc}", token=boss)
+        assert report["help_open"] == 1
+        async with timeline_worker(rc_settings):
+            await s.settle()
+        assert await news() == [("help", "ben", "floor 3"), ("changed", "", "")]

@@ -3,7 +3,9 @@ roll-call changes to ROLLCALL_LIVE.
 
 A post is announced after its fan-out, so a client that reacts by reading its home timeline
 finds it there; a roll-call change after its event, whose write-side state (the counts) was
-written with it. A marker (keys.live_seen) makes the announcement happen once even when the
+written with it — but a help answer by the api that records it, just before (`announce_help`):
+its counts are written when it is appended, long before the worker reads it, so a report read
+for another change in between would count it before its `help` entry. A marker (keys.live_seen) makes the announcement happen once even when the
 event is handled twice; LIVE is capped at MUSTER_LIVE_RETENTION entries.
 """
 
@@ -53,6 +55,10 @@ class Live:
             client=pipe,
         )
         return pipe is None and bool(added)
+
+    async def announce_help(self, event: RollCallAnswered) -> None:
+        """A help answer about to be appended (the api's; the worker then finds it seen)."""
+        await self.announce(event.id, _help(event).fields(), stream=keys.ROLLCALL_LIVE)
 
     async def announce_rollcalls(self, batch: Sequence[AnyEvent]) -> None:
         """The roll-call changes among `batch`: each help answer, extension and close, and

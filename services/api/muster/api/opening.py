@@ -13,6 +13,7 @@ from muster.api.reads import Reader
 from muster.api.state import ApiState
 from muster.api.tokens import TokenCache
 from muster.ids import IdGenerator
+from muster.projections.live import Live
 from muster.settings import Settings
 from muster.writeside import WriteSide
 
@@ -33,5 +34,6 @@ async def open_state(settings: Settings, *, oidc: bool = False) -> ApiState:
         reader=Reader(redis, settings.partitions),
         writeside=WriteSide(redis, partitions=settings.partitions),
         links=Links(redis, settings.partitions),
+        live=Live(redis, retention=settings.live_retention),
         oidc=RelyingParty(settings) if oidc and settings.oidc_enabled else None,
     )

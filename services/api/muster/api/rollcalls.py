@@ -253,6 +253,10 @@ async def answer(
         source_ref=source_ref,
         evidence=evidence,
     )
+    if option.kind == "help" and not suspect:
+        # Announced before it is counted, so no live report counts it before its `help` event
+        # (another change's report may be read the moment it is appended).
+        await st.live.announce_help(event)
     await _append(st, event)
     return answer_out(rc.id, handle, rollcall_answer_of_event(event))
 

@@ -14,6 +14,7 @@ from muster.api.oidc import RelyingParty
 from muster.api.reads import Reader
 from muster.api.tokens import TokenCache
 from muster.ids import IdGenerator
+from muster.projections.live import Live
 from muster.settings import Settings
 from muster.writeside import WriteSide
 
@@ -29,6 +30,7 @@ class ApiState:
     reader: Reader
     writeside: WriteSide
     links: Links
+    live: Live  # announces help answers to the roll-call hubs (rollcalls.answer)
     oidc: RelyingParty | None = None  # company sign-in (MUSTER_OIDC_*), None when off
 
 
