@@ -87,8 +87,9 @@ async def test_a_rebuild_equals_the_original(
 async def test_partitions_are_replayed_side_by_side_each_in_its_order(
     replay_settings: Settings, open_system: OpenSystem, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One worker per partition: their timeline batches overlap in time, each holds the events
-    of one ordering partition (a follow goes with the account followed) in log order."""
+    """One applier per partition (here in one process, where the test can watch them): their
+    timeline batches overlap in time, each holds the events of one ordering partition (a
+    follow goes with the account followed) in log order."""
     settings = msgspec.structs.replace(replay_settings, partitions=3)
     calls: list[list[events.AnyEvent]] = []
     running = 0
@@ -112,7 +113,8 @@ async def test_partitions_are_replayed_side_by_side_each_in_its_order(
         entries = sorted(await s.log_events(), key=lambda pair: streamids.parse(pair[0]))
         log_order = [event.id for _, event in entries]
         monkeypatch.setattr(Timeline, "apply_batch", watched)
-        await replay(s.redis, settings, ReplayRequest(projections=EVERYTHING, batch=3))
+        request = ReplayRequest(projections=EVERYTHING, batch=3, workers=1)
+        await replay(s.redis, settings, request)
         assert await digest(s.redis, settings) == before
     assert most >= 2, "the partitions were applied one after the other"
     position = {event_id: n for n, event_id in enumerate(log_order)}

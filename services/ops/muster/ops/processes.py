@@ -1,0 +1,128 @@
+"""Worker processes for a parallel replay: start them, relay their progress, stop them all
+when one fails.
+
+A replay applies tens of thousands of events a second and is bound by the CPU of the process
+applying them (decoding, planning, building pipelines), so `replay.py` splits the partitions
+among processes started with the *spawn* method: nothing of the parent (its event loop, its
+Redis connections, rq's state) is inherited, and each process opens its own Redis client.
+
+Each process runs `target(task, applied)` and sends back over one queue:
+`("applied", index, count)` after each batch, then `("done", index, result)` or
+`("failed", index, "Error: message")`. One that fails, or dies without a word (killed, out of
+memory: its exit code tells), fails the whole run: the others are terminated and
+`WorkerFailed` names the worker. This module knows nothing of replay; it must never leave a
+process running after `run` returns or raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import queue as queues
+from collections.abc import Callable, Sequence
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+POLL_S = 0.2
+"""How often the parent looks for dead workers while none reports."""
+STOP_S = 10.0
+"""How long a terminated worker has to exit before it is killed."""
+
+Target = Callable[[Any, Callable[[int], None]], Any]
+
+
+class WorkerFailed(Exception):
+    """A worker process raised or died; `index` says which."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+def _child(target: Target, task: Any, index: int, out: Any) -> None:
+    try:
+        result = target(task, lambda count: out.put(("applied", index, count)))
+    except BaseException as exc:  # every failure is reported, then the process exits
+        out.put(("failed", index, f"{type(exc).__name__}: {exc}"))
+        out.close()
+        out.join_thread()  # the message is in the pipe before the process is gone
+        raise SystemExit(1) from None
+    out.put(("done", index, result))
+    out.close()
+    out.join_thread()
+
+
+async def run(
+    target: Target,
+    tasks: Sequence[Any],
+    applied: Callable[[int], None],
+    *,
+    name: str = "muster-worker",
+) -> list[Any]:
+    """Run `target` on each task in its own process; their results, in task order.
+
+    `target` and the tasks must pickle (a module-level function, plain data). `applied` is
+    called on this event loop with each count a worker reports."""
+    context = multiprocessing.get_context("spawn")
+    out: Any = context.Queue()
+    processes: list[BaseProcess] = [
+        context.Process(target=_child, args=(target, task, i, out), name=f"{name}-{i}")
+        for i, task in enumerate(tasks)
+    ]
+    results: dict[int, Any] = {}
+    try:
+        for process in processes:
+            process.start()
+        while len(results) < len(processes):
+            message = await asyncio.to_thread(_get, out, POLL_S)
+            if message is None:
+                dead = _dead(processes, results)
+                if dead is None:
+                    continue
+                # Its last words may still be in the pipe when its process is gone.
+                message = await asyncio.to_thread(_get, out, POLL_S)
+                if message is None:
+                    raise WorkerFailed(*dead)
+            kind, index, value = message
+            if kind == "applied":
+                applied(value)
+            elif kind == "done":
+                results[index] = value
+            else:
+                raise WorkerFailed(index, value)
+        return [results[i] for i in range(len(processes))]
+    finally:
+        _stop(processes)
+        out.close()
+        out.cancel_join_thread()
+
+
+def _get(out: Any, timeout: float) -> Any:
+    try:
+        return out.get(timeout=timeout)
+    except queues.Empty:
+        return None
+
+
+def _dead(processes: Sequence[BaseProcess], results: dict[int, Any]) -> tuple[int, str] | None:
+    """A worker that exited without saying it was done, and how it ended."""
+    for index, process in enumerate(processes):
+        code = process.exitcode
+        if index in results or code is None:
+            continue
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        return index, f"the process ended without finishing ({how})"
+    return None
+
+
+def _stop(processes: Sequence[BaseProcess]) -> None:
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        if process.pid is None:
+            continue  # never started
+        process.join(STOP_S)
+        if process.is_alive():
+            process.kill()
+            process.join()
