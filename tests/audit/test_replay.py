@@ -9,6 +9,8 @@ event log and from the archive, with 1 and 3 partitions.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 from collections import Counter
 from typing import Any
 
@@ -16,11 +18,20 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from audit import replay_dying
 from audit.conftest import OpenSystem, archived
 from audit.scenario import THRESHOLD, make_history
 from muster import events, keys, streamids
 from muster.connection import text
-from muster.ops.replay import ReplayError, ReplayRequest, replay
+from muster.ops import replay as replay_module
+from muster.ops.replay import (
+    ReplayError,
+    ReplayRequest,
+    ReplayWorkerFailed,
+    owned_by,
+    replay,
+    workers_for,
+)
 from muster.ops.verify import verify
 from muster.projections import families as projections
 from muster.projections.timeline import Timeline, ordering_partition
@@ -60,11 +71,17 @@ async def delivery_backlog(redis: aioredis.Redis, partitions: int) -> int:
     return total
 
 
-@pytest.mark.parametrize("partitions", [1, 3])
+@pytest.mark.parametrize(("partitions", "workers"), [(1, 1), (3, 1), (3, 3)])
 @pytest.mark.parametrize("source", ["log", "archive"])
 async def test_a_rebuild_equals_the_original(
-    replay_settings: Settings, open_system: OpenSystem, partitions: int, source: str
+    replay_settings: Settings,
+    open_system: OpenSystem,
+    partitions: int,
+    workers: int,
+    source: str,
 ) -> None:
+    """In one process or in one per partition (workers=3: spawned processes, each reading
+    the whole history and applying its own partition's share), the same projections."""
     settings = msgspec.structs.replace(replay_settings, partitions=partitions)
     async with open_system(settings) as s:
         await make_history(s)
@@ -74,8 +91,11 @@ async def test_a_rebuild_equals_the_original(
         assert before["deliveries"][1] > 0  # routed live (the delivery workers are not running)
         backlog = await delivery_backlog(s.redis, partitions)
         assert await s.redis.scard(keys.BIG_ACCOUNTS) == 1  # ops, merged at read
-        request = ReplayRequest(projections=EVERYTHING, from_archive=source == "archive", batch=7)
+        request = ReplayRequest(
+            projections=EVERYTHING, from_archive=source == "archive", batch=7, workers=workers
+        )
         result = await replay(s.redis, settings, request)
+        assert result.workers == workers
         assert result.events == len(await s.log_events())
         assert result.dropped_keys > 0
         after = await digest(s.redis, settings)
@@ -129,6 +149,62 @@ async def test_partitions_are_replayed_side_by_side_each_in_its_order(
     assert follows
     for follow in follows:
         assert ordering_partition(follow, 3) == keys.partition_of(follow.account, 3)
+
+
+async def test_a_worker_that_dies_fails_the_replay_and_names_its_partitions(
+    replay_settings: Settings, open_system: OpenSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = msgspec.structs.replace(replay_settings, partitions=6)
+    async with open_system(settings) as s:
+        await make_history(s)
+        before = await digest(s.redis, settings)
+        monkeypatch.setattr(replay_module, "_work", replay_dying.die_in_worker_1)
+        request = ReplayRequest(projections=EVERYTHING, batch=5, workers=3)
+        with pytest.raises(ReplayWorkerFailed) as failed:
+            await replay(s.redis, settings, request)
+        assert str(failed.value).startswith(
+            "replay worker 1 of 3 (partitions 1, 4) failed: the process ended without "
+            "finishing (exit status 137)"
+        )
+        assert "run the replay again" in str(failed.value)
+        assert not [p for p in multiprocessing.active_children() if "replay" in p.name]
+        monkeypatch.undo()
+        await replay(s.redis, settings, request)  # run again: all there
+        assert await digest(s.redis, settings) == before
+
+
+async def test_a_worker_that_fails_stops_the_replay_and_names_its_partition(
+    replay_settings: Settings, open_system: OpenSystem
+) -> None:
+    settings = msgspec.structs.replace(replay_settings, partitions=3)
+    async with open_system(settings) as s:
+        await make_history(s)
+        p = keys.partition_of("ops", 3)
+        broken = keys.account_log(p, "ops")
+        await s.redis.delete(broken)
+        await s.redis.set(broken, "not a sorted set")  # every write of ops's posts fails
+        request = ReplayRequest(projections=("timelines",), workers=3)
+        with pytest.raises(
+            ReplayWorkerFailed,
+            match=rf"^replay worker {p} of 3 \(partitions {p}\) failed: .*WRONGTYPE",
+        ):
+            await replay(s.redis, settings, request)
+        assert not [p for p in multiprocessing.active_children() if "replay" in p.name]
+
+
+def test_workers_are_one_per_partition_up_to_the_cpus_and_never_more_than_partitions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    twelve = Settings(partitions=12)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert workers_for(ReplayRequest(), twelve) == 4
+    assert workers_for(ReplayRequest(workers=8), twelve) == 8
+    assert workers_for(ReplayRequest(workers=50), twelve) == 12
+    assert workers_for(ReplayRequest(), Settings(partitions=2)) == 2
+    with pytest.raises(ReplayError, match="at least 1"):
+        workers_for(ReplayRequest(workers=0), twelve)
+    shares = [owned_by(w, 4, 10) for w in range(4)]
+    assert shares == [(0, 4, 8), (1, 5, 9), (2, 6), (3, 7)]
 
 
 async def test_the_default_rebuild_drops_only_what_it_rebuilds(
