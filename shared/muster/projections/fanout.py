@@ -30,6 +30,8 @@ class Walk:
     first call can ride on a pipeline with other writes (`start`); `finish` continues it
     from the cursor that call returned until the hash is done."""
 
+    __slots__ = ("args", "keys", "page", "script")  # one per post and follower hash: keep small
+
     def __init__(
         self,
         script: Any,

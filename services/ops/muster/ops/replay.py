@@ -367,10 +367,11 @@ async def _apply_owned(
         pending = [_Share() for _ in range(width)]
         async for batch in _batches(redis, settings, request, task.since):
             for item in batch:
-                own = lanes.get(eventlog.partition_for(item.event, partitions))
+                home = eventlog.partition_for(item.event, partitions)
+                own = lanes.get(home)
                 if own is not None:
                     pending[own].items.append(item)
-                ordered = lanes.get(ordering_partition(item.event, partitions))
+                ordered = lanes.get(ordering_partition(item.event, partitions, home))
                 if ordered is not None:
                     pending[ordered].events.append(item.event)
                 for lane in {own, ordered}:
