@@ -10,7 +10,8 @@ Each process runs `target(task, applied)` and sends back over one queue:
 `("applied", index, count)` after each batch, then `("done", index, result)` or
 `("failed", index, "Error: message")`. One that fails, or dies without a word (killed, out of
 memory: its exit code tells), fails the whole run: the others are terminated and
-`WorkerFailed` names the worker. This module knows nothing of replay; it must never leave a
+`WorkerFailed` names the worker. A worker whose parent is gone (killed without a chance to
+stop them) stops at its next report. This module knows nothing of replay; it must never leave a
 process running after `run` returns or raises.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import queue as queues
 from collections.abc import Callable, Sequence
 from multiprocessing.process import BaseProcess
@@ -39,9 +41,18 @@ class WorkerFailed(Exception):
         self.index = index
 
 
-def _child(target: Target, task: Any, index: int, out: Any) -> None:
+class _Orphaned(Exception):
+    """The parent is gone (killed: an rq job timeout, kill -9): nobody reads our reports."""
+
+
+def _child(target: Target, task: Any, index: int, out: Any, parent: int) -> None:
+    def applied(count: int) -> None:
+        if os.getppid() != parent:
+            raise _Orphaned(f"parent process {parent} is gone")
+        out.put(("applied", index, count))
+
     try:
-        result = target(task, lambda count: out.put(("applied", index, count)))
+        result = target(task, applied)
     except BaseException as exc:  # every failure is reported, then the process exits
         out.put(("failed", index, f"{type(exc).__name__}: {exc}"))
         out.close()
@@ -66,7 +77,7 @@ async def run(
     context = multiprocessing.get_context("spawn")
     out: Any = context.Queue()
     processes: list[BaseProcess] = [
-        context.Process(target=_child, args=(target, task, i, out), name=f"{name}-{i}")
+        context.Process(target=_child, args=(target, task, i, out, os.getpid()), name=f"{name}-{i}")
         for i, task in enumerate(tasks)
     ]
     results: dict[int, Any] = {}

@@ -17,15 +17,20 @@ back, the audit index is rebuilt, and the archive continues its chains.
 Email, SMS and webhooks are never sent again unless `redeliver` (routing then runs as on the
 live path, and only for what has no delivery status yet).
 
-Parallel: one reader merges the history (log or archive) in order and hands each event to
-the worker of the partition it belongs to (eventlog.partition_for under MUSTER_PARTITIONS, so a
-changed partition count is fine); one worker per partition applies its events in order, each
-with its own projection objects and pipelines (so its own connection, or on a cluster its own
-connection to the master of its slot). An account's events are in one partition, so they stay
-in order; across partitions, the projections converge whatever the order, as they do under
-the live workers (see each projection's docstring). Replay throughput so grows with the number
-of masters until this process's CPU is the bound. `--redeliver` with the write side stays in
-one worker: routing reads the recipients' write side, which must be as of each post.
+Parallel: the partitions are shared among worker processes (`workers_for`: one per partition
+up to the CPUs, or `--workers`; processes.py starts them), worker w applying partitions w, w+N,
+w+2N... Each process reads the whole history in order (log or archive, merged by entry id:
+history.py) and keeps the events that belong to it — by their own partition
+(eventlog.partition_for, under MUSTER_PARTITIONS, so a changed partition count is fine) for the
+restored log, the audit index and the write side, and by their ordering partition
+(timeline.ordering_partition: a follow change goes with the account followed, whose posts read
+its followers) for the timeline — so each partition's projections see its events in log order,
+as one process would. Inside a process, one applier per partition, each with its own projection
+objects and pipelines, runs side by side. Across partitions, the projections converge whatever
+the order, as they do under the live workers (see each projection's docstring). One worker that
+fails fails the replay (`ReplayWorkerFailed`, naming its partitions). `--redeliver` with the
+write side stays in one process and one applier: routing reads the recipients' write side,
+which must be as of each post.
 
 It is run as an rq job (jobs.py) or inline; `progress` is told how far it got.
 """
