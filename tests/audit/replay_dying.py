@@ -14,7 +14,7 @@ from muster.ops import replay
 DYING = 1
 
 
-def die_in_worker_1(task: replay._Task, applied: Callable[[int], None]) -> dict[int, str]:
+def die_in_worker_1(task: replay._Task, applied: Callable[[int], None]) -> replay._Done:
     if task.owned[0] == DYING:
         os._exit(137)
     return replay._work(task, applied)

@@ -13,7 +13,10 @@ Not a test (pytest does not collect it): a command that prints figures. In one r
    (--workers 1) then in W worker processes (default: min(K, CPUs), as `muster replay` picks),
    and prints events/s, the CPU per event the replay's processes and the Redis servers spent,
    and each run's ratio to the first (one redis-server, one process): the baseline of the
-   same run, so a busy machine skews all four alike;
+   same run, so a busy machine skews all four alike; then the CPU seconds of the busiest
+   replay worker (its start-up included) and of the busiest Redis server, and the events/s
+   the run would reach if each had a core of its own (events / the busier of the two), with
+   its ratio to the first run's: what the work spread allows, whatever the machine's load;
 4. sizes on paper what reaches GOAL events/s: the worker processes the client side needs at
    the CPU per event measured with W workers (each worker reads the whole history, so that
    figure includes the reading every worker repeats), and the masters the server side needs
@@ -58,14 +61,14 @@ SERVER_SHARE = 0.8
 LISTPACK = 1024
 
 
-def server_cpu(servers: Sequence[RedisServer]) -> float:
-    """Seconds of CPU the servers have used, in all."""
-    total = 0.0
+def server_cpu(servers: Sequence[RedisServer]) -> list[float]:
+    """Seconds of CPU each server has used."""
+    found = []
     for server in servers:
         with server.client() as client:
             info: Any = client.info("cpu")
-        total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-    return total
+        found.append(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]))
+    return found
 
 
 def own_cpu() -> float:
@@ -86,15 +89,20 @@ async def measure(
 ) -> dict[str, float]:
     server0, own0 = server_cpu(servers), own_cpu()
     result = await replay(client, settings, ReplayRequest(batch=batch, workers=workers))
-    server, own = server_cpu(servers) - server0, own_cpu() - own0
+    spent = [b - a for a, b in zip(server0, server_cpu(servers), strict=True)]
+    own = own_cpu() - own0
     per = max(result.events, 1)
+    busiest = max(max(result.worker_cpu_seconds), max(spent))
     return {
         "events": result.events,
         "seconds": result.seconds,
         "rate": result.events_per_second,
-        "server_us": server / per * 1e6,
+        "server_us": sum(spent) / per * 1e6,
         "client_us": own / per * 1e6,
         "workers": result.workers,
+        "worker_s": max(result.worker_cpu_seconds),
+        "master_s": max(spent),
+        "a_core_each": per / busiest,
     }
 
 
@@ -135,7 +143,7 @@ async def run(args: argparse.Namespace) -> int:
             f"{os.cpu_count()} cores, load {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
         )
         workers = args.workers or min(args.partitions, os.cpu_count() or 1)
-        print(row("replay, default projections", "workers", "events", "seconds", "events/s", "vs first", "redis µs/ev", "client µs/ev"))  # fmt: skip
+        print(row("replay, default projections", "workers", "events", "seconds", "events/s", "vs first", "redis µs/ev", "client µs/ev", "busiest wkr s", "busiest redis s", "a core each", "vs first"))  # fmt: skip
         figures: dict[tuple[str, int], dict[str, float]] = {}
         checksums = {}
         for name, url, servers in (
@@ -152,7 +160,7 @@ async def run(args: argparse.Namespace) -> int:
                     figures[name, w] = f
                     checksums[name, w] = await projections.checksum(client, args.partitions)
                     first = next(iter(figures.values()))
-                    print(row(f"  {name}", f"{f['workers']:.0f}", f"{f['events']:,.0f}", f"{f['seconds']:.1f}", f"{f['rate']:,.0f}", f"{f['rate'] / first['rate']:.2f}x", f"{f['server_us']:.1f}", f"{f['client_us']:.1f}"))  # fmt: skip
+                    print(row(f"  {name}", f"{f['workers']:.0f}", f"{f['events']:,.0f}", f"{f['seconds']:.1f}", f"{f['rate']:,.0f}", f"{f['rate'] / first['rate']:.2f}x", f"{f['server_us']:.1f}", f"{f['client_us']:.1f}", f"{f['worker_s']:.1f}", f"{f['master_s']:.1f}", f"{f['a_core_each']:,.0f}", f"{f['a_core_each'] / first['a_core_each']:.2f}x"))  # fmt: skip
             finally:
                 await client.aclose()
         same = len({c.digest for c in checksums.values()}) == 1

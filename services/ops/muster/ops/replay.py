@@ -99,6 +99,8 @@ class ReplayResult(msgspec.Struct, kw_only=True):
     seconds: float
     events_per_second: float
     workers: int = 1
+    worker_cpu_seconds: list[float] = []
+    """CPU each worker process spent (a spawned one: in all, its start-up included)."""
 
 
 async def log_is_empty(redis: aioredis.Redis, partitions: int) -> bool:
@@ -404,7 +406,14 @@ async def _apply_owned(
     return {p: streamids.format_id(entry) for p, entry in last.items()}
 
 
-def _work(task: _Task, applied: Callable[[int], None]) -> dict[int, str]:
+class _Done(msgspec.Struct, frozen=True):
+    """What a worker hands back: how far each restored log goes, and the CPU it spent."""
+
+    last: dict[int, str]
+    cpu_seconds: float
+
+
+def _work(task: _Task, applied: Callable[[int], None]) -> _Done:
     """A worker process's whole life (processes.run): its own client, its share, closed."""
 
     async def work() -> dict[int, str]:
@@ -414,7 +423,8 @@ def _work(task: _Task, applied: Callable[[int], None]) -> dict[int, str]:
         finally:
             await client.aclose()
 
-    return asyncio.run(work())
+    last = asyncio.run(work())
+    return _Done(last, time.process_time())  # since this process started
 
 
 async def replay(
@@ -476,10 +486,12 @@ async def replay(
         for w in range(workers)
     ]
     if workers == 1:  # in this process, on the caller's client
-        lasts = [await _apply_owned(redis, tasks[0], applied)]
+        cpu = time.process_time()
+        last = await _apply_owned(redis, tasks[0], applied)
+        dones = [_Done(last, time.process_time() - cpu)]
     else:
         try:
-            lasts = await processes.run(_work, tasks, applied, name="muster-replay")
+            dones = await processes.run(_work, tasks, applied, name="muster-replay")
         except processes.WorkerFailed as exc:
             owned = ", ".join(map(str, tasks[exc.index].owned))
             raise ReplayWorkerFailed(
@@ -488,9 +500,9 @@ async def replay(
                 "replay again once the cause is fixed"
             ) from None
     if restore:
-        last = {p: streamids.parse(entry) for share in lasts for p, entry in share.items()}
+        ends = {p: streamids.parse(entry) for done in dones for p, entry in done.last.items()}
         await _release_groups(redis, settings.partitions)
-        await _record_archive(redis, settings, last)
+        await _record_archive(redis, settings, ends)
     seconds = time.monotonic() - started
     result = ReplayResult(
         projections=list(chosen),
@@ -501,6 +513,7 @@ async def replay(
         seconds=round(seconds, 3),
         events_per_second=round(done / seconds, 1) if seconds > 0 else 0.0,
         workers=workers,
+        worker_cpu_seconds=[round(done.cpu_seconds, 3) for done in dones],
     )
     report("done", done, max(total, done), result.events_per_second)
     log.info("replay done", **msgspec.to_builtins(result))
