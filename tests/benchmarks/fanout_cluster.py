@@ -17,8 +17,10 @@ Not a test (pytest does not collect it): a command that prints figures. In one r
    - "A at once": one post of each of the A accounts, published by A tasks at once (as
      several timeline worker processes would), N inserts in all;
    and checks after each run (untimed) that every follower's home holds the post;
-4. prints per case the median wall time, homes inserted per second, the Redis CPU (all
-   servers, and the busiest one), and the ratio cluster / one node of inserts per second.
+4. prints per case the median wall time, homes inserted per second and its ratio cluster /
+   one node, the CPU of the Redis servers (all, and the busiest) and of this client, and the
+   inserts per second with a core each (inserts / the busier of the client and the busiest
+   server) with its ratio: what the spread allows on a machine with cores to spare.
 The cluster spreads a fan-out's work over the masters: one post's pages go out on one
 pipeline to every master at once, then each partition's further pages in turn. On a machine
 with fewer cores than masters, they share the cores; the busiest master's CPU says what one
@@ -76,6 +78,7 @@ class Runs:
     wall: list[float] = field(default_factory=list)
     redis: list[float] = field(default_factory=list)
     busiest: list[float] = field(default_factory=list)
+    client: list[float] = field(default_factory=list)
     inserts: int = 0
 
 
@@ -142,15 +145,17 @@ class Setup:
             Timeline(self.redis, self.settings, route=False, announce=False, expand=False)
             for _ in posts
         ]
-        before = server_cpu(self.servers)
+        before, own = server_cpu(self.servers), time.process_time()
         began = time.perf_counter()
         await asyncio.gather(*(t.publish([p]) for t, p in zip(timelines, posts, strict=True)))
         wall = time.perf_counter() - began
+        runs_client = time.process_time() - own
         spent = [b - a for a, b in zip(before, server_cpu(self.servers), strict=True)]
         runs = self.runs.setdefault(case, Runs())
         runs.wall.append(wall)
         runs.redis.append(sum(spent))
         runs.busiest.append(max(spent))
+        runs.client.append(runs_client)
         runs.inserts = sum(len(self.followers_of(post)) for post in posts)
         for post in posts:
             await self.verify(post)
@@ -238,21 +243,26 @@ def run(args: argparse.Namespace) -> int:
 
 def report(setups: list[Setup], args: Any) -> None:
     header = (
-        f"{'case':<14}{'redis':<22}{'wall s':>9}{'inserts/s':>12}{'redis cpu s':>13}"
-        f"{'busiest s':>11}{'vs one node':>13}"
+        f"{'case':<12}{'redis':<20}{'wall s':>8}{'inserts/s':>11}{'vs one':>8}"
+        f"{'redis cpu s':>12}{'busiest s':>10}{'client s':>9}{'a core each':>13}{'vs one':>8}"
     )
     print(header)
     print("-" * len(header))
     one = setups[0]
     for case in one.runs:
+        base = one.runs[case]
         for setup in setups:
             runs = setup.runs[case]
-            wall = _median(runs.wall)
+            wall, busiest = _median(runs.wall), _median(runs.busiest)
             rate = runs.inserts / wall
-            ratio = rate / (one.runs[case].inserts / _median(one.runs[case].wall))
+            # The busier of the client and the busiest server bounds it given a core each.
+            bound = runs.inserts / max(busiest, _median(runs.client))
+            base_bound = base.inserts / max(_median(base.busiest), _median(base.client))
             print(
-                f"{case:<14}{setup.name:<22}{wall:>9.3f}{rate:>12,.0f}"
-                f"{_median(runs.redis):>13.2f}{_median(runs.busiest):>11.2f}{ratio:>12.2f}x"
+                f"{case:<12}{setup.name:<20}{wall:>8.3f}{rate:>11,.0f}"
+                f"{rate / (base.inserts / _median(base.wall)):>7.2f}x"
+                f"{_median(runs.redis):>12.2f}{busiest:>10.2f}{_median(runs.client):>9.2f}"
+                f"{bound:>13,.0f}{bound / base_bound:>7.2f}x"
             )
     if not any(setup.failures for setup in setups):
         print("every post reached every follower's home")
