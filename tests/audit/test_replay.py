@@ -12,6 +12,7 @@ import asyncio
 import multiprocessing
 import os
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -23,6 +24,7 @@ from audit.conftest import OpenSystem, archived
 from audit.scenario import THRESHOLD, make_history
 from muster import events, keys, streamids
 from muster.connection import text
+from muster.ops import processes
 from muster.ops import replay as replay_module
 from muster.ops.replay import (
     ReplayError,
@@ -196,7 +198,7 @@ def test_workers_are_one_per_partition_up_to_the_cpus_and_never_more_than_partit
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     twelve = Settings(partitions=12)
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(processes, "available_cpus", lambda: 4)
     assert workers_for(ReplayRequest(), twelve) == 4
     assert workers_for(ReplayRequest(workers=8), twelve) == 8
     assert workers_for(ReplayRequest(workers=50), twelve) == 12
@@ -205,6 +207,21 @@ def test_workers_are_one_per_partition_up_to_the_cpus_and_never_more_than_partit
         workers_for(ReplayRequest(workers=0), twelve)
     shares = [owned_by(w, 4, 10) for w in range(4)]
     assert shares == [(0, 4, 8), (1, 5, 9), (2, 6), (3, 7)]
+
+
+def test_the_cpus_available_are_bounded_by_the_cgroup_quota(tmp_path: Path) -> None:
+    """A Kubernetes CPU limit is a cgroup quota, which os.cpu_count() does not see."""
+    usable = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    assert processes.available_cpus(cpu_max) == usable  # no cgroup file: the affinity
+    cpu_max.write_text("max 100000\n")
+    assert processes.available_cpus(cpu_max) == usable
+    cpu_max.write_text("100000 100000\n")
+    assert processes.available_cpus(cpu_max) == 1
+    cpu_max.write_text("150000 100000\n")  # 1.5 CPUs: two processes can use them
+    assert processes.available_cpus(cpu_max) == min(2, usable)
+    cpu_max.write_text("10000 100000\n")  # a tenth of a CPU: still one
+    assert processes.available_cpus(cpu_max) == 1
 
 
 async def test_the_default_rebuild_drops_only_what_it_rebuilds(

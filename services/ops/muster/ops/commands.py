@@ -179,7 +179,8 @@ def _print_result(result: Any) -> None:
     print(
         f"{what} {result['events']} events from the {result['source']} into "
         f"{', '.join(result['projections'])} in {result['seconds']} s "
-        f"({result['events_per_second']:,.0f} events/s; {result['dropped_keys']} keys dropped first)"
+        f"({result['events_per_second']:,.0f} events/s in {result.get('workers', 1)} worker "
+        f"process(es); {result['dropped_keys']} keys dropped first)"
     )
 
 

@@ -18,11 +18,13 @@ process running after `run` returns or raises.
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
 import os
 import queue as queues
 from collections.abc import Callable, Sequence
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 POLL_S = 0.2
@@ -31,6 +33,25 @@ STOP_S = 10.0
 """How long a terminated worker has to exit before it is killed."""
 
 Target = Callable[[Any, Callable[[int], None]], Any]
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+"""cgroup v2's CPU quota of this process's group ("max 100000", or "200000 100000": 2 CPUs)."""
+
+
+def available_cpus(cpu_max: Path = CPU_MAX) -> int:
+    """The CPUs this process may use: those it may run on, and no more than its cgroup's quota
+    (a Kubernetes CPU limit), which os.cpu_count() ignores — a pod limited to 2 CPUs on a
+    64-core node must not start 64 workers."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return max(1, cpus)
+    if quota != "max" and int(period) > 0:
+        cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    return max(1, cpus)
 
 
 class WorkerFailed(Exception):

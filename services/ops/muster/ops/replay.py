@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -316,10 +315,10 @@ def _since(raw: str | None) -> int | None:
 
 def workers_for(request: ReplayRequest, settings: Settings) -> int:
     """The processes a replay runs in: as asked (at most one per partition), else one per
-    partition up to the CPUs there are."""
+    partition up to the CPUs this process may use (processes.available_cpus)."""
     if request.workers is not None and request.workers < 1:
         raise ReplayError(f"workers must be at least 1, got {request.workers}")
-    wanted = request.workers or min(settings.partitions, os.cpu_count() or 1)
+    wanted = request.workers or min(settings.partitions, processes.available_cpus())
     return min(wanted, settings.partitions)
 
 
