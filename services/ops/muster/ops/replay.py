@@ -53,6 +53,7 @@ from muster import archive, eventlog, history, keys, scripts, streamids
 from muster.connection import async_client, text
 from muster.events import AnyEvent
 from muster.history import Item
+from muster.logs import configure_logging
 from muster.ops import processes
 from muster.projections import families
 from muster.projections.audit import AuditIndex
@@ -413,7 +414,10 @@ class _Done(msgspec.Struct, frozen=True):
 
 
 def _work(task: _Task, applied: Callable[[int], None]) -> _Done:
-    """A worker process's whole life (processes.run): its own client, its share, closed."""
+    """A worker process's whole life (processes.run): its logging set up as the command's
+    (a spawned process inherits none), its own client, its share, closed."""
+    configure_logging(task.settings, process="replay-worker")
+    structlog.contextvars.bind_contextvars(partitions=list(task.owned))
 
     async def work() -> dict[int, str]:
         client = async_client(task.settings)
