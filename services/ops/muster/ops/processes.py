@@ -5,6 +5,8 @@ A replay applies tens of thousands of events a second and is bound by the CPU of
 applying them (decoding, planning, building pipelines), so `replay.py` splits the partitions
 among processes started with the *spawn* method: nothing of the parent (its event loop, its
 Redis connections, rq's state) is inherited, and each process opens its own Redis client.
+Spawning imports the caller's main module again in each process, so a script that starts a
+replay must keep its work under `if __name__ == "__main__":` (the `muster` command does).
 
 Each process runs `target(task, applied)` and sends back over one queue:
 `("applied", index, count)` after each batch, then `("done", index, result)` or
