@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from audit import replay_dying
+from audit import replay_targets
 from audit.conftest import OpenSystem, archived
 from audit.scenario import THRESHOLD, make_history
 from muster import events, keys, streamids
@@ -160,7 +161,7 @@ async def test_a_worker_that_dies_fails_the_replay_and_names_its_partitions(
     async with open_system(settings) as s:
         await make_history(s)
         before = await digest(s.redis, settings)
-        monkeypatch.setattr(replay_module, "_work", replay_dying.die_in_worker_1)
+        monkeypatch.setattr(replay_module, "_work", replay_targets.die_in_worker_1)
         request = ReplayRequest(projections=EVERYTHING, batch=5, workers=3)
         with pytest.raises(ReplayWorkerFailed) as failed:
             await replay(s.redis, settings, request)
@@ -192,6 +193,25 @@ async def test_a_worker_that_fails_stops_the_replay_and_names_its_partition(
         ):
             await replay(s.redis, settings, request)
         assert not [p for p in multiprocessing.active_children() if "replay" in p.name]
+
+
+async def test_a_dead_worker_is_noticed_while_the_others_still_report() -> None:
+    """Worker 1 dies at once while the others report every 10 ms for a minute: the run fails
+    within seconds, naming it, and stops the others."""
+    reports = 0
+
+    def applied(count: int) -> None:
+        nonlocal reports
+        reports += count
+
+    began = time.monotonic()
+    with pytest.raises(processes.WorkerFailed) as failed:
+        await processes.run(replay_targets.report_or_die, [0, 1, 2], applied, name="test-run")
+    took = time.monotonic() - began
+    assert failed.value.index == 1
+    assert "exit status 137" in str(failed.value)
+    assert took < replay_targets.REPORT_FOR_S / 2, f"noticed after {took:.0f} s"
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("test-run")]
 
 
 def test_workers_are_one_per_partition_up_to_the_cpus_and_never_more_than_partitions(

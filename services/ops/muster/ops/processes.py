@@ -24,6 +24,7 @@ import math
 import multiprocessing
 import os
 import queue as queues
+import time
 from collections.abc import Callable, Sequence
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -31,6 +32,8 @@ from typing import Any
 
 POLL_S = 0.2
 """How often the parent looks for dead workers while none reports."""
+LAST_WORDS_S = 2.0
+"""How long the parent reads on for a dead worker's last message before calling it killed."""
 STOP_S = 10.0
 """How long a terminated worker has to exit before it is killed."""
 
@@ -104,26 +107,43 @@ async def run(
         for i, task in enumerate(tasks)
     ]
     results: dict[int, Any] = {}
+
+    def handle(message: tuple[str, int, Any]) -> None:
+        kind, index, value = message
+        if kind == "applied":
+            applied(value)
+        elif kind == "done":
+            results[index] = value
+        else:
+            raise WorkerFailed(index, value)
+
     try:
         for process in processes:
             process.start()
+        check_at = time.monotonic() + POLL_S
         while len(results) < len(processes):
             message = await asyncio.to_thread(_get, out, POLL_S)
-            if message is None:
-                dead = _dead(processes, results)
-                if dead is None:
-                    continue
-                # Its last words may still be in the pipe when its process is gone.
+            if message is not None:
+                handle(message)
+            # Look for the dead every POLL_S even while the others report without a pause:
+            # a worker killed early must not go unnoticed until the rest have finished.
+            if message is not None and time.monotonic() < check_at:
+                continue
+            check_at = time.monotonic() + POLL_S
+            dead = _dead(processes, results)
+            if dead is None:
+                continue
+            # Its last words ("done", or why it failed) may still be in the pipe, behind
+            # reports the others wrote before it ended: read on for LAST_WORDS_S (reading
+            # is far faster than they write), no longer: a killed worker says nothing.
+            # One that exited 0 wrote "done" before it exited: read until it comes.
+            index, how, code = dead
+            give_up = time.monotonic() + LAST_WORDS_S
+            while index not in results:
                 message = await asyncio.to_thread(_get, out, POLL_S)
-                if message is None:
-                    raise WorkerFailed(*dead)
-            kind, index, value = message
-            if kind == "applied":
-                applied(value)
-            elif kind == "done":
-                results[index] = value
-            else:
-                raise WorkerFailed(index, value)
+                if message is None or (code != 0 and time.monotonic() > give_up):
+                    raise WorkerFailed(index, how)
+                handle(message)
         return [results[i] for i in range(len(processes))]
     finally:
         _stop(processes)
@@ -138,14 +158,14 @@ def _get(out: Any, timeout: float) -> Any:
         return None
 
 
-def _dead(processes: Sequence[BaseProcess], results: dict[int, Any]) -> tuple[int, str] | None:
-    """A worker that exited without saying it was done, and how it ended."""
+def _dead(processes: Sequence[BaseProcess], results: dict[int, Any]) -> tuple[int, str, int] | None:
+    """A worker that exited without its "done" read yet: its index, how it ended, its code."""
     for index, process in enumerate(processes):
         code = process.exitcode
         if index in results or code is None:
             continue
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-        return index, f"the process ended without finishing ({how})"
+        return index, f"the process ended without finishing ({how})", code
     return None
 
 
