@@ -1,8 +1,8 @@
 """Worker processes for a parallel replay: start them, relay their progress, stop them all
 when one fails.
 
-A replay applies tens of thousands of events a second and is bound by the CPU of the process
-applying them (decoding, planning, building pipelines), so `replay.py` splits the partitions
+A replay is bound by the CPU of the process applying the events (decoding them, planning the
+projections' writes, building pipelines: ~100 µs an event), so `replay.py` splits the partitions
 among processes started with the *spawn* method: nothing of the parent (its event loop, its
 Redis connections, rq's state) is inherited, and each process opens its own Redis client.
 Spawning imports the caller's main module again in each process, so a script that starts a
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 POLL_S = 0.2
-"""How often the parent looks for dead workers while none reports."""
+"""How often the parent looks for dead workers."""
 LAST_WORDS_S = 2.0
 """How long the parent reads on for a dead worker's last message before calling it killed."""
 STOP_S = 10.0
@@ -52,10 +52,10 @@ def available_cpus(cpu_max: Path = CPU_MAX) -> int:
         cpus = os.cpu_count() or 1
     try:
         quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max" and int(period) > 0:
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
     except (OSError, ValueError):
-        return max(1, cpus)
-    if quota != "max" and int(period) > 0:
-        cpus = min(cpus, math.ceil(int(quota) / int(period)))
+        pass  # no cgroup v2 quota here (not in a container, or another layout)
     return max(1, cpus)
 
 
