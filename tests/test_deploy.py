@@ -29,7 +29,7 @@ from redis_server import RedisServer, redis_server_binary
 from muster.api.metrics import Metrics, SystemCollector
 from muster.cli import OPS_WORKER, WORKER_KINDS, build_parser
 from muster.settings import Settings, env_name, known_variables, load_settings
-from muster.supervisor import CHILDREN
+from muster.supervisor import CHILDREN, MAIL_IN
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -54,6 +54,8 @@ def compose() -> dict[str, Any]:
 
 
 CLUSTER_PROFILE = "cluster"
+MAIL_PROFILE = "mail"
+"""`docker compose --profile mail`: mail-in, which needs MUSTER_MAIL_IN_SECRET and port 25."""
 
 
 def services(profile: str | None = None) -> dict[str, dict[str, Any]]:
@@ -183,7 +185,7 @@ def parse_muster(argv: list[str]) -> argparse.Namespace:
 def deployed_commands() -> list[tuple[str, list[str]]]:
     found = [
         (f"compose {name}", service["command"])
-        for profile in (None, CLUSTER_PROFILE)
+        for profile in (None, CLUSTER_PROFILE, MAIL_PROFILE)
         for name, service in muster_services(profile).items()
     ]
     found += [
@@ -210,6 +212,9 @@ def test_compose_runs_the_processes_muster_up_runs() -> None:
     service_dirs = {path.name for path in (ROOT / "services").iterdir() if path.is_dir()}
     assert service_dirs - {"api", "cli"} == {*WORKER_KINDS, OPS_WORKER}
     assert ("worker", OPS_WORKER) in commands
+    # mail-in, which `muster up` runs when MUSTER_MAIL_IN_ADDRESS is set, is opt-in here too
+    mail = {tuple(service["command"][1:]) for service in muster_services(MAIL_PROFILE).values()}
+    assert mail == {MAIL_IN}
 
 
 def test_only_redis_runs_something_other_than_muster() -> None:
@@ -218,8 +223,9 @@ def test_only_redis_runs_something_other_than_muster() -> None:
 
 def test_every_service_is_in_the_default_set_or_the_cluster_profile() -> None:
     for name, service in compose()["services"].items():
-        assert service.get("profiles", []) in ([], [CLUSTER_PROFILE]), name
-    assert set(services()) | set(services(CLUSTER_PROFILE)) == set(compose()["services"])
+        assert service.get("profiles", []) in ([], [CLUSTER_PROFILE], [MAIL_PROFILE]), name
+    every = set(services()) | set(services(CLUSTER_PROFILE)) | set(services(MAIL_PROFILE))
+    assert every == set(compose()["services"])
 
 
 # --- compose: shape ----------------------------------------------------------------------------
@@ -279,6 +285,22 @@ def test_compose_environment_loads_as_settings(name: str) -> None:
     host = {"MUSTER_ADMIN_TOKEN": ADMIN_TOKEN}
     settings = load_settings(environment(muster_services()[name], host))
     assert settings.redis_url == REDIS_URL_IN_COMPOSE
+    assert settings.mail_in_secret is None  # replies by email are off until it is set
+
+
+def test_compose_mail_in_listens_with_the_hosts_secret() -> None:
+    (mail_in,) = muster_services(MAIL_PROFILE).values()
+    with pytest.raises(MissingVariable, match="MUSTER_MAIL_IN_SECRET"):
+        environment(mail_in, {})
+    secret = "mail-in-" + ADMIN_TOKEN
+    settings = load_settings(environment(mail_in, {"MUSTER_MAIL_IN_SECRET": secret}))
+    assert (settings.mail_in_address, settings.mail_in_secret) == ("0.0.0.0:2525", secret)
+    assert mail_in["ports"] == ["25:2525"]
+    for name, service in muster_services().items():  # the others sign and check with it
+        env = environment(
+            service, {"MUSTER_ADMIN_TOKEN": ADMIN_TOKEN, "MUSTER_MAIL_IN_SECRET": secret}
+        )
+        assert load_settings(env).mail_in_secret == secret, name
 
 
 def test_admin_token_comes_from_the_host_and_is_required() -> None:

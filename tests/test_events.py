@@ -201,6 +201,9 @@ PARTITION_FIELD = {
     "RollCallHelpHandled": "recipient",
     "RollCallClosed": "account",
     "RollCallExtended": "account",
+    "InboundEmailRefused": "recipient",
+    "ContactPointOptedOut": "account",
+    "ContactPointOptedIn": "account",
 }
 PARTITION_PREFIX = {"subscription": "sub-"}
 """A subscription's events go to its recipient name's partition: `sub-<id>`."""

@@ -24,7 +24,7 @@ from test_deploy import ADMIN_TOKEN, MUSTER_NAME, SECRET_NAME
 from muster.cli import OPS_WORKER, WORKER_KINDS, build_parser
 from muster.errors import ConfigError
 from muster.settings import Settings, known_variables, load_settings
-from muster.supervisor import CHILDREN
+from muster.supervisor import CHILDREN, MAIL_IN
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -96,10 +96,17 @@ def environment_of(container: dict[str, Any], secrets: dict[str, str]) -> dict[s
     return env
 
 
+MAIL_IN_SECRET = "mail-in-" + ADMIN_TOKEN
+"""What an operator puts in the Secret for replies by email (its placeholder is empty)."""
+
+
 def settings_of(container: dict[str, Any]) -> Settings:
-    return load_settings(
-        environment_of(container, {**secret_data(), "MUSTER_ADMIN_TOKEN": ADMIN_TOKEN})
-    )
+    secrets = {
+        **secret_data(),
+        "MUSTER_ADMIN_TOKEN": ADMIN_TOKEN,
+        "MUSTER_MAIL_IN_SECRET": MAIL_IN_SECRET,
+    }
+    return load_settings(environment_of(container, secrets))
 
 
 # --- schema ---------------------------------------------------------------------------------------
@@ -168,7 +175,7 @@ def test_each_process_kind_is_a_deployment_of_its_own() -> None:
             pytest.fail(f"{name}: `{' '.join(container['command'])}` is not a muster command")
         assert callable(args.run)
         commands.append(tuple(container["command"][1:]))
-    assert sorted(commands) == sorted(CHILDREN), "one Deployment per process kind"
+    assert sorted(commands) == sorted([*CHILDREN, MAIL_IN]), "one Deployment per process kind"
     assert {("worker", kind) for kind in (*WORKER_KINDS, OPS_WORKER)} <= set(commands)
 
 
@@ -269,3 +276,14 @@ def test_secrets_live_only_in_the_secret_and_its_placeholder_is_refused() -> Non
     _, api = next(c for c in muster_containers() if c[1]["command"][1:] == ["api"])
     with pytest.raises(ConfigError, match="MUSTER_ADMIN_TOKEN"):
         load_settings(environment_of(api, secret_data()))
+
+
+def test_mail_in_listens_behind_port_25_and_refuses_to_start_without_its_secret() -> None:
+    mail_in = deployments()["muster-mail-in"]
+    (container,) = containers(mail_in)
+    assert settings_of(container).mail_in_address == "0.0.0.0:2525"
+    service = resources("Service")["muster-mail-in"]
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(25, "smtp")]
+    without = {**secret_data(), "MUSTER_ADMIN_TOKEN": ADMIN_TOKEN}
+    with pytest.raises(ConfigError, match="MUSTER_MAIL_IN_SECRET"):
+        load_settings(environment_of(container, without))

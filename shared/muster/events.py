@@ -447,12 +447,31 @@ class RollCallAudienceRecorded(Event, frozen=True, kw_only=True, tag="RollCallAu
     recipients: tuple[str, ...]
 
 
+class AnswerEvidence(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """How an answer from outside the app arrived, kept so a person can judge it later:
+    `network` is a keyed hash of the client's network (IPv4 /24, IPv6 /48, as consent
+    events record it), never the address; `user_agent` the client's, cut to 200 characters;
+    `since_delivery_s` how long after the message carrying the link was handed to its
+    provider; `since_page_s` how long after the answer page was shown; `suspect_because`
+    why it looks automated (muster.answerlinks.SUSPECT_REASONS), empty when it does not."""
+
+    network: str = ""
+    user_agent: str = ""
+    since_delivery_s: float | None = None
+    since_page_s: float | None = None
+    suspect_because: str = ""
+
+
 class RollCallAnswered(Event, frozen=True, kw_only=True, tag="RollCallAnswered"):
     """`recipient`'s answer to `rollcall`, which replaces any earlier one (history: these
     events). `actor` is who gave it: the recipient, or (channel `proxy`) an author or admin
     answering for them. `kind` is the option's kind when it was answered; `late`: after
-    the deadline, inside the grace."""
+    the deadline, inside the grace. `suspect`: it looks automated (a link scanner), so it
+    does not account for anyone and never replaces an answer that is not suspect.
+    v2 adds where it came from: `source_ref` (the provider's id — an SMS's MessageSid, a
+    webhook callback's webhook-id — or the answer page's token hash) and `evidence`."""
 
+    v: int = 2
     rollcall: str
     account: str
     recipient: str
@@ -462,6 +481,8 @@ class RollCallAnswered(Event, frozen=True, kw_only=True, tag="RollCallAnswered")
     note: str = ""
     late: bool = False
     suspect: bool = False
+    source_ref: str = ""
+    evidence: AnswerEvidence | None = None
 
 
 class RollCallHelpHandled(Event, frozen=True, kw_only=True, tag="RollCallHelpHandled"):
@@ -488,6 +509,41 @@ class RollCallExtended(Event, frozen=True, kw_only=True, tag="RollCallExtended")
     rollcall: str
     account: str
     deadline: datetime
+
+
+class InboundEmailRefused(Event, frozen=True, kw_only=True, tag="InboundEmailRefused"):
+    """An email to `recipient`'s reply address for the post or DM `target` was not taken
+    as their reply or answer (`reason`: auto_reply, wrong_sender, empty, too_long,
+    not_allowed, no_account). Kept so the history shows it; its text is not kept. `actor`
+    is `mail-in`; `via` is `smtp` or the provider's name; `sender` the From address."""
+
+    recipient: str
+    target: str
+    sender: str
+    message_id: str
+    reason: str
+    via: str = "smtp"
+
+
+class ContactPointOptedOut(Event, frozen=True, kw_only=True, tag="ContactPointOptedOut"):
+    """`account` texted a stop word (`keyword`) from its phone: the provider sends it no
+    more SMS until it texts START, and nothing Muster does can override that, mandatory
+    follow or not. Recorded so roll-call reports show who cannot be reached by SMS (their
+    other channels still carry everything). `source_ref`: the text's MessageSid."""
+
+    account: str
+    channel: str = "sms"
+    keyword: str = ""
+    source_ref: str = ""
+
+
+class ContactPointOptedIn(Event, frozen=True, kw_only=True, tag="ContactPointOptedIn"):
+    """`account` texted a start word: SMS reach it again."""
+
+    account: str
+    channel: str = "sms"
+    keyword: str = ""
+    source_ref: str = ""
 
 
 AnyEvent: TypeAlias = (
@@ -525,6 +581,9 @@ AnyEvent: TypeAlias = (
     | RollCallHelpHandled
     | RollCallClosed
     | RollCallExtended
+    | InboundEmailRefused
+    | ContactPointOptedOut
+    | ContactPointOptedIn
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__
@@ -592,11 +651,17 @@ def partition_handle(event: Event) -> str:
             | SubscriptionEnded(subscription=s)
         ):
             return f"sub-{s}"
-        case RollCallAnswered(recipient=r) | RollCallHelpHandled(recipient=r):
+        case (
+            RollCallAnswered(recipient=r)
+            | RollCallHelpHandled(recipient=r)
+            | InboundEmailRefused(recipient=r)
+        ):
             return r
         case RollCallAudienceRecorded(recipients=(first, *_)):
             return first  # every one of them is in this partition
         case RollCallClosed(account=a) | RollCallExtended(account=a):
+            return a
+        case ContactPointOptedOut(account=a) | ContactPointOptedIn(account=a):
             return a
         case _:
             return event.actor

@@ -21,6 +21,7 @@ _MAX_SEQUENCE = (1 << SEQUENCE_BITS) - 1
 class IdGenerator:
     def __init__(self, node: int) -> None:
         self._node = node % (1 << NODE_BITS)
+        self.node = node
         self._lock = threading.Lock()
         self._last_ms = 0
         self._sequence = 0

@@ -169,6 +169,12 @@ def idempotency(partition: int, caller: str, key: str) -> str:
     return f"{_tag(partition)}:idem:{caller}:{key}"
 
 
+def idempotency_receipt(partition: int, caller: str, key: str) -> str:
+    """String: the id a write under (caller, key) made, set in that write's MULTI (incidents
+    and their updates), so a retry after the claim in `idempotency` makes nothing; TTL as it."""
+    return f"{_tag(partition)}:idem_made:{caller}:{key}"
+
+
 def handles(partition: int) -> str:
     """Set: every account handle in the partition; api writes with AccountCreated."""
     return f"{_tag(partition)}:handles"
@@ -262,9 +268,34 @@ UNSUBSCRIBE_TOKEN_TTL_S: Final = 90 * 24 * 3600
 """How long an unsubscribe link in a message keeps working (as long as delivery statuses)."""
 
 
+def inbound_mail(partition: int, digest: str) -> str:
+    """String: `pending` while the api handles one inbound email (a reply to a reply
+    address), then `done`, under SHA-256 of (person, Message-ID), in the person's
+    partition; INBOUND_MAIL_PENDING_TTL_S, then INBOUND_MAIL_TTL_S. So a message delivered
+    twice, or replayed, is handled once. Not write-side state: what it decided is an event."""
+    return f"{_tag(partition)}:inmail:{digest}"
+
+
+INBOUND_MAIL_PENDING_TTL_S: Final = 300
+"""How long a claim on an inbound email outlives a process that died handling it."""
+INBOUND_MAIL_TTL_S: Final = 30 * 24 * 3600
+"""How long a Message-ID handled stays handled (longer than any sender retries)."""
+
+
+def mailgun_token(token_hash: str) -> str:
+    """String: a Mailgun webhook token already used (SHA-256 of it); MAILGUN_TOKEN_TTL_S.
+    Written by the api before it handles the request, so a replayed request is refused."""
+    return f"{PREFIX}:mailgun:{token_hash}"
+
+
+MAILGUN_TOKEN_TTL_S: Final = 600
+"""Longer than a Mailgun request stays fresh (MAILGUN_FRESH_S in muster.api.inboundmail)."""
+
+
 def rate(scope: str, subject_hash: str, window: int) -> str:
     """Counter: requests of one kind (`scope`: subscribe per client network, subscribe per
-    address, confirmation messages per address and day, wrong codes per phone) in one
+    address, confirmation messages per address and day, wrong codes per phone, answers per
+    roll-call answer link) in one
     fixed window; expires with the window. Never holds an address, only its SHA-256."""
     return f"{PREFIX}:rate:{scope}:{subject_hash}:{window}"
 
@@ -356,6 +387,50 @@ def rollcall_state(partition: int, rollcall: str) -> str:
     """Hash: a roll-call's changes since it opened (state, closed_at, deadline), in the
     partition of its account; written with RollCallClosed / RollCallExtended."""
     return f"{_tag(partition)}:rc:{rollcall}:state"
+
+
+def sms_opted_out(partition: int) -> str:
+    """Hash: handle → time (RFC 3339) of the people of `partition` whose phone texted a stop
+    word (ContactPointOptedOut; ContactPointOptedIn removes them): roll-call reports show it."""
+    return f"{_tag(partition)}:sms_opted_out"
+
+
+# --- answers from outside the app (muster.answerlinks) ---------------------------------------
+# Not write-side state: capabilities the delivery worker hands out with the messages that
+# carry a roll-call (links, SMS codes) and replay caches; losing them loses no history.
+ANSWER_LINK_KEY: Final = f"{PREFIX}:answerlinks:key"
+"""String: the random key answer links and their page tokens are HMACs under (SET NX by the
+first process that needs it); deleting it revokes every link minted so far."""
+
+
+def rollcall_link(partition: int, link_hash: str) -> str:
+    """String: records.RollCallLink for the SHA-256 of an answer link id (the id is a bearer
+    token and never kept), in the partition of the hash; set by the delivery worker before
+    the message carrying it is sent; expires ROLLCALL_LINK_SLACK_S after the grace."""
+    return f"{_tag(partition)}:rc:link:{link_hash}"
+
+
+ROLLCALL_LINK_SLACK_S: Final = 7 * 24 * 3600
+"""How long past the roll-call's grace (as it was when a link was sent) the link's record
+is kept: an extended roll-call keeps its links; the answer path checks its state anyway."""
+
+
+def rollcall_sms_codes(partition: int, phone_hash: str) -> str:
+    """Hash: `<rollcall>|<recipient>` → records.SmsCodeBlock, the reply codes a phone was
+    sent, for the SHA-256 of the phone number, in its partition; allocated by the delivery
+    worker (lua/rollcall_sms_codes.lua) so one phone's open roll-calls never share a code."""
+    return f"{_tag(partition)}:rc:smscodes:{phone_hash}"
+
+
+def inbound_seen(scope: str, ref_hash: str) -> str:
+    """String: a provider message already taken (`scope` sms: a MessageSid; webhook: a
+    callback's recipient and webhook-id), by SHA-256; SET NX first, so a replay changes
+    nothing; INBOUND_SEEN_TTL_S."""
+    return f"{PREFIX}:inbound:seen:{scope}:{ref_hash}"
+
+
+INBOUND_SEEN_TTL_S: Final = 3 * 24 * 3600
+"""Longer than any provider retries a message (Twilio: not at all; webhooks: ±5 min)."""
 
 
 # --- projections (timeline worker writes; api reads) ----------------------------------------

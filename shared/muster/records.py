@@ -808,3 +808,51 @@ def encode_rollcall_answer(answer: RollCallAnswer) -> bytes:
 
 def rollcall_answer_of(raw: bytes | str) -> RollCallAnswer:
     return _rollcall_answer_decoder.decode(raw)
+
+
+# --- answers from outside the app (muster.answerlinks) ------------------------------------------
+class RollCallLink(msgspec.Struct, frozen=True, kw_only=True):
+    """What an answer link stands for (keys.rollcall_link): answering `rollcall` as
+    `recipient`, through the message of `channel` (email, sms) that carried it, sent at
+    `sent_ms` (the latest send: a resend moves it)."""
+
+    rollcall: str
+    recipient: str
+    channel: str
+    sent_ms: int
+
+
+_rollcall_link_encoder = msgspec.json.Encoder()
+_rollcall_link_decoder = msgspec.json.Decoder(RollCallLink)
+
+
+def encode_rollcall_link(link: RollCallLink) -> bytes:
+    return _rollcall_link_encoder.encode(link)
+
+
+def rollcall_link_of(raw: bytes | str) -> RollCallLink:
+    return _rollcall_link_decoder.decode(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class SmsCodeBlock:
+    """The reply codes one phone was sent for one (roll-call, recipient) (keys.
+    rollcall_sms_codes): `first` for the first option, then one each in option order, until
+    `expires_ms`. Stored as `first|count|expires_ms`; lua/rollcall_sms_codes.lua writes the
+    same form (tests/answers/test_links_unit.py checks)."""
+
+    first: int
+    count: int
+    expires_ms: int
+
+    def encode(self) -> str:
+        return f"{self.first}|{self.count}|{self.expires_ms}"
+
+    def option_index(self, code: int) -> int | None:
+        """The 0-based option `code` names in this block, or None."""
+        return code - self.first if self.first <= code < self.first + self.count else None
+
+
+def sms_code_block_of(raw: bytes | str) -> SmsCodeBlock:
+    first, count, expires = _str(raw).split("|")
+    return SmsCodeBlock(int(first), int(count), int(expires))

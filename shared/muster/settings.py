@@ -127,6 +127,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     subscribe_rate: int = 10
     subscribe_address_rate: int = 3
     subscribe_daily_confirmations: int = 5
+    mail_in_secret: str | None = None
+    mail_in_domain: str | None = None
+    mail_in_address: str | None = None
+    mail_in_max_bytes: int = 10 * 1024 * 1024
+    mail_in_reply_days: int = 30
+    mailgun_signing_key: str | None = None
+    mail_in_tls_cert: Path | None = None
+    mail_in_tls_key: Path | None = None
+
+    @property
+    def reply_domain(self) -> str:
+        """The domain of reply addresses: MUSTER_MAIL_IN_DOMAIN, else MUSTER_PUBLIC_URL's host."""
+        return self.mail_in_domain or urlsplit(self.public_url).hostname or "localhost"
 
     @property
     def oidc_enabled(self) -> bool:
@@ -313,6 +326,20 @@ def _domains(raw: str) -> tuple[str, ...]:
     return domains
 
 
+def _readable_file(raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_file():
+        raise ValueError(f"must name a readable file, got {raw!r}")
+    return path
+
+
+def _domain(raw: str) -> str:
+    domain = raw.strip().lower().lstrip("@")
+    if not _DOMAIN.fullmatch(domain):
+        raise ValueError(f"must be a mail domain, e.g. mail.example.com, got {raw!r}")
+    return domain
+
+
 _OIDC_REQUIRED = ("oidc_issuer", "oidc_client_id", "oidc_client_secret")
 _OIDC_OPTIONAL = ("oidc_claim", "oidc_allowed_domains", "oidc_name")
 
@@ -393,6 +420,14 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "subscribe_rate": _int(1, 1_000_000),
     "subscribe_address_rate": _int(1, 1_000_000),
     "subscribe_daily_confirmations": _int(1, 1_000),
+    "mail_in_secret": _secret("the key of every reply address"),
+    "mail_in_domain": _domain,
+    "mail_in_address": _address,
+    "mail_in_max_bytes": _int(1024, 100 * 1024 * 1024),
+    "mail_in_reply_days": _int(1, 3650),
+    "mailgun_signing_key": _client_secret,
+    "mail_in_tls_cert": _readable_file,
+    "mail_in_tls_key": _readable_file,
 }
 
 
@@ -428,6 +463,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if "smtp_url" in values and "mail_from" not in values:
         raise ConfigError("MUSTER_MAIL_FROM is required when MUSTER_SMTP_URL is set")
     _check_oidc(values)
+    if ("mail_in_tls_cert" in values) != ("mail_in_tls_key" in values):
+        raise ConfigError(
+            "MUSTER_MAIL_IN_TLS_CERT and MUSTER_MAIL_IN_TLS_KEY go together (STARTTLS for "
+            "mail-in needs the certificate and its key)"
+        )
+    for field in ("mail_in_address", "mailgun_signing_key"):
+        if values.get(field) and "mail_in_secret" not in values:
+            raise ConfigError(
+                f"MUSTER_MAIL_IN_SECRET is required with {env_name(field)}: replies are "
+                "taken only at reply addresses made with it"
+            )
     return Settings(**values)
 
 

@@ -48,11 +48,18 @@ def children_for(settings: Settings) -> list[tuple[str, ...]]:
     in a post's path (tests/benchmarks/e2e.py), and its processes share each partition's
     consumer group, so another process is another core's worth of sends."""
     delivery = ("worker", "delivery")
-    return [
+    children = [
         args
         for kind in CHILDREN
         for args in [kind] * (settings.up_delivery_workers if kind == delivery else 1)
     ]
+    if settings.mail_in_address is not None:
+        children.append(MAIL_IN)
+    return children
+
+
+MAIL_IN: tuple[str, ...] = ("mail-in",)
+"""`muster mail-in`, run by `muster up` when MUSTER_MAIL_IN_ADDRESS is set."""
 
 
 EXIT_CONFIG = 2
@@ -131,6 +138,13 @@ def require_free_ports(settings: Settings) -> None:
         _require_free("MUSTER_METRICS_ADDRESS", "MUSTER_METRICS_ADDRESS", host, port)
 
 
+def require_free_mail_in(settings: Settings) -> None:
+    """The same for MUSTER_MAIL_IN_ADDRESS, when `muster up` runs mail-in."""
+    if settings.mail_in_address is not None:
+        host, port = split_address(settings.mail_in_address)
+        _require_free("MUSTER_MAIL_IN_ADDRESS", "MUSTER_MAIL_IN_ADDRESS", host, port)
+
+
 def _require_free(host_name: str, port_name: str, host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -186,6 +200,7 @@ class Supervisor:
         try:
             if any(child.args == ("api",) for child in self.children):
                 require_free_ports(self.settings)  # before anything starts
+                require_free_mail_in(self.settings)
             redis_url = self.settings.redis_url
             if redis_url is None:
                 lock = DataDirLock(self.settings.data_dir)

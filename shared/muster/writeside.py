@@ -40,6 +40,8 @@ from muster.events import (
     AccountUnfollowed,
     AnyEvent,
     ComponentChanged,
+    ContactPointOptedIn,
+    ContactPointOptedOut,
     ContactPointsChanged,
     DirectoryGroupChanged,
     DirectoryGroupRemoved,
@@ -131,6 +133,7 @@ FAMILIES = (
             lambda p: keys.rollcall_answers(p, keys.ANY),
             lambda p: keys.rollcall_counts(p, keys.ANY),
             lambda p: keys.rollcall_state(p, keys.ANY),
+            keys.sms_opted_out,
         ),
         (keys.token(keys.ANY), keys.ENROLMENT_RULES),
     ),
@@ -322,6 +325,14 @@ class WriteSide:
                     "deadline",
                     views.rfc3339(event.deadline),
                 )
+            case ContactPointOptedOut():
+                pipe.hset(
+                    keys.sms_opted_out(self._p(event.account)),
+                    event.account,
+                    views.rfc3339(event.at),
+                )
+            case ContactPointOptedIn():
+                pipe.hdel(keys.sms_opted_out(self._p(event.account)), event.account)
             case _:
                 pass  # posts and DMs keep no write-side state (idempotency keys expire)
 

@@ -31,6 +31,13 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, int]]] = {
         {"admin": 201, **ADMIN_ONLY},
     ),
     ("GET", "/v1/accounts/{handle}"): ("/v1/accounts/mia", None, dict.fromkeys(WHO, 200)),
+    # a provider's webhook: no token counts, only Mailgun's signature (tests/delivery/
+    # test_mail_in.py); with inbound mail off (no MUSTER_MAIL_IN_SECRET) nobody gets in
+    ("POST", "/v1/inbound/email/mailgun/mime"): (
+        "/v1/inbound/email/mailgun/mime",
+        None,
+        dict.fromkeys(WHO, 404),
+    ),
     ("GET", "/v1/me"): ("/v1/me", None, ANY_TOKEN),
     ("PATCH", "/v1/me"): ("/v1/me", {"display_name": "Renamed"}, ANY_TOKEN),
     ("PUT", "/v1/accounts/{team}/posters/{handle}"): (
@@ -137,6 +144,13 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, int]]] = {
             ("POST", "/extend", {"deadline": "2030-01-01T00:00:00Z"}),
         )
     },
+    # a webhook recipient's answer: its signature authenticates, a bearer token changes
+    # nothing; a callback URL nobody was sent is 404 to everyone
+    ("POST", "/v1/rollcalls/callback/{link}"): (
+        "/v1/rollcalls/callback/AAAAAAAAAAAAAAAA",
+        {"option": "1"},
+        dict.fromkeys(WHO, 404),
+    ),
     ("GET", "/healthz"): ("/healthz", None, dict.fromkeys(WHO, 200)),
     ("GET", "/openapi.json"): ("/openapi.json", None, dict.fromkeys(WHO, 200)),
     # no worker has created its consumer groups here: not ready, whoever asks

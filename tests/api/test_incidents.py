@@ -393,3 +393,73 @@ async def test_posters_and_admins_set_the_page_look_and_only_admins_deactivate(
         token=token,
         json={"accent_color": "red"},
     )
+
+
+async def test_an_idempotency_key_opens_and_updates_once(
+    api: Api, cast: Cast, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A monitoring system that retries after a timeout opens one incident, not two: the
+    same key and body answer as the first time and write nothing; another body is 409."""
+    token = await poster(api, cast)
+    key = {"Idempotency-Key": "alert-4711"}
+    body = {"as": TEAM, "title": "Disk full", "status": "investigating", "impact": "minor",
+            "text": "db-2 is at 99%."}  # fmt: skip
+    first = await api.ok("POST", "/v1/incidents", 201, token=token, json=body, headers=key)
+    logged = await api.log_length()
+    before = await api.snapshot()
+    again = await api.ok("POST", "/v1/incidents", 201, token=token, json=body, headers=key)
+    assert again == first
+    assert await api.log_length() == logged
+    assert await api.snapshot() == before
+    other = {**body, "impact": "major"}
+    await refused(api, "POST", "/v1/incidents", 409, "idempotency_key_reused", token=token,
+                  json=other, headers=key)  # fmt: skip
+    assert [i["id"] for i in await api.ok("GET", f"/v1/accounts/{TEAM}/incidents")] == [first["id"]]
+
+    updates = f"/v1/incidents/{first['id']}/updates"
+    update = {"status": "identified", "text": "Old logs; rotating."}
+    once = await api.ok(
+        "POST", updates, 202, token=token, json=update, headers=key | {"Idempotency-Key": "u1"}
+    )
+    twice = await api.ok(
+        "POST", updates, 202, token=token, json=update, headers={"Idempotency-Key": "u1"}
+    )
+    assert once == twice
+    incident = await api.ok("GET", f"/v1/incidents/{first['id']}")
+    assert [u["id"] for u in incident["updates"]] == [first["id"], once["id"]]
+    # a key belongs to its route too: the open's key on an update is another body
+    await refused(api, "POST", updates, 409, "idempotency_key_reused", token=token,
+                  json=update, headers=key)  # fmt: skip
+
+    # the process dies after the MULTI, before the caller's record: the receipt answers
+    from muster.api import publishing
+
+    async def die(self: publishing.Claim, response: bytes) -> None:
+        raise RuntimeError("the api process died here")
+
+    died_key = {"Idempotency-Key": "died"}
+    with monkeypatch.context() as patched:
+        patched.setattr(publishing.Claim, "done", die)
+        with pytest.raises(RuntimeError):
+            await api.call("POST", updates, token=token, json=update, headers=died_key)
+    logged = await api.log_length()
+    retried = await api.ok("POST", updates, 202, token=token, json=update, headers=died_key)
+    assert await api.log_length() == logged
+    incident = await api.ok("GET", f"/v1/incidents/{first['id']}")
+    assert [u["id"] for u in incident["updates"]][-1] == retried["id"]
+    assert len(incident["updates"]) == 3
+
+
+async def test_a_refused_write_leaves_its_key_free(api: Api, cast: Cast) -> None:
+    token = await poster(api, cast)
+    key = {"Idempotency-Key": "k"}
+    body = {"as": TEAM, "title": "x", "status": "investigating", "impact": "minor", "text": "y",
+            "components": {"Nope": "major_outage"}}  # fmt: skip
+    await refused(api, "POST", "/v1/incidents", 422, "unknown_component", token=token,
+                  json=body, headers=key)  # fmt: skip
+    del body["components"]
+    await api.ok("POST", "/v1/incidents", 201, token=token, json=body, headers=key)
+    await refused(api, "POST", "/v1/incidents", 422, "invalid_idempotency_key", token=token,
+                  json=body, headers={"Idempotency-Key": ""})  # fmt: skip
+    await refused(api, "POST", "/v1/incidents", 422, "invalid_parameter", token=token,
+                  json=body, headers={"Idempotency-Key": "k" * 256})  # fmt: skip

@@ -248,12 +248,13 @@ async def test_openapi_every_write_with_a_body_has_a_request_schema(
             continue
         body = operation.get("requestBody")
         assert body is not None, f"{method.upper()} {path} has no requestBody"
-        if set(body["content"]) == {"application/x-www-form-urlencoded"}:
-            # a provider's webhook (inbound SMS): its form names the fields we read, and the
-            # provider sends more, which the signature covers, so extra fields are allowed
-            form = body["content"]["application/x-www-form-urlencoded"]["schema"]
-            assert form["type"] == "object", (method, path)
-            assert form["properties"], (method, path)
+        forms = {"application/x-www-form-urlencoded", "multipart/form-data"}
+        if set(body["content"]) <= forms:
+            # a provider's webhook (inbound SMS, email): its form names the fields we read, and
+            # the provider sends more, which the signature covers, so extra fields are allowed
+            for form in (body["content"][kind]["schema"] for kind in body["content"]):
+                assert form["type"] == "object", (method, path)
+                assert form["properties"], (method, path)
             continue
         schema = body["content"]["application/json"]["schema"]
         resolved = resolve(document, schema)

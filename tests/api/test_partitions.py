@@ -176,11 +176,11 @@ async def test_a_retry_after_the_process_died_between_append_and_record_appends_
     headers = {"Idempotency-Key": "died"}
     body = {"text": "x", "as": team}
 
-    async def die(self: publishing._Append, record: str, response: bytes) -> None:
+    async def die(self: publishing.Claim, response: bytes) -> None:
         raise RuntimeError("the api process died here")
 
     with monkeypatch.context() as patched:
-        patched.setattr(publishing._Append, "_record", die)
+        patched.setattr(publishing.Claim, "done", die)
         try:
             died = await api.call("POST", "/v1/posts", token=token, json=body, headers=headers)
         except RuntimeError:
@@ -219,11 +219,11 @@ async def test_a_key_whose_request_died_after_its_append_is_never_reused_with_an
     person, team, token = await _person_and_foreign_team(api)
     headers = {"Idempotency-Key": "died-then-other"}
 
-    async def die(self: publishing._Append, record: str, response: bytes) -> None:
+    async def die(self: publishing.Claim, response: bytes) -> None:
         raise RuntimeError("the api process died here")
 
     with monkeypatch.context() as patched:
-        patched.setattr(publishing._Append, "_record", die)
+        patched.setattr(publishing.Claim, "done", die)
         with contextlib.suppress(RuntimeError):
             await api.call(
                 "POST", "/v1/posts", token=token, json={"text": "x", "as": team}, headers=headers

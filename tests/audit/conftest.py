@@ -119,6 +119,8 @@ def archived(root: Path) -> list[archive.Record]:
 
 
 OpenSystem = Callable[..., AbstractAsyncContextManager[System]]
+TWILIO_TOKEN = "audit-test-twilio-auth-token-0123456789"
+"""Signs the scenario's inbound SMS (a STOP)."""
 
 
 @pytest.fixture
@@ -128,6 +130,7 @@ def audit_settings(settings: Settings, tmp_path: Path) -> Settings:
         admin_token=ADMIN_TOKEN,
         consumer_block_ms=100,
         archive_dir=tmp_path / "archive",
+        twilio_auth_token=TWILIO_TOKEN,
     )
 
 

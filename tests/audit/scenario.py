@@ -7,15 +7,22 @@ replies, DMs, a profile change that clears a contact point; a token reset, named
 revoked), a deactivated person and one deactivated and back, an auditor's read. With the test's low
 MUSTER_FANOUT_ON_READ_THRESHOLD, `ops` is merged at read time once it has enough followers.
 Last, two roll-calls as `ops`: answers, a change of mind, a proxy answer, help handled, an
-extension and a close.
+extension and a close; an answer through an answer link (suspect: pressed at once), and a STOP
+texted from a phone that was sent a roll-call.
 Workers are settled after graph changes, so live processing sees them in log order.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
-from audit.conftest import ADMIN_TOKEN, System
+from twilio.request_validator import RequestValidator
+
+from audit.conftest import ADMIN_TOKEN, TWILIO_TOKEN, System
+from muster import keys
+from muster.answerlinks import Links, now_ms
 
 THRESHOLD = 4
 """MUSTER_FANOUT_ON_READ_THRESHOLD for these tests: `ops` (5+ followers) goes big."""
@@ -179,5 +186,35 @@ async def _rollcalls(s: System, t: dict[str, str]) -> None:
     later = (datetime.now(UTC) + timedelta(hours=3)).isoformat()
     await s.ok("POST", f"{path}/extend", token=t["pat"], json={"deadline": later})
     await s.ok("POST", f"{closed}/responses", token=t["nina"], json={"option": "2"})
+    await _from_outside(s, other["id"])
     await s.ok("POST", f"{closed}/close", token=ADMIN_TOKEN)
     await s.settle()
+
+
+async def _from_outside(s: System, rollcall: str) -> None:
+    """Answers from outside the app. No delivery worker runs here, so the link and the reply
+    codes it would have sent are made as it makes them (muster.answerlinks)."""
+    links = Links(s.redis, s.settings.partitions)
+    async with s.redis.pipeline(transaction=False) as pipe:
+        link = await links.mint(pipe, rollcall, "mia", "email", ttl_s=3600)
+        await pipe.execute()
+    page = await s.call("GET", f"/r/{link}")
+    found = re.search(r'name="token" value="([^"]+)"', page.text)
+    assert found is not None
+    form = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "Mozilla/5.0"}
+    pressed = await s.call(
+        "POST", f"/r/{link}", content=urlencode({"option": "1", "token": found[1]}), headers=form
+    )
+    assert "Please confirm" in pressed.text  # at once after the "delivery": suspect
+    phone = "+15551234567"  # pat's
+    await links.allocate_codes(phone, rollcall, "pat", 3, expires_ms=now_ms() + 3_600_000)
+    params = {"MessageSid": "SM" + "5" * 32, "From": phone, "To": "+15550001111", "Body": "STOP"}
+    url = s.settings.public_url.rstrip("/") + "/v1/inbound/sms"
+    signed = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Twilio-Signature": RequestValidator(TWILIO_TOKEN).compute_signature(url, params),
+    }
+    stopped = await s.call("POST", "/v1/inbound/sms", content=urlencode(params), headers=signed)
+    assert stopped.status_code == 200
+    q = keys.partition_of("pat", s.settings.partitions)
+    assert await s.redis.hexists(keys.sms_opted_out(q), "pat")  # ContactPointOptedOut

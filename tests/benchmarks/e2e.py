@@ -55,6 +55,7 @@ sys.path.insert(0, str(HERE.parent))  # tests/: redis_server and benchmarks._ser
 
 import httpx  # noqa: E402
 import redis  # noqa: E402
+from benchmarks import _peers as peers  # noqa: E402
 from benchmarks import delivery as part  # noqa: E402
 from benchmarks._servers import (  # noqa: E402
     ADMIN_TOKEN,
@@ -89,7 +90,7 @@ def member(i: int) -> str:
     return f"m{i:06d}"
 
 
-class NodeReceiver(part.Sinks):
+class NodeReceiver(peers.Sinks):
     """receiver.js: webhooks to a plain Node.js http server instead of sinks.py."""
 
     def __init__(self) -> None:
@@ -106,8 +107,8 @@ class NodeReceiver(part.Sinks):
 class System:
     port: int
     client: redis.Redis
-    sinks: part.Sinks
-    hooks: part.Sinks  # where the webhooks go: sinks, or receiver.js
+    sinks: peers.Sinks
+    hooks: peers.Sinks  # where the webhooks go: sinks, or receiver.js
     work: Path
     poster_token: str = ""
     members: int = 0
@@ -141,14 +142,14 @@ def start(
     stack.callback(server.kill)
     client = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=30)
     client.config_set("zset-max-listpack-entries", 1024)
-    sinks = part.Sinks()
+    sinks = peers.Sinks()
     stack.callback(sinks.close)
     hooks = sinks
     if receiver == "node":
         hooks = NodeReceiver()
         stack.callback(hooks.close)
     port = free_port()
-    env = part.worker_env(server.url, sinks)
+    env = peers.worker_env(server.url, sinks)
     env.update(
         MUSTER_ADMIN_TOKEN=ADMIN_TOKEN,
         MUSTER_API_HOST="127.0.0.1",
@@ -272,7 +273,7 @@ class Figures:
         )
 
 
-def sink(system: System, channel: str) -> part.Sinks:
+def sink(system: System, channel: str) -> peers.Sinks:
     return system.hooks if channel == "webhook" else system.sinks
 
 

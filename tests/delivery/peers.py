@@ -163,6 +163,8 @@ class Mail:
     sender: str
     recipients: list[str]
     message: EmailMessage
+    raw: bytes = b""
+    """As it came over SMTP (`message` is parsed, RFC 2047 words decoded)."""
 
 
 @dataclass
@@ -182,7 +184,7 @@ class _SinkHandler:
         raw = envelope.original_content or b""
         message = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
-        self.mails.append(Mail(str(envelope.mail_from), list(envelope.rcpt_tos), message))
+        self.mails.append(Mail(str(envelope.mail_from), list(envelope.rcpt_tos), message, raw))
         return "250 OK queued"
 
 

@@ -11,7 +11,7 @@ from standardwebhooks.webhooks import Webhook
 
 from muster import addresses, failpoints, views
 from muster.delivery.content import Content, decode_content, link
-from muster.delivery.email import SmtpTarget, message_id, render
+from muster.delivery.email import SmtpTarget, message_id, render, subscriber_mail
 from muster.delivery.retries import next_delay_s, retry_payload
 from muster.delivery.sms import SMS_CHARS, sms_text
 from muster.delivery.webhook import WebhookGone, body_of, check_target, classify, signature
@@ -202,6 +202,36 @@ def test_email_render_has_subject_parts_date_and_is_deterministic() -> None:
         render(dm(), mail_from="a@m.test", public_url="http://m.test"), policy=email.policy.default
     )
     assert dm_mail["Subject"] == "Direct message from @mia"
+
+
+def test_subscriber_email_is_one_template_with_each_link_literal_and_valid_mime() -> None:
+    content = post("Checkout — é\n<b>slow</b> " + "x" * 300, visibility="public")
+    template = subscriber_mail(content, mail_from="alerts@muster.test", public_url="http://m.test")
+    links = [f"http://m.test/unsubscribe/{n * 24}.{n * 43}" for n in "ab"]
+    raws = [template.with_link(target) for target in links]
+    for target, raw in zip(links, raws, strict=True):
+        # raw header lines: RFC 2369/8058 links a mail client can read (not RFC 2047 words)
+        assert raw.startswith(f"List-Unsubscribe: <{target}>\r\n".encode())
+        assert b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in raw
+        mail = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(mail, email.message.EmailMessage)
+        assert mail.defects == []
+        assert [p.get_content_type() for p in mail.iter_parts()] == ["text/plain", "text/html"]
+        assert all(p.defects == [] for p in mail.iter_parts())
+        assert mail["Subject"].startswith("[WARNING] @ops (by @pat): Checkout")
+        plain_part, rich_part = mail.get_body(("plain",)), mail.get_body(("html",))
+        assert plain_part is not None
+        assert rich_part is not None
+        # canonical text is CRLF (RFC 2046), kept as such inside base64
+        plain = plain_part.get_content().replace("\r\n", "\n")
+        rich = rich_part.get_content().replace("\r\n", "\n")
+        assert plain.endswith(f"\nUnsubscribe: {target}\n")
+        assert "Checkout — é\n<b>slow</b>" in plain
+        assert "http://m.test/@ops/posts/112365718733521099" in plain
+        assert f'<a href="{target}">Unsubscribe</a>' in rich
+        assert "&lt;b&gt;slow&lt;/b&gt;" in rich
+    assert raws[0] != raws[1]
+    assert raws[0] == template.with_link(links[0])  # a resend is byte-for-byte the same
 
 
 def test_smtp_url_forms() -> None:

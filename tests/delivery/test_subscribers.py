@@ -105,9 +105,16 @@ async def test_email_double_opt_in_delivery_and_one_click_unsubscribe(
     unsubscribe = str(mail["List-Unsubscribe"])
     assert re.fullmatch(re.escape(f"<{PUBLIC_URL}/unsubscribe/{sid}.") + r"[\w-]{43}>", unsubscribe)
     assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    # the URL as it is sent, not RFC 2047 encoded words a mail client would not read as a link
+    assert f"\r\nList-Unsubscribe: {unsubscribe}\r\n".encode() in peers.smtp.mails[1].raw
+    assert b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in peers.smtp.mails[1].raw
     plain = mail.get_body(("plain",))
+    rich = mail.get_body(("html",))
     assert plain is not None
+    assert rich is not None
     assert "Checkout is slow" in plain.get_content()
+    assert f"Unsubscribe: {unsubscribe.strip('<>')}\r\n" in plain.get_content()
+    assert f'<a href="{unsubscribe.strip("<>")}">Unsubscribe</a>' in rich.get_content()
     assert f"{PUBLIC_URL}/@ops/posts/{public['id']}" in plain.get_content()
     report = await s.deliveries(public["id"])
     assert report["recipients"] == [

@@ -49,7 +49,8 @@ def test_open_update_resolve_and_set_components_from_the_app(
     mia = context().new_page()
     sign_in(mia, tokens["mia"])
 
-    mia.get_by_role("link", name="Open an incident").click()  # from the home composer
+    mia.get_by_text("Make it an incident").click()  # from the home composer
+    mia.get_by_role("link", name="the incident desk").click()
     expect(mia).to_have_url(re.compile(r"/app/incidents/ops$"))  # her only team
     add_component(mia, "API")
     add_component(mia, "Card payments")  # a name with a space survives the path
@@ -131,7 +132,7 @@ def test_refusals_are_shown_and_change_nothing(web: WebStack, context: ContextFa
     lena_context = context()
     lena = lena_context.new_page()
     sign_in(lena, tokens["lena"])
-    expect(lena.get_by_role("link", name="Open an incident")).to_have_count(0)
+    expect(lena.get_by_text("Make it an incident")).to_have_count(0)
     lena.goto("/app/incidents")
     expect(lena.locator("p.empty")).to_contain_text("You post as no team")
     answer = lena.goto("/app/incidents/ops")

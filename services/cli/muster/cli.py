@@ -177,6 +177,18 @@ def run_dlq_redrive(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def run_mail_in(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from muster.api import mailin
+
+    require_redis(settings, "mail-in")
+    if settings.mail_in_address is None:
+        raise ConfigError("MUSTER_MAIL_IN_ADDRESS is off: set host:port for mail-in to listen on")
+    asyncio.run(mailin.serve(settings))
+    return 0
+
+
 def run_up(args: argparse.Namespace, settings: Settings) -> int:
     from muster.supervisor import up
 
@@ -358,6 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     api = commands.add_parser("api", help="the HTTP API alone")
     api.set_defaults(run=run_api, process="api")
+
+    mail_in = commands.add_parser(
+        "mail-in",
+        help="the SMTP listener that takes replies to Muster's email (MUSTER_MAIL_IN_ADDRESS)",
+    )
+    mail_in.set_defaults(run=run_mail_in, process="mail-in")
 
     worker = commands.add_parser("worker", help="one worker process of a kind")
     worker.add_argument("kind", choices=(*WORKER_KINDS, OPS_WORKER))

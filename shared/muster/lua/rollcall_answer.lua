@@ -3,7 +3,9 @@
 -- ARGV "answer": recipient, event id, record JSON (records.RollCallAnswer), option, kind,
 --   channel, late (1/0), suspect (1/0). The latest answer replaces the person's earlier one:
 --   the old one's counts go down, the new one's up, in this one step, so counts always add
---   up to the answers hash. An event no newer than the stored one is skipped (applied twice).
+--   up to the answers hash. An event no newer than the stored one is skipped (applied twice),
+--   and so is a suspect answer over one that is not: a link scanner coming back after the
+--   person answered never undoes their answer (the event stays in the log, as history).
 -- ARGV "handled": recipient, unhandled tail, handled tail. A current, unhandled `help`
 --   answer becomes handled and leaves help_open.
 -- → 1 when it changed something, 0 when not.
@@ -31,6 +33,7 @@ end
 if op == 'answer' then
   local id = ARGV[3]
   if old and not newer(id, old.event) then return 0 end
+  if old and not old.suspect and ARGV[9] == '1' then return 0 end
   local new = {option = ARGV[5], kind = ARGV[6], channel = ARGV[7],
                late = ARGV[8] == '1', suspect = ARGV[9] == '1', handled = false}
   if old then count(old, -1) else redis.call('HINCRBY', counts, 'answered', 1) end

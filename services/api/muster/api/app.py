@@ -20,19 +20,16 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from muster import connection, keys
-from muster.api import bodies, crowd, openapi, scim, web, writes
-from muster.api.backpressure import LagMonitor
+from muster import connection
+from muster.api import bodies, crowd, openapi, opening, scim, web, writes
 from muster.api.hotpath import HotPath
 from muster.api.limits import BodyLimit
 from muster.api.livehub import LiveHub
-from muster.api.metrics import Metrics
-from muster.api.oidc import RelyingParty
-from muster.api.reads import Reader
 from muster.api.replication import Replicated
 from muster.api.routes import (
     accounts,
     audit,
+    callbacks,
     deliveries,
     directory,
     dms,
@@ -47,14 +44,11 @@ from muster.api.routes import (
     subscriptions,
 )
 from muster.api.routes import scim as scim_routes
-from muster.api.state import ApiState
-from muster.api.tokens import TokenCache
+from muster.api.routes.inbound import MAILGUN_PATH
 from muster.api.web.pagecache import PageCache
 from muster.errors import ApiError
-from muster.ids import IdGenerator
 from muster.logs import configure_logging
 from muster.settings import Settings, load_settings
-from muster.writeside import WriteSide
 
 log = structlog.get_logger("muster.api")
 
@@ -82,22 +76,9 @@ class MusterApi(FastAPI):
 def create_app(settings: Settings) -> MusterApi:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = crowd.request_client(settings)
-        await connection.check_topology(redis, settings)
+        st = await opening.open_state(settings, oidc=True)
+        redis, lag = st.redis, st.lag
         live_redis = crowd.live_client(settings)
-        node = int(await redis.incr(keys.NODE_COUNTER))
-        lag = LagMonitor(redis, settings.partitions, settings.max_lag)
-        st = ApiState(
-            settings=settings,
-            redis=redis,
-            ids=IdGenerator(node),
-            tokens=TokenCache(redis, settings.partitions),
-            lag=lag,
-            metrics=Metrics(),
-            reader=Reader(redis, settings.partitions),
-            writeside=WriteSide(redis, partitions=settings.partitions),
-            oidc=RelyingParty(settings) if settings.oidc_enabled else None,
-        )
         app.state.muster = st
         auth_redis = crowd.auth_client(settings)
         await st.tokens.start(auth_redis)
@@ -109,7 +90,7 @@ def create_app(settings: Settings) -> MusterApi:
         await live.start()
         app.state.live = live
         app.state.pages = PageCache()
-        log.info("api ready", partitions=settings.partitions, node=node)
+        log.info("api ready", partitions=settings.partitions, node=st.ids.node)
         try:
             yield
         finally:
@@ -144,6 +125,7 @@ def create_app(settings: Settings) -> MusterApi:
         incidents,
         inbound,
         rollcalls,
+        callbacks,
         web,
     )
     for module in (*routers, scim_routes):
@@ -215,7 +197,10 @@ def create_app(settings: Settings) -> MusterApi:
 
     # Every write: the body limit first (its 413 before anything reads), then the replica wait.
     # The ingest routes get the same two in front of FastAPI (HotPath's `outer`).
-    outer: list[tuple[Any, dict[str, Any]]] = [(BodyLimit, {"max_bytes": settings.max_body_bytes})]
+    mail = {MAILGUN_PATH: max(settings.max_body_bytes, settings.mail_in_max_bytes * 2)}
+    outer: list[tuple[Any, dict[str, Any]]] = [
+        (BodyLimit, {"max_bytes": settings.max_body_bytes, "larger": mail})
+    ]
     if settings.write_replicas:
         wait = {"replicas": settings.write_replicas, "wait_ms": settings.write_wait_ms}
         outer.append((Replicated, wait))

@@ -1,5 +1,4 @@
-"""Inbound SMS, as a Twilio-format webhook: verified, then handed to the first handler that
-takes it.
+"""Inbound SMS, as a Twilio-format webhook: verified, then dispatched by what it says.
 
 The provider POSTs each text Muster's number receives to /v1/inbound/sms as a form (`From`,
 `To`, `Body`, `MessageSid`, ...), signed in `X-Twilio-Signature`: base64 HMAC-SHA1, under the
@@ -8,24 +7,33 @@ MUSTER_PUBLIC_URL) followed by every POST parameter, sorted by name, name then v
 check is the `twilio` library's RequestValidator. Anything unsigned or signed wrongly is
 refused (403) before a handler sees it.
 
-Handlers (`HANDLERS`) are tried in order; the first that answers wins, and a text nobody
-takes gets an empty TwiML answer (no reply). Stop words end the phone's SMS subscriptions,
-start words resume them (subscribing.stop_sms / start_sms). Roll-call replies will be one
-more handler here. `YES` is not a start word, though Twilio counts it as one: it is kept
-for replies that mean something else.
+`dispatch` decides what a verified text is, in one place: a MessageSid seen before is
+ignored (Twilio signs no timestamp, so a captured request could be sent again); stop words
+end the phone's SMS subscriptions and record, for the people who were sent roll-calls on
+that phone, that SMS no longer reaches them (ContactPointOptedOut: a mandatory follower
+cannot opt out of being asked, but the carrier will not deliver, so the report must show
+it; their other channels carry on); start words undo both; a reply of digits only is a
+roll-call answer code (muster.api.answering); anything else gets a short help text.
+`YES` is not a start word, though Twilio counts it as one: it is kept for replies that mean
+something else, and answers are never words.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from muster.api import subscribing
+from muster import eventlog, events, keys
+from muster.api import answering, lookups, subscribing
 from muster.api.state import ApiState
-from muster.errors import Forbidden
+from muster.connection import texts
+from muster.errors import Forbidden, NotFound
+from muster.events import ContactPointOptedIn, ContactPointOptedOut, utcnow
+from muster.records import Account
 
 STOP_WORDS = frozenset(
     {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
@@ -41,6 +49,7 @@ class Inbound:
     sender: str
     to: str
     body: str
+    message_sid: str = ""
 
     @property
     def keyword(self) -> str:
@@ -49,12 +58,9 @@ class Inbound:
         return words[0].strip(".!?,;:").upper() if words else ""
 
 
-Handler = Callable[[ApiState, Inbound], Awaitable[str | None]]
-"""A handler answers the reply text ("" for no reply) when it takes the text, else None."""
-
-
 def verify(st: ApiState, url: str, params: dict[str, str], signature: str | None) -> None:
-    """Refuse (403 `bad_signature`) what the provider did not sign with our auth token."""
+    """Refuse (403 `bad_signature`) what the provider did not sign with our auth token, or
+    what names another provider account than ours."""
     token = st.settings.twilio_auth_token
     if not token:
         raise Forbidden(
@@ -63,30 +69,119 @@ def verify(st: ApiState, url: str, params: dict[str, str], signature: str | None
         )
     if not signature or not RequestValidator(token).validate(url, params, signature):
         raise Forbidden("X-Twilio-Signature is missing or wrong", code="bad_signature")
+    ours, theirs = st.settings.twilio_account_sid, params.get("AccountSid")
+    if ours and theirs and theirs != ours:
+        raise Forbidden("the text is for another account (AccountSid)", code="bad_signature")
 
 
-async def stop_or_start(st: ApiState, text: Inbound) -> str | None:
+HELP_TEXT = (
+    "Muster: to answer a roll-call, reply with the number of your answer from its message "
+    "(e.g. 1). Reply STOP to stop SMS."
+)
+STOPPED_TEXT = "You will get no more SMS from Muster. Reply START to get them again."
+
+
+async def dispatch(st: ApiState, text: Inbound) -> str:
+    """What one verified text means, and the reply to it ("" for none)."""
+    if text.message_sid and not await _first_time(st, text.message_sid):
+        return ""  # a replay: handled once already
     if text.keyword in STOP_WORDS:
         await subscribing.stop_sms(st, text.sender)
-        return "You will get no more status updates by SMS. Reply START to get them again."
+        await opt_out(st, text)
+        return STOPPED_TEXT
     if text.keyword in START_WORDS:
         resumed = await subscribing.start_sms(st, text.sender)
+        resumed += await opt_in(st, text)
         if resumed:
-            return "Status updates by SMS are on again. Reply STOP to stop."
+            return "SMS from Muster are on again. Reply STOP to stop."
         return "There is nothing to resume for this number."
-    return None
-
-
-HANDLERS: tuple[Handler, ...] = (stop_or_start,)
+    code = answering.code_of(text.body)
+    if code is not None:
+        return await answering.answer_by_sms(st, text.sender, code, text.message_sid)
+    return HELP_TEXT
 
 
 async def handle(st: ApiState, text: Inbound) -> str:
     """The TwiML answer to one verified text."""
     reply = MessagingResponse()
-    for handler in HANDLERS:
-        answer = await handler(st, text)
-        if answer is not None:
-            if answer:
-                reply.message(answer)
-            break
+    answer = await dispatch(st, text)
+    if answer:
+        reply.message(answer)
     return str(reply)
+
+
+async def _first_time(st: ApiState, message_sid: str) -> bool:
+    ref = hashlib.sha256(message_sid.encode()).hexdigest()[:32]
+    claimed = await st.redis.set(
+        keys.inbound_seen("sms", ref), "1", nx=True, ex=keys.INBOUND_SEEN_TTL_S
+    )
+    return bool(claimed)
+
+
+# --- opting out of SMS --------------------------------------------------------------------------
+async def _phone_people(st: ApiState, phone: str) -> list[Account]:
+    """The people sent roll-calls on `phone` whose number it still is."""
+    found = []
+    for handle in sorted({r for _, r in await st.links.phone_holders(phone)}):
+        try:
+            account = await lookups.existing(st, handle)
+        except NotFound:
+            continue
+        if account.phone == phone:
+            found.append(account)
+    return found
+
+
+async def opt_out(st: ApiState, text: Inbound) -> None:
+    for account in await _phone_people(st, text.sender):
+        q = keys.partition_of(account.handle, st.settings.partitions)
+        if await st.redis.hexists(keys.sms_opted_out(q), account.handle):
+            continue
+        await _append(
+            st,
+            ContactPointOptedOut(
+                id=st.ids.next(),
+                actor=account.handle,
+                at=utcnow(),
+                account=account.handle,
+                keyword=text.keyword,
+                source_ref=text.message_sid,
+            ),
+        )
+
+
+async def opt_in(st: ApiState, text: Inbound) -> int:
+    """START: everyone whose SMS a stop word on this phone ended (whose number it still is)."""
+    async with st.redis.pipeline(transaction=False) as pipe:
+        for p in range(st.settings.partitions):
+            pipe.hkeys(keys.sms_opted_out(p))
+        replies: list[Any] = await pipe.execute()
+    changed = 0
+    for handle in sorted(texts(h for reply in replies for h in reply)):
+        try:
+            account = await lookups.existing(st, handle)
+        except NotFound:
+            continue
+        if account.phone != text.sender:
+            continue
+        await _append(
+            st,
+            ContactPointOptedIn(
+                id=st.ids.next(),
+                actor=account.handle,
+                at=utcnow(),
+                account=account.handle,
+                keyword=text.keyword,
+                source_ref=text.message_sid,
+            ),
+        )
+        changed += 1
+    return changed
+
+
+async def _append(st: ApiState, event: ContactPointOptedOut | ContactPointOptedIn) -> None:
+    async with st.redis.pipeline(transaction=True) as pipe:
+        await st.writeside.apply(pipe, event)
+        eventlog.append(pipe, event, st.settings.partitions)
+        await pipe.execute()
+    st.metrics.ingested.labels(events.event_type(event)).inc()

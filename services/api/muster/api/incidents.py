@@ -134,20 +134,50 @@ def _component_changes(
     ]
 
 
-async def _append(st: ApiState, pipe: Any, changes: list[events.AnyEvent]) -> None:
+async def _append(
+    st: ApiState,
+    pipe: Any,
+    changes: list[events.AnyEvent],
+    mark: str | None = None,
+    made: str = "",
+) -> None:
+    """Queue the events and their state in the MULTI, with the Idempotency-Key's receipt
+    (`mark`, naming what was `made`) when there is one."""
     pipe.multi()
     for event in changes:
         await st.writeside.apply(pipe, event)
         eventlog.append(pipe, event, st.settings.partitions)
+    if mark is not None:
+        pipe.set(mark, made, ex=keys.IDEMPOTENCY_TTL_S)
 
 
-def _count(st: ApiState, changes: list[events.AnyEvent]) -> None:
+def _count(st: ApiState, changes: list[events.AnyEvent] | str, made: str) -> str:
+    """What the write made: `made`, or, for a retry its receipt answered, the first one's."""
+    if isinstance(changes, str):
+        return changes
     for event in changes:
         st.metrics.ingested.labels(events.event_type(event)).inc()
+    return made
 
 
 # --- writes ------------------------------------------------------------------------------------
-async def open_incident(st: ApiState, caller: Account, req: CreateIncident) -> IncidentOut:
+def receipt(st: ApiState, account: str, caller: str, key: str | None) -> str | None:
+    """Where an Idempotency-Key's write leaves its mark, in the MULTI of the write (the
+    account's partition): a retry finds it and writes nothing (publishing.Claim)."""
+    return None if key is None else keys.idempotency_receipt(_p(st, account), caller, key)
+
+
+async def _earlier(pipe: Any, mark: str | None) -> str | None:
+    """The id a retried write made the first time, if its receipt says so."""
+    if mark is None:
+        return None
+    found = await pipe.get(mark)
+    return None if found is None else str(found.decode() if isinstance(found, bytes) else found)
+
+
+async def open_incident(
+    st: ApiState, caller: Account, req: CreateIncident, *, idempotency_key: str | None = None
+) -> IncidentOut:
     account = req.as_ or caller.handle
     if await lookups.kind_of(st, account, field="as", active=True) not in {"team", "service"}:
         raise Invalid(f"{account} is not a team or service", code="wrong_kind", field="as")
@@ -157,10 +187,14 @@ async def open_incident(st: ApiState, caller: Account, req: CreateIncident) -> I
     p = _p(st, account)
     incident_id = st.ids.next()
     severity = req.severity or vocabulary.severity_of(req.impact)
+    mark = receipt(st, account, caller.handle, idempotency_key)
 
-    async def step(pipe: Any) -> list[events.AnyEvent]:
+    async def step(pipe: Any) -> list[events.AnyEvent] | str:
         if not await _may_post_as(st, pipe, caller, account):
             raise _not_a_poster(account)
+        earlier = await _earlier(pipe, mark)
+        if earlier is not None:
+            return earlier
         current = await _components(pipe, p, account)
         _known(states, current)
         at = utcnow()
@@ -192,19 +226,24 @@ async def open_incident(st: ApiState, caller: Account, req: CreateIncident) -> I
         changes: list[events.AnyEvent] = [opened]
         changes += _component_changes(st, caller, account, incident_id, states, current)
         changes.append(post)
-        await _append(st, pipe, changes)
+        await _append(st, pipe, changes, mark, incident_id)
         return changes
 
-    watch = [keys.posters(p, account), keys.components(p, account)]
+    watch = [keys.posters(p, account), keys.components(p, account), *([mark] if mark else [])]
     changes = await transact(st.redis, watch, step)
-    _count(st, changes)
-    found = await load(st, incident_id, partition=p)
+    made = _count(st, changes, incident_id)
+    found = await load(st, made, partition=p)
     assert found is not None
     return found
 
 
 async def update_incident(
-    st: ApiState, caller: Account, incident_id: str, req: UpdateIncident
+    st: ApiState,
+    caller: Account,
+    incident_id: str,
+    req: UpdateIncident,
+    *,
+    idempotency_key: str | None = None,
 ) -> IncidentUpdateOut:
     located = await locate(st, incident_id)
     if located is None or not (
@@ -215,10 +254,14 @@ async def update_incident(
     body = validation.text(req.text, limit=st.settings.max_post_chars)
     states = _states(req.components)
     post_id = st.ids.next()
+    mark = receipt(st, account, caller.handle, idempotency_key)
 
-    async def step(pipe: Any) -> list[events.AnyEvent]:
+    async def step(pipe: Any) -> list[events.AnyEvent] | str:
         if not await _may_post_as(st, pipe, caller, account):
             raise _not_a_poster(account)
+        earlier = await _earlier(pipe, mark)
+        if earlier is not None:
+            return earlier
         incident = incident_of(incident_id, await pipe.hgetall(keys.incident(p, incident_id)))
         assert incident is not None  # incidents are never deleted
         current = await _components(pipe, p, account)
@@ -255,15 +298,15 @@ async def update_incident(
         changes: list[events.AnyEvent] = [updated]
         changes += _component_changes(st, caller, account, incident_id, states, current)
         changes.append(post)
-        await _append(st, pipe, changes)
+        await _append(st, pipe, changes, mark, post_id)
         return changes
 
     watch = [keys.incident(p, incident_id), keys.posters(p, account), keys.components(p, account)]
-    changes = await transact(st.redis, watch, step)
-    _count(st, changes)
+    changes = await transact(st.redis, [*watch, *([mark] if mark else [])], step)
+    made = _count(st, changes, post_id)
     found = await load(st, incident_id, partition=p)
     assert found is not None
-    (out,) = [u for u in found.updates if u.id == post_id]
+    (out,) = [u for u in found.updates if u.id == made]
     return out
 
 

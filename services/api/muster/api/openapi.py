@@ -25,6 +25,7 @@ ERROR_STATUSES = {
     401: "Missing or unknown token",
     403: "Authenticated but not allowed",
     404: "No such thing, or not visible to the caller",
+    406: "Not for this Muster (an inbound email to no reply address of ours): do not retry",
     409: "Conflict (handle taken, idempotency key reused)",
     410: "No longer accepted (a roll-call past its deadline's grace)",
     413: "Body over the size limit",

@@ -20,17 +20,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import time
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 
 from muster import eventlog, events, keys, scripts, views
-from muster.api import bodies
+from muster.api import bodies, lookups
+from muster.api.reads import can_see
 from muster.api.schemas import CreateDm, CreatePost
 from muster.api.state import ApiState
-from muster.errors import Conflict, Forbidden
+from muster.errors import Conflict, Forbidden, Invalid, NotFound
 from muster.events import utcnow
+from muster.ids import id_time_ms
 from muster.records import Account
 
 _PENDING = b"~"
@@ -123,46 +125,135 @@ class _Append:
         raise Forbidden(f"you may not post as {self.poster_of}", code="not_a_poster", field="as")
 
     async def _claimed(self, record: str, receipt: str) -> bytes:
-        redis = self.state.redis
-        claim = _PENDING + self.fingerprint.encode()
-        mine = bool(await redis.set(record, claim, nx=True, ex=keys.IDEMPOTENCY_TTL_S))
-        if not mine:
-            previous: Any = await redis.get(record)  # bytes: our clients never decode
-            if previous is not None and not previous.startswith(_PENDING):
-                return self._answer_for(previous)
-            if previous is not None and previous[1:].decode() != self.fingerprint:
-                raise _reused()
-            # In progress with this very body (a retry racing the first request, or after it
-            # died): the receipt makes the append happen once.
+        claim = Claim(self.state, record, self.fingerprint)
+        previous = await claim.begin()
+        if previous is not None:
+            return previous
         try:
             response = await self._script(receipt)
         except BaseException:
-            if mine:
-                await _release(redis, record, claim)
+            await claim.release()
             raise
-        await self._record(record, response)
+        await claim.done(response)
         return response
 
-    async def _record(self, record: str, response: bytes) -> None:
+
+class Claim:
+    """Steps 1 and 3 of the module docstring, for any write that keeps a receipt of its own
+    (posts through the append script; incidents in their MULTI, muster.api.incidents)."""
+
+    def __init__(self, state: ApiState, record: str, fingerprint: str) -> None:
+        self.state = state
+        self.record = record
+        self.fingerprint = fingerprint
+        self.mine = False
+
+    @classmethod
+    def of(
+        cls, state: ApiState, caller: str, key: str, route: str, request: msgspec.Struct
+    ) -> Claim:
+        partition = keys.partition_of(caller, state.settings.partitions)
+        record = keys.idempotency(partition, caller, key)
+        return cls(state, record, _fingerprint(route, request))
+
+    async def begin(self) -> bytes | None:
+        """The first answer when this key was answered (409 for another body), else None:
+        go on, and let the write's receipt make it happen once."""
+        redis = self.state.redis
+        claim = _PENDING + self.fingerprint.encode()
+        self.mine = bool(await redis.set(self.record, claim, nx=True, ex=keys.IDEMPOTENCY_TTL_S))
+        if self.mine:
+            return None
+        previous: Any = await redis.get(self.record)  # bytes: our clients never decode
+        if previous is not None and not previous.startswith(_PENDING):
+            fingerprint, _, response = previous.partition(b"\n")
+            if fingerprint.decode() != self.fingerprint:
+                self._conflict()
+            answer: bytes = response
+            return answer
+        if previous is not None and previous[1:].decode() != self.fingerprint:
+            self._conflict()
+        # In progress with this very body (a retry racing the first request, or after it
+        # died): the receipt makes the write happen once.
+        return None
+
+    async def done(self, response: bytes) -> None:
         await self.state.redis.set(
-            record, self.fingerprint.encode() + b"\n" + response, ex=keys.IDEMPOTENCY_TTL_S
+            self.record, self.fingerprint.encode() + b"\n" + response, ex=keys.IDEMPOTENCY_TTL_S
         )
 
-    def _answer_for(self, previous: bytes) -> bytes:
-        fingerprint, _, response = previous.partition(b"\n")
-        if fingerprint.decode() != self.fingerprint:
-            self.state.metrics.refused.labels("idempotency_conflict").inc()
-            raise _reused()
-        return response
+    async def release(self) -> None:
+        """After a refused write: drop the claim (only ours: another request may hold it)."""
+        if self.mine:
+            claim = _PENDING + self.fingerprint.encode()
+            await self.state.redis.eval(_RELEASE, 1, self.record, claim)
+
+    def _conflict(self) -> None:
+        self.state.metrics.refused.labels("idempotency_conflict").inc()
+        raise _reused()
 
 
 _APPEND_CHECKED = scripts.source("append_checked")
 _RELEASE = scripts.source("idempotency_release")
 
 
-async def _release(redis: aioredis.Redis, record: str, claim: bytes) -> None:
-    """Drop our claim (only ours: another request may hold it by now)."""
-    await redis.eval(_RELEASE, 1, record, claim)
+# --- the rules of a post or DM, wherever it comes from (the app, a reply by email) ---
+IN_FLIGHT_MS = 60_000
+"""A parent newer than this may still be on its way to the projections: accepted unseen."""
+
+
+def _unseen_parent(parent_id: str, field: str) -> None:
+    age = time.time() * 1000 - id_time_ms(parent_id)
+    if not -5_000 < age < IN_FLIGHT_MS:
+        raise NotFound(
+            f"no such {field.replace('_', ' ')} target {parent_id}",
+            code="no_such_parent",
+            field=field,
+        )
+
+
+async def check_reply(st: ApiState, caller: Account, parent_id: str) -> None:
+    """A reply's parent must be a post the caller can see (404 otherwise, never a hint)."""
+    parent = await st.reader.post(parent_id)
+    if parent is None:
+        _unseen_parent(parent_id, "in_reply_to")
+    elif not can_see(parent, caller):
+        raise NotFound(f"no post {parent_id}", code="no_such_parent", field="in_reply_to")
+
+
+async def check_dm_reply(st: ApiState, caller: Account, to: str, parent_id: str) -> None:
+    """A DM replies to a message of the same two people."""
+    found = await st.reader.messages([parent_id])
+    if not found:
+        _unseen_parent(parent_id, "in_reply_to")
+    elif {found[0].from_, found[0].to} != {caller.handle, to}:
+        raise NotFound(f"no message {parent_id}", code="no_such_parent", field="in_reply_to")
+
+
+def check_sender(caller: Account) -> None:
+    """Only people and services post and send DMs."""
+    if caller.kind not in {"person", "service"}:
+        raise Forbidden("only people and services post", code="cannot_post")
+
+
+def visibility_for(caller: Account, asked: str | None) -> str:
+    """A post's visibility: as asked, else internal (public for an external person, who may
+    post publicly only)."""
+    external = caller.kind == "person" and caller.role == "external"
+    visibility = asked or ("public" if external else "internal")
+    if external and visibility == "internal":
+        raise Forbidden(
+            "external accounts post publicly only", code="external_internal", field="visibility"
+        )
+    return visibility
+
+
+async def check_dm_recipient(st: ApiState, caller: Account, to: str) -> None:
+    """A DM goes to another person, one whose account is active."""
+    if to == caller.handle:
+        raise Invalid("you cannot message yourself", code="cannot_message_self", field="to")
+    if await lookups.kind_of(st, to, field="to", active=True) != "person":
+        raise Invalid(f"{to} is not a person; DMs go to people", code="wrong_kind", field="to")
 
 
 async def publish_post(

@@ -220,9 +220,14 @@ async def answer(
     note: str | None,
     *,
     channel: str,
+    suspect: bool = False,
+    source_ref: str = "",
+    evidence: events.AnswerEvidence | None = None,
 ) -> RollCallAnswerOut:
     """`handle`'s answer (given by `actor`: themselves, or for a proxy answer the author or
-    an admin). 422 unknown option, 403 not asked, 410 closed or past the grace."""
+    an admin). 422 unknown option, 403 not asked, 410 closed or past the grace. Answers
+    from outside the app (muster.api.answering) say where they came from (`source_ref`,
+    `evidence`) and whether they look automated (`suspect`)."""
     option = rc.option(option_key)
     now = utcnow()
     if rc.state(now) == "closed":
@@ -247,6 +252,9 @@ async def answer(
         channel=channel,
         note=note or "",
         late=now > rc.deadline,
+        suspect=suspect,
+        source_ref=source_ref,
+        evidence=evidence,
     )
     await _append(st, event)
     return answer_out(rc.id, handle, rollcall_answer_of_event(event))
@@ -321,10 +329,12 @@ async def report(st: ApiState, rc: Loaded) -> RollCallOut:
         for q in parts:
             pipe.scard(keys.rollcall_audience(q, rc.id))
             pipe.hgetall(keys.rollcall_counts(q, rc.id))
+            pipe.hkeys(keys.sms_opted_out(q))
         replies: list[Any] = await pipe.execute()
-    targeted = sum(int(n) for n in replies[0::2])
+    targeted = sum(int(n) for n in replies[0::3])
+    opted_out = await _sms_opted_out(st, rc, replies[2::3])
     totals: dict[str, int] = {}
-    for reply in replies[1::2]:
+    for reply in replies[1::3]:
         for k, v in reply.items():
             totals[text(k)] = totals.get(text(k), 0) + int(v)
     by_option = {o.key: totals.get(f"opt:{o.key}", 0) for o in rc.question.options}
@@ -341,6 +351,7 @@ async def report(st: ApiState, rc: Loaded) -> RollCallOut:
         late=totals.get("late", 0),
         by_option=by_option,
         by_channel=by_channel,
+        sms_opted_out=len(opted_out),
     )
     out = _summary(rc)
     out.counts = counts
@@ -376,13 +387,35 @@ async def rows(st: ApiState, rc: Loaded) -> list[RollCallRecipientOut]:
         for q in parts:
             pipe.smembers(keys.rollcall_audience(q, rc.id))
             pipe.hgetall(keys.rollcall_answers(q, rc.id))
+            pipe.hkeys(keys.sms_opted_out(q))
         replies: list[Any] = await pipe.execute()
-    audience = sorted(h for reply in replies[0::2] for h in texts(reply))
-    answers = {text(k): rollcall_answer_of(v) for reply in replies[1::2] for k, v in reply.items()}
-    return [_row(handle, answers.get(handle)) for handle in audience]
+    audience = sorted(h for reply in replies[0::3] for h in texts(reply))
+    answers = {text(k): rollcall_answer_of(v) for reply in replies[1::3] for k, v in reply.items()}
+    opted_out = await _sms_opted_out(st, rc, replies[2::3])
+    return [_row(handle, answers.get(handle), handle in opted_out) for handle in audience]
 
 
-def _row(handle: str, found: RollCallAnswer | None) -> RollCallRecipientOut:
+async def _sms_opted_out(st: ApiState, rc: Loaded, stopped: list[Any]) -> set[str]:
+    """The people asked whose phone texted a stop word, from each partition's
+    keys.sms_opted_out (`stopped`, by partition: small, only those who did are in it),
+    checked against the audience in one more round trip when there are any."""
+    parts = range(st.settings.partitions)
+    candidates = [(q, texts(reply)) for q, reply in zip(parts, stopped, strict=True) if reply]
+    if not candidates:
+        return set()
+    async with st.redis.pipeline(transaction=False) as pipe:
+        for q, handles in candidates:
+            pipe.smismember(keys.rollcall_audience(q, rc.id), handles)
+        asked: list[Any] = await pipe.execute()
+    return {
+        handle
+        for (_, handles), flags in zip(candidates, asked, strict=True)
+        for handle, flag in zip(handles, flags, strict=True)
+        if flag
+    }
+
+
+def _row(handle: str, found: RollCallAnswer | None, sms_opted_out: bool) -> RollCallRecipientOut:
     if found is None:
         return RollCallRecipientOut(
             handle=handle,
@@ -398,6 +431,7 @@ def _row(handle: str, found: RollCallAnswer | None) -> RollCallRecipientOut:
             help_open=False,
             escalation_level=0,
             manager=None,
+            sms_opted_out=sms_opted_out,
         )
     return RollCallRecipientOut(
         handle=handle,
@@ -413,6 +447,7 @@ def _row(handle: str, found: RollCallAnswer | None) -> RollCallRecipientOut:
         help_open=found.kind == "help" and not found.handled,
         escalation_level=0,
         manager=None,
+        sms_opted_out=sms_opted_out,
     )
 
 
@@ -467,6 +502,7 @@ EXPORT_FIELDS = (
     "suspect",
     "help_open",
     "note",
+    "sms_opted_out",
 )
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 

@@ -140,6 +140,12 @@ class AnswerRollCall(Request):
     note: Note | None = None
 
 
+class RollCallCallback(Request):
+    """A webhook recipient's answer (POST /v1/rollcalls/callback/{link}), signed."""
+
+    option: OptionKey
+
+
 class ExtendRollCall(Request):
     deadline: AwareTime
 
@@ -175,6 +181,9 @@ class RollCallCounts(msgspec.Struct, kw_only=True):
     late: int
     by_option: dict[str, int]
     by_channel: dict[str, int]
+    sms_opted_out: int = 0
+    """People asked whose phone texted STOP: SMS no longer reach them (their other
+    channels do); shown whether or not they answered."""
 
 
 class RollCallOut(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -207,6 +216,7 @@ class RollCallRecipientOut(msgspec.Struct, kw_only=True):
     help_open: bool
     escalation_level: int
     manager: str | None
+    sms_opted_out: bool = False
 
 
 class CreateDm(Request):
@@ -485,3 +495,13 @@ class IncidentOut(msgspec.Struct, kw_only=True):
     """The state each component was last set to by this incident's updates."""
     updates: list[IncidentUpdateOut]
     """Oldest first; the first one opened it."""
+
+
+class InboundEmailOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What an inbound email became: `reply` (a post in the thread), `dm`, `answer` (to the
+    roll-call `id`), `refused` (with `reason`, recorded as an InboundEmailRefused) or
+    `duplicate` (that Message-ID was handled before)."""
+
+    outcome: str
+    reason: str | None = None
+    id: str | None = None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from fastapi import Request
 
+from muster.answerlinks import Links
 from muster.api.backpressure import LagMonitor
 from muster.api.metrics import Metrics
 from muster.api.oidc import RelyingParty
@@ -27,6 +28,7 @@ class ApiState:
     metrics: Metrics
     reader: Reader
     writeside: WriteSide
+    links: Links
     oidc: RelyingParty | None = None  # company sign-in (MUSTER_OIDC_*), None when off
 
 

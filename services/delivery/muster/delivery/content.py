@@ -199,3 +199,23 @@ def unsubscribe_link(public_url: str, subscription: str, token: str) -> str:
 def confirm_link(public_url: str, subscription: str, token: str) -> str:
     """The page whose button confirms an email subscription (a GET changes nothing)."""
     return f"{public_url.rstrip('/')}/subscriptions/confirm/{subscription}.{token}"
+
+
+def answer_link(public_url: str, link: str) -> str:
+    """The roll-call answer page a link id opens (GET shows it; only its buttons answer)."""
+    return f"{public_url.rstrip('/')}/r/{link}"
+
+
+def respond_url(public_url: str, link: str) -> str:
+    """Where a webhook recipient POSTs its answer to the roll-call it was sent."""
+    return f"{public_url.rstrip('/')}/v1/rollcalls/callback/{link}"
+
+
+@dataclass(frozen=True, slots=True)
+class Answering:
+    """How one recipient answers the roll-call a message carries: the link of its channel
+    (a URL: the answer page, or for a webhook its callback) and, for an SMS, the first of
+    its reply codes (one per option, in order)."""
+
+    url: str
+    first_code: int = 0

@@ -23,7 +23,7 @@ from typing import Protocol
 import aiohttp
 import structlog
 
-from muster.delivery.content import Content, link, status_link
+from muster.delivery.content import Answering, Content, link, status_link
 from muster.errors import PermanentDeliveryError, TransientDeliveryError
 from muster.settings import Settings
 
@@ -48,6 +48,37 @@ def sms_text(content: Content, public_url: str) -> str:
     if len(lead) > room:
         lead = lead[: room - len(ELLIPSIS)].rstrip() + ELLIPSIS
     return f"{lead} {url}"
+
+
+ROLLCALL_SMS_CHARS = 306
+"""A roll-call's SMS may take two segments: the reply codes and the link must both fit."""
+LABEL_CHARS = 24
+
+
+def rollcall_sms_text(content: Content, answering: Answering) -> str:
+    """A roll-call post for one recipient: the question, cut to fit, then its reply codes
+    (its own, distinct from those of the phone's other open roll-calls) and its answer link:
+    "[HIGH] @ops: Fire alarm, are you safe? Reply 1 I'm safe, 2 I need help, or answer at
+    https://…/r/…"."""
+    post = content.post
+    assert post is not None
+    assert post.rollcall is not None
+    codes = ", ".join(
+        f"{answering.first_code + i} {_label(option.label)}"
+        for i, option in enumerate(post.rollcall.options)
+    )
+    tail = f" Reply {codes}, or answer at {answering.url}"
+    severity = "" if post.severity == "info" else f"[{post.severity.upper()}] "
+    lead = " ".join(f"{severity}@{post.as_account}: {post.text}".split())
+    room = max(ROLLCALL_SMS_CHARS - len(tail), 20)
+    if len(lead) > room:
+        lead = lead[: room - len(ELLIPSIS)].rstrip() + ELLIPSIS
+    return lead + tail
+
+
+def _label(label: str) -> str:
+    label = " ".join(label.split())
+    return label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + ELLIPSIS
 
 
 STOP_HINT = " Reply STOP to stop."

@@ -87,6 +87,15 @@ def subscriber_body(content: Content, unsubscribe_url: str) -> tuple[bytes, str]
     return body, body.decode()
 
 
+def rollcall_body(content: Content, respond_url: str) -> tuple[bytes, str]:
+    """A roll-call post's webhook body: the post's, plus the recipient's own `respond_url`,
+    where a POST `{"option": key}` signed like this delivery (with the recipient's secret)
+    answers for it."""
+    tail = b',"respond_url":' + msgspec.json.encode(respond_url) + b"}"
+    body = b'{"type":"post.published","data":' + content.raw + tail
+    return body, body.decode()
+
+
 def confirmation_body(subscription: str, account: str, components: tuple[str, ...]) -> bytes:
     """The handshake: answering it 2xx confirms the subscription."""
     return msgspec.json.encode(

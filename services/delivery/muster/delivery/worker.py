@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,6 +51,7 @@ from aiohttp.abc import AbstractResolver
 
 from muster import failpoints, keys, scripts
 from muster import subscriptions as subs
+from muster.answerlinks import Links
 from muster.consumer import Failed, Handler, Message, Outcomes
 from muster.delivery import content as contents
 from muster.delivery.email import EmailSender, Mailbox, SubscriberParts
@@ -58,6 +60,7 @@ from muster.delivery.sms import (
     SmsProvider,
     confirmation_sms_text,
     provider_for,
+    rollcall_sms_text,
     sms_text,
     subscriber_sms_text,
 )
@@ -66,6 +69,7 @@ from muster.delivery.webhook import (
     WebhookGone,
     WebhookSender,
     confirmation_body,
+    rollcall_body,
     subscriber_body,
 )
 from muster.errors import PermanentDeliveryError, TransientDeliveryError
@@ -105,6 +109,7 @@ class _Job:
     entry: str  # the stream entry it came from, for its outcome
     disabled: bool = False  # webhook answered 410 earlier
     unsubscribe: str = ""  # a subscriber's post: the link this message carries
+    answering: contents.Answering | None = None  # a roll-call's: how this recipient answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +156,7 @@ class Delivery:
         self._sms_texts: contents.Rendered[str, str] = contents.Rendered()
         self._reissue = scripts.register(redis, "delivery_reissue")
         self.writeside = WriteSide(redis, partitions=settings.partitions)
+        self.links = Links(redis, settings.partitions)
         self._ids: IdGenerator | None = None
 
     # --- Service -------------------------------------------------------------------------------
@@ -275,6 +281,7 @@ class Delivery:
         deadline = asyncio.get_running_loop().time() + self.wait_budget_s
         sends: list[tuple[_Job, Awaitable[_Outcome]]] = []
         minted: list[tuple[_Job, contents.Recipient]] = []
+        asked: list[tuple[_Job, contents.Content, contents.Recipient]] = []
         ready: list[tuple[_Job, contents.Content, contents.Recipient]] = []
         for job in jobs:
             r = job.request
@@ -296,8 +303,11 @@ class Delivery:
                 continue
             if person.subscription is not None and r.kind == "post" and r.channel != "sms":
                 minted.append((job, person))
+            elif person.subscription is None and r.kind == "post" and _asks(content):
+                asked.append((job, content, person))
             ready.append((job, content, person))
         await self._mint_unsubscribe(minted)
+        await self._mint_answering(asked)
         for job, content, person in ready:
             sends.append((job, self._send(job, content, person, deadline)))
         outcomes = await asyncio.gather(*(send for _, send in sends))
@@ -362,6 +372,55 @@ class Delivery:
                 )
                 job.unsubscribe = contents.unsubscribe_link(self.settings.public_url, sub.id, token)
             await pipe.execute()
+
+    async def _mint_answering(
+        self, jobs: list[tuple[_Job, contents.Content, contents.Recipient]]
+    ) -> None:
+        """How each recipient of a roll-call answers from the message about to be sent
+        (muster.answerlinks): a link of its own (email, SMS: the answer page; webhook: its
+        callback), recorded first so it works when the message arrives, and for an SMS reply
+        codes of its own on that phone; all in one pipeline. A resend gets the same link
+        and the same codes."""
+        if not jobs:
+            return
+        public = self.settings.public_url
+        now = utcnow()
+        codes: list[tuple[_Job, str, int]] = []  # (job, link, its codes' result index)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            queued = 0
+            for job, content, person in jobs:
+                r = job.request
+                assert content.post is not None
+                assert content.post.rollcall is not None
+                question = content.post.rollcall
+                grace_until = datetime.fromisoformat(question.deadline.replace("Z", "+00:00"))
+                grace_until += timedelta(seconds=question.grace_s)
+                left_s = max(0, int((grace_until - now).total_seconds()))
+                link = await self.links.mint(
+                    pipe, content.id, r.recipient, r.channel,
+                    ttl_s=left_s + keys.ROLLCALL_LINK_SLACK_S,
+                )  # fmt: skip
+                queued += 1
+                if r.channel == "webhook":
+                    job.answering = contents.Answering(contents.respond_url(public, link))
+                elif r.channel == "sms" and person.phone:
+                    await self.links.allocate_codes(
+                        person.phone,
+                        content.id,
+                        r.recipient,
+                        len(question.options),
+                        expires_ms=int(grace_until.timestamp() * 1000),
+                        pipe=pipe,
+                    )
+                    codes.append((job, link, queued))
+                    queued += 1
+                else:
+                    job.answering = contents.Answering(contents.answer_link(public, link))
+            replies: list[Any] = await pipe.execute()
+        for job, link, index in codes:
+            job.answering = contents.Answering(
+                contents.answer_link(public, link), int(replies[index])
+            )
 
     async def _generator(self) -> IdGenerator:
         if self._ids is None:
@@ -498,6 +557,16 @@ class Delivery:
         r = job.request
         if person.subscription is not None:
             return self._subscriber_sender(job, content, person, person.subscription)
+        answering = job.answering
+        if answering is not None:  # a roll-call: rendered for this recipient
+            if r.channel == "webhook":
+                pair = rollcall_body(content, answering.url)
+                return lambda: self.webhooks.send(r.id, content, person, pair)
+            if r.channel == "email":
+                return lambda: self.email.send(r.id, content, person, answer_url=answering.url)
+            text = rollcall_sms_text(content, answering)
+            # private: it carries the recipient's answer link, which no log may hold
+            return lambda: self.sms.send(r.id, person.phone or "", text, private=True)
         if r.channel == "webhook":
             return lambda: self.webhooks.send(r.id, content, person)
         if r.channel == "email":
@@ -583,6 +652,11 @@ class Delivery:
             recorder.disable_webhook(job.q, r.recipient)
         permanent[job.entry] = f"{r.id}: {error}"
         log.warning("delivery failed", delivery=r.id, attempts=made, error=error)
+
+
+def _asks(content: contents.Content) -> bool:
+    """A roll-call's post: each recipient's message says how to answer it."""
+    return content.post is not None and content.post.rollcall is not None
 
 
 async def _missing() -> _Outcome:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
+import msgspec
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from muster import incidents as vocabulary
 from muster.api import bodies, incidents, lookups
 from muster.api.openapi import SECURED, body, merge, responds
+from muster.api.publishing import Claim
 from muster.api.reads import page_limit
-from muster.api.routes.posts import admit
+from muster.api.routes.posts import IdempotencyKey, admit, idempotency_key_of
 from muster.api.routes.reads import OPTIONAL_AUTH, Before, Limit
 from muster.api.schemas import (
     ComponentOut,
@@ -44,12 +47,17 @@ _COMPONENT_NAME = re.compile(r"^[^,|\x00-\x1f\x7f]{1,64}$")
     openapi_extra=merge(body(CreateIncident), SECURED),
     responses=responds(201, IncidentOut, errors=(400, 401, 403, 404, 413, 422, 429)),
 )
-async def open_incident(request: Request) -> Response:
+async def open_incident(request: Request, idempotency_key: IdempotencyKey = None) -> Response:
     st = state(request)
     caller = await authenticate(request)
     req = await bodies.read(request, CreateIncident)
+    key = idempotency_key_of(idempotency_key)
     admit(st, (req.severity or vocabulary.severity_of(req.impact)) == "critical")
-    return bodies.json(await incidents.open_incident(st, caller, req), 201)
+
+    async def write() -> msgspec.Struct:
+        return await incidents.open_incident(st, caller, req, idempotency_key=key)
+
+    return await _once(request, caller.handle, key, "POST /v1/incidents", req, write, 201)
 
 
 @router.post(
@@ -59,12 +67,46 @@ async def open_incident(request: Request) -> Response:
     openapi_extra=merge(body(UpdateIncident), SECURED),
     responses=responds(202, IncidentUpdateOut, errors=(400, 401, 403, 404, 413, 422, 429)),
 )
-async def update_incident(incident_id: IncidentId, request: Request) -> Response:
+async def update_incident(
+    incident_id: IncidentId, request: Request, idempotency_key: IdempotencyKey = None
+) -> Response:
     st = state(request)
     caller = await authenticate(request)
     req = await bodies.read(request, UpdateIncident)
+    key = idempotency_key_of(idempotency_key)
     admit(st, req.severity == "critical" or req.impact == "critical")
-    return bodies.json(await incidents.update_incident(st, caller, incident_id, req), 202)
+
+    async def write() -> msgspec.Struct:
+        return await incidents.update_incident(st, caller, incident_id, req, idempotency_key=key)
+
+    route = f"POST /v1/incidents/{incident_id}/updates"
+    return await _once(request, caller.handle, key, route, req, write, 202)
+
+
+async def _once(
+    request: Request,
+    caller: str,
+    key: str | None,
+    route: str,
+    req: msgspec.Struct,
+    write: Callable[[], Awaitable[msgspec.Struct]],
+    status: int,
+) -> Response:
+    """The write, once per Idempotency-Key: a retry gets the first answer (the claim in the
+    caller's partition) and writes nothing (the receipt in the write's MULTI)."""
+    if key is None:
+        return bodies.json(await write(), status)
+    claim = Claim.of(state(request), caller, key, route, req)
+    earlier = await claim.begin()
+    if earlier is not None:
+        return bodies.raw_json(earlier, status)
+    try:
+        answer = bodies.encode(await write())
+    except BaseException:
+        await claim.release()
+        raise
+    await claim.done(answer)
+    return bodies.raw_json(answer, status)
 
 
 @router.get(

@@ -32,6 +32,7 @@ from fastapi import APIRouter
 
 from muster.api.web import (
     admin,
+    answer,
     assets,
     company,
     fallback,
@@ -55,6 +56,7 @@ _PAGES = (
     statusapi,
     feeds,
     subscribe,
+    answer,
     signin,
     company,
     live,

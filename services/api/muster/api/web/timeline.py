@@ -15,7 +15,8 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 from starlette.routing import Match
 
-from muster.api.schemas import DeliveriesOut, ThreadOut
+from muster import incidents as vocabulary
+from muster.api.schemas import DeliveriesOut, IncidentOut, IncidentUpdateOut, ThreadOut
 from muster.api.state import state
 from muster.api.web import forms, readback, session
 from muster.api.web.html import Redirect, WebRoute, render
@@ -37,7 +38,16 @@ _IDEM = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 def new_form(**values: str) -> dict[str, str]:
     """A blank composer: a fresh idempotency key, so a double submit posts once."""
-    form = {"text": "", "as": "", "visibility": "", "severity": "info", **values}
+    form = {
+        "text": "",
+        "as": "",
+        "visibility": "",
+        "severity": "info",
+        "incident_title": "",
+        "status": "",
+        "impact": "",
+        **values,
+    }
     form["idem"] = values.get("idem") or secrets.token_urlsafe(18)
     return form
 
@@ -52,6 +62,8 @@ def composer(
         "external": external,
         "max_chars": state(request).settings.max_post_chars,
         "default_visibility": "public" if external else "internal",
+        "statuses": vocabulary.STATUS_LABELS,
+        "impacts": vocabulary.IMPACTS,
     }
 
 
@@ -103,6 +115,12 @@ async def thread_page(
     thread = (await api.get(path("v1", "posts", post_id, "thread"))).value(ThreadOut)
     teams = await teams_of(request, current.handle)
     shown = [*thread.ancestors, thread.post, *thread.replies]
+    root = shown[0]
+    incident = None
+    if current.account.is_admin or root.as_account in teams:
+        # An incident's id is its opening post's id: a thread rooted there is the incident's.
+        found = await api.call("GET", path("v1", "incidents", root.id))
+        incident = found.value(IncidentOut) if found.ok else None
     return render(
         request,
         "app/thread.html",
@@ -114,6 +132,7 @@ async def thread_page(
         faces=await faces(request, [*teams, *(h for p in shown for h in (p.as_account, p.author))]),
         error=error,
         reports=report_links(current, teams, shown),
+        incident=incident,
         **composer(request, current, teams, form or new_form()),
     )
 
@@ -138,44 +157,94 @@ async def thread(post_id: str, request: Request) -> Response:
 
 @router.post("/app/posts")
 async def publish(request: Request) -> Response:
+    """The composer's one form: a post or reply, an incident opened (an incident title given)
+    or, in an incident's thread, an update with its status and impact."""
     current = await session.require(request)
     form = await forms.read(request)
     session.check_csrf(request, current, form)
-    body: dict[str, Any] = {"text": form.get("text"), "severity": form.get("severity", "info")}
-    if form.optional("visibility"):
-        body["visibility"] = form.get("visibility")
     as_account = forms.handle(form.get("as"))
-    if as_account and as_account != current.handle:
-        body["as"] = as_account
     parent = form.optional("in_reply_to")
-    if parent:
-        body["in_reply_to"] = parent
+    incident = form.optional("incident")
     idem = form.get("idem")
     headers = {"Idempotency-Key": idem} if _IDEM.fullmatch(idem) else {}
-    reply = await JsonApi(request, current.token).call(
-        "POST", "/v1/posts", body=body, headers=headers
-    )
+    api = JsonApi(request, current.token)
+    if incident:
+        updates = path("v1", "incidents", incident, "updates")
+        reply = await api.call("POST", updates, body=_incident_update(form), headers=headers)
+    elif form.optional("incident_title"):
+        body = _incident_open(form, as_account)
+        reply = await api.call("POST", "/v1/incidents", body=body, headers=headers)
+    else:
+        body = _post(form, as_account if as_account != current.handle else "", parent)
+        reply = await api.call("POST", "/v1/posts", body=body, headers=headers)
+    target = form.get("next")
+    target = target if _NEXT.fullmatch(target) else "/app"
     if not reply.ok:
         kept = new_form(
             text=form.get("text"),
             visibility=form.get("visibility"),
             severity=form.get("severity", "info"),
+            incident_title=form.get("incident_title"),
+            status=form.get("status"),
+            impact=form.get("impact"),
             idem=idem if headers else "",
             **{"as": as_account},
         )
-        if parent and parent.isdigit() and len(parent) <= 19:
+        shown = parent or (target.rsplit("/", 1)[-1] if incident else None)
+        if shown and shown.isdigit() and len(shown) <= 19:
             return await thread_page(
-                request, current, parent, form=kept, error=reply.refused(), status=reply.status
+                request, current, shown, form=kept, error=reply.refused(), status=reply.status
             )
         return await home_page(
             request, current, form=kept, error=reply.refused(), status=reply.status
         )
+    if incident:
+        update = reply.value(IncidentUpdateOut)
+        stored = await readback.post_stored(state(request).reader, update.id)
+        done = "incident_resolved" if update.status == "resolved" else "incident_updated"
+        raise Redirect(f"{target}?notice={done if stored else 'pending'}#post-{update.id}")
+    if form.optional("incident_title"):
+        opened = reply.value(IncidentOut)
+        stored = await readback.post_stored(state(request).reader, opened.id)
+        notice = "incident_opened" if stored else "pending"
+        raise Redirect(f"/app/posts/{opened.id}?notice={notice}")
     post = reply.value(Post)
-    target = form.get("next")
-    target = target if _NEXT.fullmatch(target) else "/app"
     stored = await readback.post_stored(state(request).reader, post.id)
     notice = "posted" if stored else "pending"
     raise Redirect(f"{target}?notice={notice}#post-{post.id}")
+
+
+def _post(form: forms.Form, as_account: str, parent: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"text": form.get("text"), "severity": form.get("severity", "info")}
+    if form.optional("visibility"):
+        body["visibility"] = form.get("visibility")
+    if as_account:
+        body["as"] = as_account
+    if parent:
+        body["in_reply_to"] = parent
+    return body
+
+
+def _incident_open(form: forms.Form, as_account: str) -> dict[str, Any]:
+    """Severity is left to the API, which derives it from the impact."""
+    body: dict[str, Any] = {
+        "as": as_account,
+        "title": form.get("incident_title"),
+        "status": form.get("status"),
+        "impact": form.get("impact"),
+        "text": form.get("text"),
+    }
+    if form.optional("visibility"):
+        body["visibility"] = form.get("visibility")
+    return body
+
+
+def _incident_update(form: forms.Form) -> dict[str, Any]:
+    status = "resolved" if form.has("resolve") else form.get("status")
+    body: dict[str, Any] = {"status": status, "text": form.get("text")}
+    if form.optional("impact"):
+        body["impact"] = form.get("impact")
+    return body
 
 
 def has_route(request: Request, method: str, example: str) -> bool:
