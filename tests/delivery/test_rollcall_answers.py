@@ -24,6 +24,7 @@ from twilio.request_validator import RequestValidator
 from delivery.conftest import ADMIN_TOKEN, PUBLIC_URL, Peers, Stack
 from delivery.peers import TwilioFake
 from muster import answerlinks, events, keys
+from muster.api import rejections
 
 pytestmark = pytest.mark.anyio
 
@@ -596,7 +597,7 @@ async def test_a_closed_roll_call_takes_no_answers_from_outside(
     assert [by_channel[c].recipient for c in ("email", "sms", "webhook")] == ["ana", "ben", "cal"]
     assert by_channel["sms"].source_ref == "SM20"
     assert by_channel["webhook"].source_ref == "m1"
-    assert by_channel["email"].source_ref == answerlinks_hash(link)  # never the link itself
+    assert by_channel["email"].source_ref == link_hash(link)  # never the link itself
     assert [(e.recipient, e.option) for e in await answers(s)] == [("ben", "3")]
     counts = (await report(s, rc, boss))["counts"]
     assert (counts["answered"], counts["by_channel"]) == (1, {"sms": 1})
@@ -608,9 +609,8 @@ async def test_a_closed_roll_call_takes_no_answers_from_outside(
     assert await log_length(s) == before + 3
 
 
-def answerlinks_hash(link: str) -> str:
-    from muster.api import rejections
-
+def link_hash(link: str) -> str:
+    """How a rejection names a link: its hash, never the link (a bearer token)."""
     return rejections.subject_hash("link", link)
 
 
@@ -620,8 +620,6 @@ async def test_refused_codes_are_recorded_once_each_and_bounded_per_phone(
     """A code nobody was sent, from a known phone or from one that matches nobody, is one
     RollCallAnswerRejected each (a replayed MessageSid none more); past the per-phone limit
     the sender is still told, and nothing more is appended; a forged one is never recorded."""
-    from muster.api import rejections
-
     monkeypatch.setattr(rejections, "REJECTIONS_PER_SUBJECT_PER_HOUR", 2)
     s = stack
     cast = await setup_people(s, peers)
