@@ -457,6 +457,19 @@ async def test_stop_from_a_mandatory_member_shows_and_other_channels_carry_on(
     assert (await report(s, rc, boss))["counts"]["sms_opted_out"] == 0
 
 
+async def test_refusals_are_bounded_per_channel_whatever_the_number_of_phones(
+    stack: Stack, peers: Peers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rejections, "REJECTIONS_PER_CHANNEL_PER_HOUR", 2)
+    s = stack
+    before = await log_length(s)
+    for i in range(4):  # four phones, one junk code each
+        answer = await text_in(s, f"+1555999000{i}", "1", f"SM5{i}")
+        assert "does not answer" in answer.text
+    assert await log_length(s) == before + 2
+    assert len(await rejected(s)) == 2
+
+
 def test_codes_are_digits_only() -> None:
     from muster.api.answering import code_of
 

@@ -307,6 +307,9 @@ def test_escalation_policies_list_edit_and_delete(web: WebStack, context: Contex
     expect(page.locator("p.notice")).to_contain_text("Deleted.")
     expect(page.locator("main")).to_contain_text("No escalation policy yet.")
     assert web.call("GET", "/v1/escalation-policies/drill", token=ADMIN_TOKEN).status_code == 404
+    gone = page.goto("/app/admin/escalation-policies/drill")
+    assert gone is not None
+    assert gone.status == 404
 
     # not an admin: refused
     mia = context().new_page()
