@@ -207,6 +207,7 @@ PARTITION_FIELD = {
     "EscalationPolicyDeleted": "name",
     "ManagerChanged": "handle",
     "InboundEmailRefused": "recipient",
+    "RollCallAnswerRejected": "recipient",
     "ContactPointOptedOut": "account",
     "ContactPointOptedIn": "account",
 }

@@ -618,6 +618,25 @@ class InboundEmailRefused(Event, frozen=True, kw_only=True, tag="InboundEmailRef
     via: str = "smtp"
 
 
+class RollCallAnswerRejected(Event, frozen=True, kw_only=True, tag="RollCallAnswerRejected"):
+    """An answer that came by a channel (an SMS code, an answer link's page, a webhook
+    callback, an email naming an option) was refused and changed nothing: kept so the
+    history shows it. `reason`: rollcall_closed, not_in_audience, unknown_code,
+    number_changed, no_such_rollcall. `rollcall` and `recipient` when known (a code from a
+    phone nobody was sent it names neither). `actor`: the person when known, else the door
+    (`sms-in`). `source_ref`: the provider's id (MessageSid, webhook-id, Message-ID) or,
+    for a link, the SHA-256 of the link (never the link: it is a bearer token). Only
+    requests that proved where they came from are recorded (a Twilio signature, a page
+    token of the link, a webhook signature, a matching sender), at most a few an hour per
+    phone, link or person (muster.api.rejections)."""
+
+    channel: str
+    reason: str
+    rollcall: str | None = None
+    recipient: str | None = None
+    source_ref: str = ""
+
+
 class ContactPointOptedOut(Event, frozen=True, kw_only=True, tag="ContactPointOptedOut"):
     """`account` texted a stop word (`keyword`) from its phone: the provider sends it no
     more SMS until it texts START, and nothing Muster does can override that, mandatory
@@ -680,6 +699,7 @@ AnyEvent: TypeAlias = (
     | EscalationPolicyDeleted
     | ManagerChanged
     | InboundEmailRefused
+    | RollCallAnswerRejected
     | ContactPointOptedOut
     | ContactPointOptedIn
 )
@@ -768,6 +788,8 @@ def partition_handle(event: Event) -> str:
             return policy_partition_handle(name)
         case ContactPointOptedOut(account=a) | ContactPointOptedIn(account=a):
             return a
+        case RollCallAnswerRejected(recipient=str() as r):
+            return r
         case _:
             return event.actor
 

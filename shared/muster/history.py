@@ -93,41 +93,47 @@ async def from_log(
         start = f"{max(0, (since >> 16) - SINCE_MARGIN_MS)}-0"
     low = _since_id(since)
     seen = _Seen(SEEN_WINDOW)
-    readers = [_stream_chunks(redis, keys.events(p), start) for p in range(partitions)]
+    streams = [keys.events(p) for p in range(partitions)]
+    readers = [_stream_chunks(redis, stream, start) for stream in streams]
     buffers: list[list[tuple[StreamId, bytes]]] = [[] for _ in readers]
     positions = [0] * len(readers)
     alive = [True] * len(readers)
 
-    async def refill(i: int) -> None:
-        try:
-            buffers[i] = await anext(readers[i])
-        except StopAsyncIteration:
-            buffers[i], alive[i] = [], False
-        positions[i] = 0
+    async def advance(i: int) -> None:
+        """Refill reader i once its chunk is used up, until a read finds nothing."""
+        while positions[i] >= len(buffers[i]) and alive[i]:
+            try:
+                buffers[i] = await anext(readers[i])
+            except StopAsyncIteration:
+                buffers[i], alive[i] = [], False
+            positions[i] = 0
 
+    # The merge: a heap of each reader's next entry id (ties to the lower partition), so
+    # each event costs O(log partitions), not a look at every partition.
+    heads: list[tuple[StreamId, int]] = []
     for i in range(len(readers)):
-        await refill(i)
+        await advance(i)
+        if buffers[i]:
+            heads.append((buffers[i][0][0], i))
+    heapq.heapify(heads)
     out: list[Item] = []
-    while True:
-        best = -1
-        for i in range(len(readers)):
-            if positions[i] >= len(buffers[i]) and alive[i]:
-                await refill(i)
-            if positions[i] < len(buffers[i]) and (
-                best < 0 or buffers[i][positions[i]][0] < buffers[best][positions[best]][0]
-            ):
-                best = i
-        if best < 0:
-            break
+    while heads:
+        best = heads[0][1]
         entry, payload = buffers[best][positions[best]]
         positions[best] += 1
+        if positions[best] >= len(buffers[best]):
+            await advance(best)
+        if positions[best] < len(buffers[best]):
+            heapq.heapreplace(heads, (buffers[best][positions[best]][0], best))
+        else:
+            heapq.heappop(heads)
         try:
             event = events.decode(payload)
         except EventDecodeError:
             continue  # dead-lettered by every group already; nothing can apply it
         if int(event.id) < low or not seen.first_time(event.id):
             continue
-        out.append(Item(event, payload, keys.events(best), entry))
+        out.append(Item(event, payload, streams[best], entry))
         if len(out) >= batch:
             yield out
             out = []

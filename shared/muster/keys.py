@@ -488,6 +488,19 @@ def rollcall_sms_codes(partition: int, phone_hash: str) -> str:
     return f"{_tag(partition)}:rc:smscodes:{phone_hash}"
 
 
+def sms_thread(partition: int, phone_hash: str) -> str:
+    """String: records.SmsThread, the post a phone was last sent by SMS and to whom, for the
+    SHA-256 of the phone number, in its partition; written by the delivery worker with the
+    status of each SMS carrying a post it sent (muster.smsthreads), SMS_THREAD_TTL_S. So a
+    text back that is no code is a reply in that post's thread."""
+    return f"{_tag(partition)}:smsthread:{phone_hash}"
+
+
+SMS_THREAD_TTL_S: Final = 7 * 24 * 3600
+"""How long a text back still replies to the post last sent to that phone: an SMS exchange is
+short, and a text a week later is more likely about something else than that post."""
+
+
 def inbound_seen(scope: str, ref_hash: str) -> str:
     """String: a provider message already taken (`scope` sms: a MessageSid; webhook: a
     callback's recipient and webhook-id), by SHA-256; SET NX first, so a replay changes

@@ -895,6 +895,27 @@ def rollcall_link_of(raw: bytes | str) -> RollCallLink:
     return _rollcall_link_decoder.decode(raw)
 
 
+class SmsThread(msgspec.Struct, frozen=True, kw_only=True):
+    """The post a phone was last sent by SMS (keys.sms_thread): `post`, sent to `recipient`
+    (the account whose phone it was then) at `sent_ms`."""
+
+    recipient: str
+    post: str
+    sent_ms: int
+
+
+_sms_thread_encoder = msgspec.json.Encoder()
+_sms_thread_decoder = msgspec.json.Decoder(SmsThread)
+
+
+def encode_sms_thread(thread: SmsThread) -> bytes:
+    return _sms_thread_encoder.encode(thread)
+
+
+def sms_thread_of(raw: bytes | str) -> SmsThread:
+    return _sms_thread_decoder.decode(raw)
+
+
 @dataclass(frozen=True, slots=True)
 class SmsCodeBlock:
     """The reply codes one phone was sent for one (roll-call, recipient) (keys.

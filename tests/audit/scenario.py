@@ -10,8 +10,9 @@ Last, two roll-calls as `ops`: answers, a change of mind, a proxy answer, help h
 extension and a close; and escalation: a policy in two versions (then deleted), managers set
 and cleared, a roll-call opened with the policy whose two steps and a remind are fired by
 the escalation worker's own code (muster.escalation.firing), not by its timer.
-extension and a close; an answer through an answer link (suspect: pressed at once), and a STOP
-texted from a phone that was sent a roll-call.
+extension and a close; an answer through an answer link (suspect: pressed at once), a STOP
+texted from a phone that was sent a roll-call, and a code from a phone that was sent none
+(a RollCallAnswerRejected).
 Workers are settled after graph changes, so live processing sees them in log order.
 """
 
@@ -259,3 +260,8 @@ async def _from_outside(s: System, rollcall: str) -> None:
     assert stopped.status_code == 200
     q = keys.partition_of("pat", s.settings.partitions)
     assert await s.redis.hexists(keys.sms_opted_out(q), "pat")  # ContactPointOptedOut
+    params = {"MessageSid": "SM" + "6" * 32, "From": "+15550009999", "To": "+15550001111"}
+    params["Body"] = "3"  # a code from a phone nobody sent one: RollCallAnswerRejected
+    signed["X-Twilio-Signature"] = RequestValidator(TWILIO_TOKEN).compute_signature(url, params)
+    refused = await s.call("POST", "/v1/inbound/sms", content=urlencode(params), headers=signed)
+    assert "does not answer" in refused.text

@@ -171,3 +171,30 @@ def test_the_operator_commands_end_to_end(
             worker.wait(timeout=10)
             raise AssertionError("muster worker ops did not stop on SIGTERM") from None
     assert worker.returncode == 0, log.read_text()
+
+
+def test_replay_inline_in_worker_processes_and_a_failing_worker_fails_the_command(
+    job_settings: Settings, redis_server: RedisServer, sync_redis: redis.Redis
+) -> None:
+    settings = msgspec.structs.replace(job_settings, partitions=3)
+    build_history(settings)
+    before = checksum(settings)
+    env = {**_env(redis_server, settings), "MUSTER_PARTITIONS": "3"}
+    refused = _muster(env, "replay", "--inline", "--workers", "0")
+    assert refused.returncode == 2
+    assert "--workers: must be between 1 and 1024, got 0" in refused.stderr
+
+    p = keys.partition_of("ops", 3)
+    broken = keys.account_log(p, "ops")
+    sync_redis.delete(broken)
+    sync_redis.set(broken, "not a sorted set")  # every write of ops's posts fails
+    failed = _muster(env, "replay", "--inline", "--workers", "3", "--projections", "timelines")
+    assert failed.returncode == 1
+    assert f"muster replay: replay worker {p} of 3 (partitions {p}) failed" in failed.stderr
+    assert "WRONGTYPE" in failed.stderr
+
+    sync_redis.delete(broken)  # fixed: the whole default replay, then ops's logs are back
+    done = _muster(env, "replay", "--inline", "--workers", "3")
+    assert done.returncode == 0, done.stderr
+    assert "replayed" in done.stdout
+    assert checksum(settings) == before

@@ -9,18 +9,32 @@ event log and from the archive, with 1 and 3 partitions.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
+import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from audit import replay_targets
 from audit.conftest import OpenSystem, archived
 from audit.scenario import THRESHOLD, make_history
 from muster import events, keys, streamids
 from muster.connection import text
-from muster.ops.replay import ReplayError, ReplayRequest, replay
+from muster.ops import processes
+from muster.ops import replay as replay_module
+from muster.ops.replay import (
+    ReplayError,
+    ReplayRequest,
+    ReplayWorkerFailed,
+    owned_by,
+    replay,
+    workers_for,
+)
 from muster.ops.verify import verify
 from muster.projections import families as projections
 from muster.projections.timeline import Timeline, ordering_partition
@@ -60,11 +74,17 @@ async def delivery_backlog(redis: aioredis.Redis, partitions: int) -> int:
     return total
 
 
-@pytest.mark.parametrize("partitions", [1, 3])
+@pytest.mark.parametrize(("partitions", "workers"), [(1, 1), (3, 1), (3, 3)])
 @pytest.mark.parametrize("source", ["log", "archive"])
 async def test_a_rebuild_equals_the_original(
-    replay_settings: Settings, open_system: OpenSystem, partitions: int, source: str
+    replay_settings: Settings,
+    open_system: OpenSystem,
+    partitions: int,
+    workers: int,
+    source: str,
 ) -> None:
+    """In one process or in one per partition (workers=3: spawned processes, each reading
+    the whole history and applying its own partition's share), the same projections."""
     settings = msgspec.structs.replace(replay_settings, partitions=partitions)
     async with open_system(settings) as s:
         await make_history(s)
@@ -74,8 +94,11 @@ async def test_a_rebuild_equals_the_original(
         assert before["deliveries"][1] > 0  # routed live (the delivery workers are not running)
         backlog = await delivery_backlog(s.redis, partitions)
         assert await s.redis.scard(keys.BIG_ACCOUNTS) == 1  # ops, merged at read
-        request = ReplayRequest(projections=EVERYTHING, from_archive=source == "archive", batch=7)
+        request = ReplayRequest(
+            projections=EVERYTHING, from_archive=source == "archive", batch=7, workers=workers
+        )
         result = await replay(s.redis, settings, request)
+        assert result.workers == workers
         assert result.events == len(await s.log_events())
         assert result.dropped_keys > 0
         after = await digest(s.redis, settings)
@@ -87,8 +110,9 @@ async def test_a_rebuild_equals_the_original(
 async def test_partitions_are_replayed_side_by_side_each_in_its_order(
     replay_settings: Settings, open_system: OpenSystem, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One worker per partition: their timeline batches overlap in time, each holds the events
-    of one ordering partition (a follow goes with the account followed) in log order."""
+    """One applier per partition (here in one process, where the test can watch them): their
+    timeline batches overlap in time, each holds the events of one ordering partition (a
+    follow goes with the account followed) in log order."""
     settings = msgspec.structs.replace(replay_settings, partitions=3)
     calls: list[list[events.AnyEvent]] = []
     running = 0
@@ -112,7 +136,8 @@ async def test_partitions_are_replayed_side_by_side_each_in_its_order(
         entries = sorted(await s.log_events(), key=lambda pair: streamids.parse(pair[0]))
         log_order = [event.id for _, event in entries]
         monkeypatch.setattr(Timeline, "apply_batch", watched)
-        await replay(s.redis, settings, ReplayRequest(projections=EVERYTHING, batch=3))
+        request = ReplayRequest(projections=EVERYTHING, batch=3, workers=1)
+        await replay(s.redis, settings, request)
         assert await digest(s.redis, settings) == before
     assert most >= 2, "the partitions were applied one after the other"
     position = {event_id: n for n, event_id in enumerate(log_order)}
@@ -127,6 +152,96 @@ async def test_partitions_are_replayed_side_by_side_each_in_its_order(
     assert follows
     for follow in follows:
         assert ordering_partition(follow, 3) == keys.partition_of(follow.account, 3)
+
+
+async def test_a_worker_that_dies_fails_the_replay_and_names_its_partitions(
+    replay_settings: Settings, open_system: OpenSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = msgspec.structs.replace(replay_settings, partitions=6)
+    async with open_system(settings) as s:
+        await make_history(s)
+        before = await digest(s.redis, settings)
+        monkeypatch.setattr(replay_module, "_work", replay_targets.die_in_worker_1)
+        request = ReplayRequest(projections=EVERYTHING, batch=5, workers=3)
+        with pytest.raises(ReplayWorkerFailed) as failed:
+            await replay(s.redis, settings, request)
+        assert str(failed.value).startswith(
+            "replay worker 1 of 3 (partitions 1, 4) failed: the process ended without "
+            "finishing (exit status 137)"
+        )
+        assert "run the replay again" in str(failed.value)
+        assert not [p for p in multiprocessing.active_children() if "replay" in p.name]
+        monkeypatch.undo()
+        await replay(s.redis, settings, request)  # run again: all there
+        assert await digest(s.redis, settings) == before
+
+
+async def test_a_worker_that_fails_stops_the_replay_and_names_its_partition(
+    replay_settings: Settings, open_system: OpenSystem
+) -> None:
+    settings = msgspec.structs.replace(replay_settings, partitions=3)
+    async with open_system(settings) as s:
+        await make_history(s)
+        p = keys.partition_of("ops", 3)
+        broken = keys.account_log(p, "ops")
+        await s.redis.delete(broken)
+        await s.redis.set(broken, "not a sorted set")  # every write of ops's posts fails
+        request = ReplayRequest(projections=("timelines",), workers=3)
+        with pytest.raises(
+            ReplayWorkerFailed,
+            match=rf"^replay worker {p} of 3 \(partitions {p}\) failed: .*WRONGTYPE",
+        ):
+            await replay(s.redis, settings, request)
+        assert not [p for p in multiprocessing.active_children() if "replay" in p.name]
+
+
+async def test_a_dead_worker_is_noticed_while_the_others_still_report() -> None:
+    """Worker 1 dies at once while the others report every 10 ms for a minute: the run fails
+    within seconds, naming it, and stops the others."""
+    reports = 0
+
+    def applied(count: int) -> None:
+        nonlocal reports
+        reports += count
+
+    began = time.monotonic()
+    with pytest.raises(processes.WorkerFailed) as failed:
+        await processes.run(replay_targets.report_or_die, [0, 1, 2], applied, name="test-run")
+    took = time.monotonic() - began
+    assert failed.value.index == 1
+    assert "exit status 137" in str(failed.value)
+    assert took < replay_targets.REPORT_FOR_S / 2, f"noticed after {took:.0f} s"
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("test-run")]
+
+
+def test_workers_are_one_per_partition_up_to_the_cpus_and_never_more_than_partitions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    twelve = Settings(partitions=12)
+    monkeypatch.setattr(processes, "available_cpus", lambda: 4)
+    assert workers_for(ReplayRequest(), twelve) == 4
+    assert workers_for(ReplayRequest(workers=8), twelve) == 8
+    assert workers_for(ReplayRequest(workers=50), twelve) == 12
+    assert workers_for(ReplayRequest(), Settings(partitions=2)) == 2
+    with pytest.raises(ReplayError, match="at least 1"):
+        workers_for(ReplayRequest(workers=0), twelve)
+    shares = [owned_by(w, 4, 10) for w in range(4)]
+    assert shares == [(0, 4, 8), (1, 5, 9), (2, 6), (3, 7)]
+
+
+def test_the_cpus_available_are_bounded_by_the_cgroup_quota(tmp_path: Path) -> None:
+    """A Kubernetes CPU limit is a cgroup quota, which os.cpu_count() does not see."""
+    usable = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    assert processes.available_cpus(cpu_max) == usable  # no cgroup file: the affinity
+    cpu_max.write_text("max 100000\n")
+    assert processes.available_cpus(cpu_max) == usable
+    cpu_max.write_text("100000 100000\n")
+    assert processes.available_cpus(cpu_max) == 1
+    cpu_max.write_text("150000 100000\n")  # 1.5 CPUs: two processes can use them
+    assert processes.available_cpus(cpu_max) == min(2, usable)
+    cpu_max.write_text("10000 100000\n")  # a tenth of a CPU: still one
+    assert processes.available_cpus(cpu_max) == 1
 
 
 async def test_the_default_rebuild_drops_only_what_it_rebuilds(

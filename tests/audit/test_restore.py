@@ -61,12 +61,13 @@ async def backlog(redis: aioredis.Redis, partitions: int) -> int:
     return total
 
 
-@pytest.mark.parametrize("partitions", [1, 3])
+@pytest.mark.parametrize(("partitions", "workers"), [(1, 1), (3, 1), (3, 3)])
 async def test_empty_redis_and_the_archive_restore_everything(
     audit_settings: Settings,
     open_system: OpenSystem,
     aredis: aioredis.Redis,
     partitions: int,
+    workers: int,
 ) -> None:
     settings = msgspec.structs.replace(
         audit_settings, partitions=partitions, fanout_on_read_threshold=THRESHOLD
@@ -80,8 +81,10 @@ async def test_empty_redis_and_the_archive_restore_everything(
     await aredis.flushall()  # the suite's own server: everything Redis held is gone
     assert await aredis.dbsize() == 0
 
-    result = await replay(aredis, settings, ReplayRequest(from_archive=True, batch=16))
+    request = ReplayRequest(from_archive=True, batch=16, workers=workers)
+    result = await replay(aredis, settings, request)
     assert result.restored
+    assert result.workers == workers
     assert result.source == "archive"
     assert result.events == len(log_before)
     assert result.projections == list(RESTORED)

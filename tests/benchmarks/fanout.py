@@ -1,6 +1,11 @@
 """Fan-out benchmark: one post to 100k followers, Muster's fan-out against two baselines.
 
     python tests/benchmarks/fanout.py [--followers N] [--repeats R] [--skiplist-followers M]
+    python tests/benchmarks/fanout.py --cluster [--followers N] [--repeats R] [--partitions K]
+                                      [--masters M] [--accounts A]
+
+With --cluster it measures the timeline worker's fan-out on a local Redis Cluster against
+one redis-server, as ratios (fanout_cluster.py says how); without, as follows.
 
 Not a test (pytest does not collect it): a command that prints figures. In one run it
 1. starts its own redis-server on a free loopback port in a temp dir (no AOF, no RDB);
@@ -406,7 +411,21 @@ def main() -> int:
         default=10_000,
         help="followers in the full-home case at the default listpack limit (10,000)",
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="compare one redis-server with a local cluster instead (fanout_cluster.py)",
+    )
+    parser.add_argument("--partitions", type=int, default=12, help="with --cluster (12)")
+    parser.add_argument("--masters", type=int, default=3, help="with --cluster (3)")
+    parser.add_argument(
+        "--accounts", type=int, default=12, help="with --cluster: posts at once (12)"
+    )
     args = parser.parse_args()
+    if args.cluster:
+        from benchmarks import fanout_cluster
+
+        return fanout_cluster.run(args)
     if args.followers < 1 or args.repeats < 1 or args.skiplist_followers < 1:
         parser.error("need --followers, --repeats and --skiplist-followers ≥ 1")
     with tempfile.TemporaryDirectory(prefix="muster-bench-") as tmp:

@@ -4,7 +4,8 @@
   before each test that asks for it (tests that kill or move things start their own with
   `LocalCluster` instead).
 - `cluster_settings`: the root `make_settings` pointed at it (`redis+cluster://...`), with
-  8 partitions, an admin token and the archive in the test's temp dir.
+  8 partitions, an admin token, the Twilio token the scenario signs its inbound SMS with, and
+  the archive in the test's temp dir.
 - `cluster_redis`: an asyncio cluster client on it, closed at teardown.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-from audit.conftest import ADMIN_TOKEN
+from audit.conftest import ADMIN_TOKEN, TWILIO_TOKEN
 from conftest import SettingsFactory
 from redis_cluster import LocalCluster
 
@@ -50,6 +51,7 @@ def settings_for(
         admin_token=ADMIN_TOKEN,
         consumer_block_ms=100,
         archive_dir=tmp_path / "archive",
+        twilio_auth_token=TWILIO_TOKEN,  # the scenario's inbound SMS is signed with it
         **overrides,
     )
 

@@ -237,6 +237,38 @@ async def test_a_first_line_naming_an_option_answers_the_roll_call(mail: MailInS
     assert await replies_to(s, post["id"], bob) == []  # an answer, not a reply too
 
 
+async def test_an_answer_by_email_to_a_closed_roll_call_is_recorded_as_refused(
+    mail: MailInStack,
+) -> None:
+    """The answer is refused (one RollCallAnswerRejected, channel email, its Message-ID) and
+    the text is a reply in the thread instead, as documented; no answer is counted."""
+    s = mail.stack
+    bob, _mia = await people(s)
+    deadline = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1800))
+    options = [
+        {"key": "safe", "label": "I'm safe", "kind": "ok"},
+        {"key": "help", "label": "I need help", "kind": "help"},
+    ]
+    post = await s.post(bob, "Are you safe?", rollcall={"options": options, "deadline": deadline})
+    await s.delivered()
+    email = mail.emailed("Mia@Example.test", post["id"])
+    await s.ok("POST", f"/v1/rollcalls/{post['id']}/close", token=bob)
+    data, rcpt = reply(email, "mia@example.test", "safe", message_id="<late-1@client.test>")
+    assert await mail.send(data, rcpt, "mia@example.test") == {}
+    (refused,) = await mail.events(events.RollCallAnswerRejected)
+    assert (refused.channel, refused.reason, refused.rollcall, refused.recipient) == (
+        "email",
+        "rollcall_closed",
+        post["id"],
+        "mia",
+    )
+    assert refused.source_ref == "<late-1@client.test>"
+    report = await s.ok("GET", f"/v1/rollcalls/{post['id']}", token=bob)
+    assert report["counts"]["answered"] == 0
+    assert [r["text"] for r in await replies_to(s, post["id"], bob)] == ["safe"]
+    assert await mail.events(events.InboundEmailRefused) == []
+
+
 async def test_a_reply_from_another_sender_is_refused_and_changes_nothing_else(
     mail: MailInStack,
 ) -> None:

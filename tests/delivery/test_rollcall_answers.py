@@ -24,6 +24,7 @@ from twilio.request_validator import RequestValidator
 from delivery.conftest import ADMIN_TOKEN, PUBLIC_URL, Peers, Stack
 from delivery.peers import TwilioFake
 from muster import answerlinks, events, keys
+from muster.api import rejections
 
 pytestmark = pytest.mark.anyio
 
@@ -105,14 +106,25 @@ async def log_length(s: Stack) -> int:
     return sum([await s.redis.xlen(keys.events(p)) for p in range(s.settings.partitions)])
 
 
-async def answers(s: Stack) -> list[events.RollCallAnswered]:
+async def logged(s: Stack, kind: type[events.Event]) -> list[Any]:
+    """The events of `kind` in the log, in partition order."""
     found = []
     for p in range(s.settings.partitions):
         entries: Any = await s.redis.xrange(keys.events(p))
         for _, fields in entries:
             event = events.decode(fields[events.STREAM_FIELD])
-            if isinstance(event, events.RollCallAnswered):
+            if isinstance(event, kind):
                 found.append(event)
+    return found
+
+
+async def answers(s: Stack) -> list[events.RollCallAnswered]:
+    found: list[events.RollCallAnswered] = await logged(s, events.RollCallAnswered)
+    return found
+
+
+async def rejected(s: Stack) -> list[events.RollCallAnswerRejected]:
+    found: list[events.RollCallAnswerRejected] = await logged(s, events.RollCallAnswerRejected)
     return found
 
 
@@ -385,12 +397,13 @@ async def test_two_open_roll_calls_on_one_phone_get_distinct_codes(
     assert (one["option"], one["channel"]) == ("3", "sms")
     assert (two["option"], two["channel"]) == ("2", "sms")
 
-    # not a code of this phone, a word, another phone: nothing recorded
+    # not a code of this phone, another phone: no answer, each refusal recorded
     before = await log_length(s)
     assert "does not answer" in (await text_in(s, "+15551230002", "7", "SM3")).text
-    assert "reply with the number" in (await text_in(s, "+15551230002", "safe", "SM4")).text
     assert "does not answer" in (await text_in(s, "+15559999999", "1", "SM5")).text
-    assert await log_length(s) == before
+    assert await log_length(s) == before + 2
+    assert sorted(e.source_ref for e in await rejected(s)) == ["SM3", "SM5"]
+    assert len(await answers(s)) == 2
 
 
 async def test_forged_inbound_sms_is_refused_and_changes_nothing(
@@ -444,6 +457,19 @@ async def test_stop_from_a_mandatory_member_shows_and_other_channels_carry_on(
     assert (await report(s, rc, boss))["counts"]["sms_opted_out"] == 0
 
 
+async def test_refusals_are_bounded_per_channel_whatever_the_number_of_phones(
+    stack: Stack, peers: Peers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rejections, "REJECTIONS_PER_CHANNEL_PER_HOUR", 2)
+    s = stack
+    before = await log_length(s)
+    for i in range(4):  # four phones, one junk code each
+        answer = await text_in(s, f"+1555999000{i}", "1", f"SM5{i}")
+        assert "does not answer" in answer.text
+    assert await log_length(s) == before + 2
+    assert len(await rejected(s)) == 2
+
+
 def test_codes_are_digits_only() -> None:
     from muster.api.answering import code_of
 
@@ -489,12 +515,12 @@ def test_the_code_block_codec_matches_the_script() -> None:
         "Ünïcödé " * 60,
     ],
 )
-def test_a_roll_call_email_is_the_same_as_a_whole_render(text: str) -> None:
-    """Each recipient's roll-call email is the post's rendered once, with their link put in:
-    byte for byte what rendering it whole gives, or rendered whole when that cannot be."""
+def test_a_roll_call_email_is_one_rendering_with_each_persons_link(text: str) -> None:
+    """Each recipient's roll-call email is the post's rendered once, with their link put in
+    (email.LinkedMail): valid MIME whatever the text, bodies exactly the post's parts."""
     from muster import views
-    from muster.delivery.content import answer_link, decode_content
-    from muster.delivery.email import Composer, render
+    from muster.delivery.content import answer_link, decode_content, link
+    from muster.delivery.email import Composer, _post_parts
 
     view = views.Post(
         id="112365718733521099",
@@ -513,19 +539,25 @@ def test_a_roll_call_email_is_the_same_as_a_whole_render(text: str) -> None:
     )
     content = decode_content("post", view.id, views.encode(view))
     composer = Composer("alerts@muster.test", PUBLIC_URL)
-    for link in ("AbCdEfGhIjKlMnOp", "0123456789-_abcd"):
-        url = answer_link(PUBLIC_URL, link)
-        made = composer.message("d1", content, "ana@example.test", answer_url=url)
-        whole = render(
-            content, mail_from="alerts@muster.test", public_url=PUBLIC_URL, answer_url=url
-        )
-        assert made.endswith(whole)
-        message = email_of(made)
-        for kind in ("plain", "html"):
+    made = []
+    for answer in ("AbCdEfGhIjKlMnOp", "0123456789-_abcd"):
+        url = answer_link(PUBLIC_URL, answer)
+        raw = composer.message("d1", content, "ana@example.test", answer_url=url)
+        made.append(raw)
+        message = email_of(raw)
+        assert message.defects == []
+        subject, plain, rich = _post_parts(view, link(PUBLIC_URL, content), url)
+        assert message["Subject"] == email_of(f"Subject: {subject}\r\n\r\n".encode())["Subject"]
+        for kind, expected in (("plain", plain), ("html", rich)):
             part = message.get_body((kind,))
             assert part is not None
+            assert part.defects == []
+            assert part.get_content().replace("\r\n", "\n") == expected
             assert url in part.get_content()
-            assert "~~~~" not in part.get_content()
+    assert made[0] != made[1]
+    assert made[0] == composer.message(
+        "d1", content, "ana@example.test", answer_url=answer_link(PUBLIC_URL, "AbCdEfGhIjKlMnOp")
+    )  # a resend is byte for byte the same
 
 
 def email_of(raw: bytes) -> Any:
@@ -576,7 +608,61 @@ async def test_a_closed_roll_call_takes_no_answers_from_outside(
     )
     assert late.status_code == 410
     assert late.json()["error"]["code"] == "rollcall_closed"
-    assert await log_length(s) == before
+    # each refusal by a channel is one RollCallAnswerRejected, and nothing else changed
+    assert await log_length(s) == before + 3
+    by_channel = {e.channel: e for e in await rejected(s)}
+    assert sorted(by_channel) == ["email", "sms", "webhook"]
+    assert {(e.rollcall, e.reason) for e in by_channel.values()} == {(rc, "rollcall_closed")}
+    assert [by_channel[c].recipient for c in ("email", "sms", "webhook")] == ["ana", "ben", "cal"]
+    assert by_channel["sms"].source_ref == "SM20"
+    assert by_channel["webhook"].source_ref == "m1"
+    assert by_channel["email"].source_ref == link_hash(link)  # never the link itself
+    assert [(e.recipient, e.option) for e in await answers(s)] == [("ben", "3")]
+    counts = (await report(s, rc, boss))["counts"]
+    assert (counts["answered"], counts["by_channel"]) == (1, {"sms": 1})
+    # a scanner posting a made-up form to a closed link is refused and not recorded
+    made_up = await s.call(
+        "POST", f"/r/{link}", content=urlencode({"option": "1", "token": "x"}), headers=browser
+    )
+    assert made_up.status_code == 410
+    assert await log_length(s) == before + 3
+
+
+def link_hash(link: str) -> str:
+    """How a rejection names a link: its hash, never the link (a bearer token)."""
+    return rejections.subject_hash("link", link)
+
+
+async def test_refused_codes_are_recorded_once_each_and_bounded_per_phone(
+    stack: Stack, peers: Peers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A code nobody was sent, from a known phone or from one that matches nobody, is one
+    RollCallAnswerRejected each (a replayed MessageSid none more); past the per-phone limit
+    the sender is still told, and nothing more is appended; a forged one is never recorded."""
+    monkeypatch.setattr(rejections, "REJECTIONS_PER_SUBJECT_PER_HOUR", 2)
+    s = stack
+    cast = await setup_people(s, peers)
+    rc = await open_rollcall(s, cast["boss"])
+    before = await log_length(s)
+    wrong = await text_in(s, "+15551230002", "7", "SM30")
+    assert "does not answer any open roll-call" in wrong.text
+    await text_in(s, "+15551230002", "7", "SM30")  # the same text again: handled once
+    stranger = await text_in(s, "+15559999999", "1", "SM31")
+    assert "does not answer any open roll-call" in stranger.text
+    forged = await text_in(s, "+15559999999", "1", "SM32", token="not-our-twilio-auth-token")
+    assert forged.status_code == 403
+    assert await log_length(s) == before + 2
+    found = await rejected(s)
+    assert sorted((e.source_ref, e.channel, e.reason, e.actor) for e in found) == [
+        ("SM30", "sms", "unknown_code", "sms-in"),
+        ("SM31", "sms", "unknown_code", "sms-in"),
+    ]
+    assert {e.rollcall for e in found} == {None}
+    assert {e.recipient for e in found} == {None}
+    for i in range(4):  # a phone texting junk in a loop
+        assert "does not answer" in (await text_in(s, "+15559999999", "5", f"SM4{i}")).text
+    assert await log_length(s) == before + 3  # one more (its limit is 2), then nothing
+    assert (await report(s, rc, cast["boss"]))["counts"]["answered"] == 0
 
 
 async def test_one_link_gives_a_bounded_number_of_answers(

@@ -154,6 +154,8 @@ def test_every_page_passes_the_audit(web: WebStack, context: ContextFactory, sch
         "posters": "/app/admin/posters?team=ops",
         "enrolments": "/app/admin/enrolments",
         "dead letters": "/app/admin/dead-letters",
+        "escalation policies": "/app/admin/escalation-policies",
+        "new escalation policy": "/app/admin/escalation-policies/new",
         "not found": "/app/no/such/page",
     }
     for name, path in app_pages.items():

@@ -211,3 +211,146 @@ def test_a_person_makes_and_revokes_tokens_for_scripts(
     expect(page.locator("p.notice")).to_contain_text("revoked")
     assert web.call("GET", "/v1/me", token=script).status_code == 401
     assert web.ok("GET", "/v1/me", token=own)["handle"] == "mia"
+
+
+def test_escalation_policies_list_edit_and_delete(web: WebStack, context: ContextFactory) -> None:
+    web.person("pat")
+    web.person("mia")
+    web.settle()
+    page = admin_page(context)
+    tabs = page.get_by_role("navigation", name="Administration")
+    tabs.get_by_role("link", name="Escalation").click()
+    expect(page.get_by_role("heading", name="Escalation policies")).to_be_visible()
+    expect(page.locator("main")).to_contain_text("No escalation policy yet.")
+
+    page.get_by_role("link", name="New policy").click()
+    expect(page.get_by_role("heading", name="New escalation policy")).to_be_visible()
+    page.get_by_label("Name").fill("drill")
+    first, second = page.locator("#step-0"), page.locator("#step-1")
+    first.get_by_label("After").fill("10")
+    second.get_by_label("After").fill("30")
+    second.get_by_label("Tell").select_option("manager")
+    second.get_by_label("On", exact=True).select_option("list")
+    second.get_by_label("email").check()
+    second.get_by_label("sms").check()
+    shot(page, "admin-policy-new")
+    page.get_by_role("button", name="Save policy").click()
+    expect(page.locator("p.notice")).to_have_text("Saved.")
+    row = page.locator("#policies").get_by_role("row", name=re.compile(r"\bdrill\b"))
+    expect(row).to_contain_text("after 10 min: recipient (chosen)")
+    expect(row).to_contain_text("after 30 min: manager (email, sms)")
+    saved = web.ok("GET", "/v1/escalation-policies/drill", token=ADMIN_TOKEN)
+    assert saved["version"] == 1
+    assert saved["steps"] == [
+        {"after_s": 600, "to": "recipient", "channels": "chosen"},
+        {"after_s": 1800, "to": "manager", "channels": ["email", "sms"]},
+    ]
+    shot(page, "admin-policies")
+
+    # the API refuses: its message is shown, the field it named marked, the form as typed
+    row.get_by_role("link", name="Edit").click()
+    expect(page.get_by_role("heading", name="Escalation policy drill")).to_be_visible()
+    expect(page.locator("#step-1").get_by_label("Tell")).to_have_value("manager")
+    page.locator("#step-1").get_by_label("After").fill("5")
+    third = page.locator("#step-2")
+    third.get_by_label("After").fill("45")
+    third.get_by_label("Tell").select_option("fallback")
+    third.get_by_label("Fallback (for a fallback step)").fill("nobody")
+    page.get_by_role("button", name="Save policy").click()
+    expect(page.get_by_role("alert")).to_contain_text("step")
+    expect(page.locator("#step-1").get_by_label("After")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#step-1").get_by_label("After")).to_have_value("5")
+    expect(page.locator("#step-2").get_by_label("Fallback (for a fallback step)")).to_have_value(
+        "nobody"
+    )
+    page.locator("#step-1").get_by_label("After").fill("30")
+    page.get_by_role("button", name="Save policy").click()
+    expect(page.get_by_role("alert")).to_contain_text("nobody")
+    fallback = page.locator("#step-2").get_by_label("Fallback (for a fallback step)")
+    expect(fallback).to_have_attribute("aria-invalid", "true")
+    shot(page, "admin-policy-refused")
+    assert web.ok("GET", "/v1/escalation-policies/drill", token=ADMIN_TOKEN)["version"] == 1
+
+    fallback.fill("@mia")
+    page.get_by_label("Run the steps again this many times").fill("2")
+    page.get_by_label("Each loop after the last one's last step by").fill("90")
+    page.get_by_label("Unit of the repeat's delay").select_option("s")
+    page.get_by_label("At most this many steps per person (optional)").fill("4")
+    page.get_by_role("button", name="Save policy").click()
+    expect(page.locator("p.notice")).to_have_text("Saved.")
+    saved = web.ok("GET", "/v1/escalation-policies/drill", token=ADMIN_TOKEN)
+    assert saved["version"] == 2
+    assert saved["steps"][2] == {
+        "after_s": 2700,
+        "to": "fallback",
+        "channels": "chosen",
+        "fallback": "mia",
+    }
+    assert saved["repeat"] == {"times": 2, "every_s": 90}
+    assert saved["max_sends_per_recipient"] == 4
+
+    # a form without its CSRF token changes nothing
+    answer = page.context.request.post(
+        "/app/admin/escalation-policies",
+        form={"name": "drill", "step-0-after": "1"},
+        max_redirects=0,
+    )
+    assert answer.status == 403
+    forged = page.context.request.post(
+        "/app/admin/escalation-policies/drill/delete", form={}, max_redirects=0
+    )
+    assert forged.status == 403
+    assert web.ok("GET", "/v1/escalation-policies/drill", token=ADMIN_TOKEN)["version"] == 2
+
+    row = page.locator("#policies").get_by_role("row", name=re.compile(r"\bdrill\b"))
+    row.get_by_role("button", name="Delete").click()
+    expect(page.locator("p.notice")).to_contain_text("Deleted.")
+    expect(page.locator("main")).to_contain_text("No escalation policy yet.")
+    assert web.call("GET", "/v1/escalation-policies/drill", token=ADMIN_TOKEN).status_code == 404
+    gone = page.goto("/app/admin/escalation-policies/drill")
+    assert gone is not None
+    assert gone.status == 404
+
+    # not an admin: refused
+    mia = context().new_page()
+    sign_in(mia, web.person("nell"))
+    response = mia.goto("/app/admin/escalation-policies")
+    assert response is not None
+    assert response.status == 403
+
+
+def manager_of(web: WebStack, handle: str) -> Any:
+    (found,) = web.ok("GET", f"/v1/accounts?q={handle}&kind=person", token=ADMIN_TOKEN)
+    return found["manager"]
+
+
+def test_a_persons_manager_on_the_accounts_page(web: WebStack, context: ContextFactory) -> None:
+    web.person("pat")
+    web.person("mia")
+    web.team("ops")
+    web.settle()
+    page = admin_page(context)
+    form = page.locator("form", has=page.get_by_role("heading", name="Set a manager"))
+    form.get_by_label("Person").fill("pat")
+    form.get_by_label("Manager").fill("@mia")
+    form.get_by_role("button", name="Save manager").click()
+    expect(page.locator("p.notice")).to_contain_text("Manager saved")
+    table = page.locator("#accounts")
+    expect(table.get_by_role("row", name=re.compile(r"\B@pat\b"))).to_contain_text("@mia")
+    assert manager_of(web, "pat") == "mia"
+
+    form = page.locator("form", has=page.get_by_role("heading", name="Set a manager"))
+    form.get_by_label("Person").fill("pat")
+    form.get_by_label("Manager").fill("ops")
+    form.get_by_role("button", name="Save manager").click()
+    expect(page.get_by_role("alert")).to_contain_text("not a person")
+    expect(form.get_by_label("Manager")).to_have_attribute("aria-invalid", "true")
+    expect(form.get_by_label("Manager")).to_have_value("ops")
+    expect(form.get_by_label("Person")).to_have_value("pat")
+    shot(page, "admin-manager-refused")
+    assert manager_of(web, "pat") == "mia"
+
+    form.get_by_label("Manager").fill("")
+    form.get_by_role("button", name="Save manager").click()
+    expect(page.locator("p.notice")).to_contain_text("Manager saved")
+    assert manager_of(web, "pat") is None

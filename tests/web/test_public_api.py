@@ -150,6 +150,7 @@ def test_admin_lists_accounts_by_handle_with_paging(web: WebStack) -> None:
             "role": "external",
             "display_name": "amy",
             "active": True,
+            "manager": None,
         }
     ]
     # Search by handle or display name, and by kind, keeping handle order and the cursor.

@@ -169,6 +169,23 @@ def test_main_pages_screenshots_and_layout(
     admin.goto("/app/admin/accounts")
     check(admin, "admin accounts", problems)
     shot(admin, f"screen-admin-accounts-{device}")
+    policy = {
+        "steps": [
+            {"after_s": 600, "to": "recipient", "channels": "chosen"},
+            {"after_s": 1800, "to": "manager", "channels": ["email", "sms", "webhook"]},
+            {"after_s": 3600, "to": "fallback", "channels": "all", "fallback": "mia"},
+        ],
+        "repeat": {"times": 2, "every_s": 900},
+        "max_sends_per_recipient": 5,
+    }
+    web.ok("PUT", "/v1/escalation-policies/building-evacuation", token=ADMIN_TOKEN, json=policy)
+    for name, path in (
+        ("admin-policies", "/app/admin/escalation-policies"),
+        ("admin-policy", "/app/admin/escalation-policies/building-evacuation"),
+    ):
+        admin.goto(path)
+        check(admin, name, problems)
+        shot(admin, f"screen-{name}-{device}")
     admin.goto(f"/app/posts/{data['incident']}/deliveries")
     check(admin, "deliveries", problems)
     assert problems == {}

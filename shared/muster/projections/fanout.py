@@ -10,6 +10,7 @@ fan-out interrupted anywhere is simply run again.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,8 @@ class Walk:
     """One fan-out script walking one follower hash, FANOUT_BATCH followers per call. Its
     first call can ride on a pipeline with other writes (`start`); `finish` continues it
     from the cursor that call returned until the hash is done."""
+
+    __slots__ = ("args", "keys", "page", "script")  # one per post and follower hash: keep small
 
     def __init__(
         self,
@@ -80,6 +83,15 @@ def _audience_args(event: PostPublished, q: int, ids: IdGenerator) -> Callable[[
         return [cursor, FANOUT_BATCH, *tail, *audience_pieces(event, ids.next(), utcnow())]
 
     return args
+
+
+@functools.lru_cache(maxsize=4096)
+def _follower_hashes(account: str, partitions: int) -> tuple[tuple[str, str], ...]:
+    """(members, externals) follower hash names of `account` in each partition: a post walks
+    them all, and the same accounts post again and again (a replay: tens of thousands)."""
+    return tuple(
+        (keys.followers(q, account), keys.external_followers(q, account)) for q in range(partitions)
+    )
 
 
 class Fanout:
@@ -140,14 +152,11 @@ class Fanout:
         """The script walks that fan one post out: one per follower hash to scan (members,
         and externals when public) in each partition (see `to_followers`)."""
         found = []
-        for q in range(self.partitions):
+        for q, (members, externals) in enumerate(_follower_hashes(account, self.partitions)):
             routed = route is not None and q in route.active
             if not homes and not routed:
                 continue
-            sources = [keys.followers(q, account)]
-            if public:
-                sources.append(keys.external_followers(q, account))
-            for source in sources:
+            for source in (members, externals) if public else (members,):
                 if routed:
                     assert route is not None
                     found.append(

@@ -11,6 +11,7 @@ delivery workers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -47,15 +48,16 @@ GraphChange = AccountFollowed | FollowerEnrolled | FollowChannelsChanged | Accou
 GraphEvent = (AccountFollowed, FollowerEnrolled, FollowChannelsChanged, AccountUnfollowed)
 
 
-def ordering_partition(event: AnyEvent, partitions: int) -> int:
+def ordering_partition(event: AnyEvent, partitions: int, own: int | None = None) -> int:
     """The partition whose order this projection must apply `event` in, when partitions are
     applied side by side (a parallel replay): a follow change goes with the account followed,
     not the follower, because that account's posts read the followers it writes (the fan-out
     walks them, and their count decides when the account is merged at read: a follow applied
-    before or after a post must be so in every run); anything else with its own partition."""
+    before or after a post must be so in every run); anything else with its own partition
+    (`own`, eventlog.partition_for, when the caller has it already)."""
     if isinstance(event, GraphEvent):
         return keys.partition_of(event.account, partitions)
-    return eventlog.partition_for(event, partitions)
+    return eventlog.partition_for(event, partitions) if own is None else own
 
 
 log = structlog.get_logger("muster.timeline")
@@ -95,6 +97,12 @@ FAMILIES = (
 
 
 def _csv(channels: Sequence[str]) -> str:
+    return _csv_of(tuple(channels))
+
+
+@functools.lru_cache(maxsize=256)
+def _csv_of(channels: tuple[str, ...]) -> str:
+    """Few distinct channel lists exist; a replay asks for them tens of thousands of times."""
     chosen = set(channels) | {"app"}
     return ",".join(c for c in keys.CHANNELS if c in chosen)
 
@@ -427,7 +435,8 @@ class Timeline:
                 plan.homes.append(
                     _HomeChange(q, home, account_log, event.follower, False, (members, externals))
                 )
-                plan.news.append((event.id, _follow_news("unfollow", event)))
+                if self.announce:
+                    plan.news.append((event.id, _follow_news("unfollow", event)))
                 continue
             if isinstance(event, FollowChannelsChanged) and event.v < 2:
                 # v1 stated the channels only (not whether the follower is external): set
@@ -456,7 +465,7 @@ class Timeline:
                 if isinstance(event, FollowerEnrolled) and event.enrolment is not None:
                     since = event.enrolment
                 plan.late.append(LateFollow(q, event.follower, event.account, source, since))
-            if not isinstance(event, FollowChannelsChanged):
+            if self.announce and not isinstance(event, FollowChannelsChanged):
                 plan.news.append((event.id, _follow_news("follow", event)))
         return plan
 

@@ -29,7 +29,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from muster import keys
 from muster.answerlinks import now_ms, suspect_reason
-from muster.api import bodies, lookups, rollcalls, subscribing
+from muster.api import bodies, lookups, rejections, rollcalls, subscribing
 from muster.api.schemas import RollCallAnswerOut, RollCallCallback
 from muster.api.state import ApiState
 from muster.errors import Conflict, Forbidden, Gone, NotFound, TooManyRequests, Unauthorized
@@ -115,10 +115,22 @@ async def answer_by_link(
     user_agent: str,
 ) -> RollCallAnswerOut:
     """The answer a press on the page's button gives. 403 without a page token of this link
-    (a scanner submitting a form it made up); 410 once the roll-call is over."""
-    if not asked.open:
-        raise Gone(f"roll-call {asked.rollcall.id} is closed", code="rollcall_closed")
+    (a scanner submitting a form it made up); 410 once the roll-call is over (recorded, as
+    a RollCallAnswerRejected, when the form came from the page: a person pressed too late)."""
     age = await st.links.page_token_age_s(link, page_token)
+    if not asked.open:
+        if age is not None:
+            subject = rejections.subject_hash("link", link)
+            await rejections.record(
+                st,
+                channel=asked.link.channel,
+                reason="rollcall_closed",
+                subject=subject,
+                rollcall=asked.rollcall.id,
+                recipient=asked.person.handle,
+                source_ref=subject,
+            )
+        raise Gone(f"roll-call {asked.rollcall.id} is closed", code="rollcall_closed")
     if age is None:
         raise Forbidden(
             "This form did not come from the answer page, or is too old: open the link again.",
@@ -170,20 +182,42 @@ def code_of(body: str) -> int | None:
 
 
 async def answer_by_sms(st: ApiState, phone: str, code: int, message_sid: str) -> str:
-    """The reply to a code texted from `phone`: what was recorded, or why nothing was."""
+    """The reply to a code texted from `phone`: what was recorded, or why nothing was (each
+    refusal a RollCallAnswerRejected, bounded per phone: muster.api.rejections)."""
+    subject = rejections.subject_hash("phone", phone)
+
+    async def refuse(
+        reply: str, reason: str, rollcall: str | None = None, recipient: str | None = None
+    ) -> str:
+        await rejections.record(
+            st,
+            channel="sms",
+            reason=reason,
+            subject=subject,
+            rollcall=rollcall,
+            recipient=recipient,
+            source_ref=message_sid,
+        )
+        return reply
+
+    unknown = "That code does not answer any open roll-call sent to this phone."
     held = await st.links.code_holder(phone, code)
     if held is None:
-        return "That code does not answer any open roll-call sent to this phone."
+        return await refuse(unknown, "unknown_code")
     rollcall_id, recipient, index = held
     try:
         rc = await rollcalls.load(st, rollcall_id)
         person = await lookups.existing(st, recipient)
     except NotFound:
-        return "That roll-call no longer exists."
+        return await refuse("That roll-call no longer exists.", "no_such_rollcall", rollcall_id)
     if person.phone != phone:  # the number moved to someone else since the SMS was sent
-        return "That code was sent to someone whose phone number has changed since."
+        return await refuse(
+            "That code was sent to someone whose phone number has changed since.",
+            "number_changed",
+            rollcall_id,
+        )
     if index >= len(rc.question.options):
-        return "That code does not answer any open roll-call sent to this phone."
+        return await refuse(unknown, "unknown_code", rollcall_id, recipient)
     option = rc.question.options[index]
     try:
         await rollcalls.answer(
@@ -197,9 +231,16 @@ async def answer_by_sms(st: ApiState, phone: str, code: int, message_sid: str) -
             source_ref=message_sid,
         )
     except Gone:
-        return "That roll-call is closed: your answer was not recorded."
+        return await refuse(
+            "That roll-call is closed: your answer was not recorded.",
+            "rollcall_closed",
+            rollcall_id,
+            recipient,
+        )
     except Forbidden:
-        return "You were not asked in that roll-call."
+        return await refuse(
+            "You were not asked in that roll-call.", "not_in_audience", rollcall_id, recipient
+        )
     return f"Recorded: {option.label}. Reply with another code to change it."
 
 
@@ -222,6 +263,15 @@ async def answer_by_callback(
         ) from None
     req = bodies.decode(body, RollCallCallback)
     if not asked.open:
+        await rejections.record(
+            st,
+            channel="webhook",
+            reason="rollcall_closed",
+            subject=rejections.subject_hash("link", link),
+            rollcall=asked.rollcall.id,
+            recipient=asked.person.handle,
+            source_ref=headers.get("webhook-id", ""),
+        )
         raise Gone(f"roll-call {asked.rollcall.id} is closed", code="rollcall_closed")
     asked.rollcall.option(req.option)  # 422 before the id is claimed
     webhook_id = headers.get("webhook-id", "")

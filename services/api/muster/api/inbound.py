@@ -13,7 +13,9 @@ end the phone's SMS subscriptions and record, for the people who were sent roll-
 that phone, that SMS no longer reaches them (ContactPointOptedOut: a mandatory follower
 cannot opt out of being asked, but the carrier will not deliver, so the report must show
 it; their other channels carry on); start words undo both; a reply of digits only is a
-roll-call answer code (muster.api.answering); anything else gets a short help text.
+roll-call answer code (muster.api.answering); anything else from a phone Muster sent a post
+to is that person's reply in the post's thread (muster.api.smsreplies), and from any other
+phone gets a short help text.
 `YES` is not a start word, though Twilio counts it as one: it is kept for replies that mean
 something else, and answers are never words.
 """
@@ -28,7 +30,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from muster import eventlog, events, keys
-from muster.api import answering, lookups, subscribing
+from muster.api import answering, lookups, smsreplies, subscribing
 from muster.api.state import ApiState
 from muster.connection import texts
 from muster.errors import Forbidden, NotFound
@@ -98,6 +100,9 @@ async def dispatch(st: ApiState, text: Inbound) -> str:
     code = answering.code_of(text.body)
     if code is not None:
         return await answering.answer_by_sms(st, text.sender, code, text.message_sid)
+    replied = await smsreplies.reply(st, text.sender, text.body, text.message_sid)
+    if replied is not None:
+        return smsreplies.answer_text(replied)
     return HELP_TEXT
 
 

@@ -30,7 +30,7 @@ import msgspec
 import structlog
 
 from muster import eventlog, events, keys
-from muster.api import accounts, publishing, replytext, rollcalls, validation
+from muster.api import accounts, publishing, rejections, replytext, rollcalls, validation
 from muster.api.schemas import CreateDm, CreatePost
 from muster.api.state import ApiState
 from muster.errors import ApiError, NotFound
@@ -149,14 +149,16 @@ async def _act(
     if not text:
         return await refuse("empty")
     try:
-        outcome = await _write(st, account, reply_to.message_id, text, digest)
+        outcome = await _write(st, account, reply_to.message_id, text, digest, message_id)
     except ApiError as exc:
         return await refuse(exc.code)
     await st.redis.set(claim, "done", ex=keys.INBOUND_MAIL_TTL_S)
     return outcome
 
 
-async def _write(st: ApiState, account: Account, target: str, text: str, digest: str) -> Outcome:
+async def _write(
+    st: ApiState, account: Account, target: str, text: str, digest: str, message_id: str
+) -> Outcome:
     """The person's reply, through the app's own checks and writes."""
     # The Idempotency-Key of the app's write path: a retry after a crash between the append
     # and marking the message done appends nothing twice.
@@ -164,7 +166,7 @@ async def _write(st: ApiState, account: Account, target: str, text: str, digest:
     post = await st.reader.post(target)
     if post is not None:
         if post.rollcall is not None:
-            answered = await rollcall_answer(st, account, post, text)
+            answered = await rollcall_answer(st, account, post, text, message_id)
             if answered is not None:
                 return Outcome("answer", id=answered)
         publishing.check_sender(account)
@@ -198,11 +200,14 @@ async def _write(st: ApiState, account: Account, target: str, text: str, digest:
     return Outcome("dm", id=_id_of(payload))
 
 
-async def rollcall_answer(st: ApiState, account: Account, post: Post, text: str) -> str | None:
+async def rollcall_answer(
+    st: ApiState, account: Account, post: Post, text: str, message_id: str
+) -> str | None:
     """The roll-call hook: a reply whose first line is an option's key or label (any case,
     end punctuation ignored) is the person's answer, the rest of the text its note. None
     (the text is then a reply in the thread) when the first line names no option, or the
-    roll-call no longer takes answers or did not ask them."""
+    roll-call no longer takes answers or did not ask them: that refusal is recorded, a
+    RollCallAnswerRejected (muster.api.rejections), before the text goes to the thread."""
     assert post.rollcall is not None
     first, _, rest = text.strip().partition("\n")
     said = " ".join(first.split()).strip(".!?,;:").casefold()
@@ -218,7 +223,16 @@ async def rollcall_answer(st: ApiState, account: Account, post: Post, text: str)
         out = await rollcalls.answer(
             st, account, rc, account.handle, option.key, rollcalls.note_of(note), channel="email"
         )
-    except ApiError:  # closed, past its grace, or not asked: a reply in the thread instead
+    except ApiError as exc:  # closed, past its grace, or not asked: a reply in the thread
+        await rejections.record(
+            st,
+            channel="email",
+            reason=exc.code,
+            subject=rejections.subject_hash("person", account.handle),
+            rollcall=rc.id,
+            recipient=account.handle,
+            source_ref=message_id,
+        )
         return None
     return out.rollcall
 

@@ -37,22 +37,58 @@ class Subscription:
     overflowed: bool = False
 
 
-class LiveHub:
+class StreamTail:
+    """One reader per api process that follows a Redis stream from its newest entry on,
+    handing each entry to `_handle`; a Redis error is logged and retried with backoff
+    (0.1 s doubling to 5 s), never raised. The live hub and the roll-call hub are two."""
+
+    stream: str
+    what = "stream tail"
+
     def __init__(self, redis: aioredis.Redis, *, block_ms: int) -> None:
         self.redis = redis
         self.block_ms = block_ms
-        self.subscriptions: set[Subscription] = set()
         self.position = "0-0"
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        newest: Any = await self.redis.xrevrange(keys.LIVE, "+", "-", count=1)
+        newest: Any = await self.redis.xrevrange(self.stream, "+", "-", count=1)
         self.position = text(newest[0][0]) if newest else "0-0"
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
+
+    def _handle(self, entry_id: str, fields: Any) -> None:
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                reply: Any = await self.redis.xread(
+                    {self.stream: self.position}, block=self.block_ms, count=1000
+                )
+                delay = 0.1
+            except RedisError as exc:
+                log.warning(f"{self.what} cannot read; retrying", error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+                continue
+            for _, entries in reply or ():
+                for raw_id, fields in entries:
+                    self.position = text(raw_id)
+                    self._handle(self.position, fields)
+
+
+class LiveHub(StreamTail):
+    stream = keys.LIVE
+    what = "live hub"
+
+    def __init__(self, redis: aioredis.Redis, *, block_ms: int) -> None:
+        super().__init__(redis, block_ms=block_ms)
+        self.subscriptions: set[Subscription] = set()
 
     def subscribe(self) -> Subscription:
         subscription = Subscription()
@@ -62,23 +98,8 @@ class LiveHub:
     def unsubscribe(self, subscription: Subscription) -> None:
         self.subscriptions.discard(subscription)
 
-    async def _run(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                reply: Any = await self.redis.xread(
-                    {keys.LIVE: self.position}, block=self.block_ms, count=1000
-                )
-                delay = 0.1
-            except RedisError as exc:
-                log.warning("live hub cannot read; retrying", error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(5.0, delay * 2)
-                continue
-            for _, entries in reply or ():
-                for raw_id, fields in entries:
-                    self.position = text(raw_id)
-                    self._publish((self.position, live_entry_of(fields)))
+    def _handle(self, entry_id: str, fields: Any) -> None:
+        self._publish((entry_id, live_entry_of(fields)))
 
     def _publish(self, entry: Entry) -> None:
         for subscription in list(self.subscriptions):

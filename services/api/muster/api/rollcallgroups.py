@@ -21,7 +21,7 @@ from muster.api.schemas import RollCallGroupOut, RollCallRecipientOut
 from muster.api.state import ApiState
 from muster.connection import text, texts
 
-CHUNK = 1000
+CHUNK = rollcalls.CHUNK
 Grouping = Literal["team", "manager"]
 
 
@@ -92,15 +92,6 @@ async def _teams(
 
 
 async def _managers(st: ApiState, handles: Sequence[str]) -> dict[str, list[str]]:
-    """handle → [their manager], from the account record's `manager` field where it is set."""
-    parts = st.settings.partitions
-    out: dict[str, list[str]] = {}
-    for start in range(0, len(handles), CHUNK):
-        chunk = handles[start : start + CHUNK]
-        async with st.redis.pipeline(transaction=False) as pipe:
-            for handle in chunk:
-                pipe.hget(keys.account(keys.partition_of(handle, parts), handle), "manager")
-            replies: list[Any] = await pipe.execute()
-        for handle, manager in zip(chunk, replies, strict=True):
-            out[handle] = [text(manager)] if manager else []
-    return out
+    """handle → [their manager], or [] for someone who has none."""
+    found = await rollcalls.managers(st, handles)
+    return {h: [found[h]] if h in found else [] for h in handles}

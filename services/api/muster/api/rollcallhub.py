@@ -29,8 +29,8 @@ from starlette.responses import StreamingResponse
 
 from muster import keys
 from muster.api import rollcalls
+from muster.api.livehub import StreamTail
 from muster.api.state import ApiState
-from muster.connection import text
 from muster.events import utcnow
 from muster.records import RollCallNews, rollcall_news_of
 from muster.tasks import cancel_and_wait
@@ -134,23 +134,17 @@ class Room:
             pass
 
 
-class RollCallHub:
-    def __init__(self, redis: aioredis.Redis, st: ApiState, *, block_ms: int) -> None:
-        self.redis = redis
-        self.st = st
-        self.block_ms = block_ms
-        self.rooms: dict[str, Room] = {}
-        self.position = "0-0"
-        self._task: asyncio.Task[None] | None = None
+class RollCallHub(StreamTail):
+    stream = keys.ROLLCALL_LIVE
+    what = "roll-call hub"
 
-    async def start(self) -> None:
-        newest: Any = await self.redis.xrevrange(keys.ROLLCALL_LIVE, "+", "-", count=1)
-        self.position = text(newest[0][0]) if newest else "0-0"
-        self._task = asyncio.create_task(self._read())
+    def __init__(self, redis: aioredis.Redis, st: ApiState, *, block_ms: int) -> None:
+        super().__init__(redis, block_ms=block_ms)
+        self.st = st
+        self.rooms: dict[str, Room] = {}
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        await cancel_and_wait(task)
+        await super().stop()
         for room in list(self.rooms.values()):
             await cancel_and_wait(room.task)
 
@@ -176,23 +170,8 @@ class RollCallHub:
             room.task.cancel()
             del self.rooms[rc_id]  # a watcher who joins now gets a new room
 
-    async def _read(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                reply: Any = await self.redis.xread(
-                    {keys.ROLLCALL_LIVE: self.position}, block=self.block_ms, count=1000
-                )
-                delay = 0.1
-            except RedisError as exc:
-                log.warning("roll-call hub cannot read; retrying", error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(5.0, delay * 2)
-                continue
-            for _, entries in reply or ():
-                for raw_id, fields in entries:
-                    self.position = text(raw_id)
-                    self._route(rollcall_news_of(fields))
+    def _handle(self, entry_id: str, fields: Any) -> None:
+        self._route(rollcall_news_of(fields))
 
     def _route(self, news: RollCallNews) -> None:
         room = self.rooms.get(news.rollcall)

@@ -403,20 +403,29 @@ async def rows(st: ApiState, rc: Loaded) -> list[RollCallRecipientOut]:
         for k, v in reply.items()
         if text(k).startswith("l:")
     }
-    managers = await _managers(st, audience)
+    managers_of = await managers(st, audience)
     return [
-        _row(h, answers.get(h), h in opted_out, levels.get(h, 0), managers.get(h)) for h in audience
+        _row(h, answers.get(h), h in opted_out, levels.get(h, 0), managers_of.get(h))
+        for h in audience
     ]
 
 
-async def _managers(st: ApiState, handles: Sequence[str]) -> dict[str, str]:
-    """Each person's manager now (the account hash's `manager`), in one pipeline."""
-    async with st.redis.pipeline(transaction=False) as pipe:
-        for handle in handles:
-            q = keys.partition_of(handle, st.settings.partitions)
-            pipe.hget(keys.account(q, handle), "manager")
-        replies: list[Any] = await pipe.execute()
-    return {h: text(m) for h, m in zip(handles, replies, strict=True) if m is not None}
+CHUNK = 1000
+"""People per pipeline when reading something of each person asked."""
+
+
+async def managers(st: ApiState, handles: Sequence[str]) -> dict[str, str]:
+    """Each person's manager now (the account hash's `manager`), CHUNK per pipeline."""
+    parts = st.settings.partitions
+    out: dict[str, str] = {}
+    for start in range(0, len(handles), CHUNK):
+        chunk = handles[start : start + CHUNK]
+        async with st.redis.pipeline(transaction=False) as pipe:
+            for handle in chunk:
+                pipe.hget(keys.account(keys.partition_of(handle, parts), handle), "manager")
+            replies: list[Any] = await pipe.execute()
+        out.update((h, text(m)) for h, m in zip(chunk, replies, strict=True) if m is not None)
+    return out
 
 
 async def _sms_opted_out(st: ApiState, rc: Loaded, stopped: list[Any]) -> set[str]:

@@ -481,6 +481,8 @@ class AccountSummary(msgspec.Struct, kw_only=True):
     role: Role | None
     display_name: str
     active: bool = True
+    manager: str | None = None
+    """A person's manager (escalation steps `to: manager`), null when none."""
 
 
 class DirectoryEntry(msgspec.Struct, kw_only=True):

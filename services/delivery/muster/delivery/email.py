@@ -45,12 +45,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiosmtplib
 import structlog
 
-from muster.answerlinks import LINK_CHARS
 from muster.delivery.content import (
     Content,
     Recipient,
     Rendered,
-    answer_link,
     link,
     status_link,
 )
@@ -133,18 +131,16 @@ def _dm_parts(message: Message, url: str) -> tuple[str, str, str]:
     return subject, plain, rich
 
 
-def render(
-    content: Content, *, mail_from: str, public_url: str, answer_url: str | None = None
-) -> bytes:
-    """Everything but the per-recipient headers (To, Message-ID), CRLF line ends; a
-    roll-call's carries the recipient's own answer link (`answer_url`)."""
+def render(content: Content, *, mail_from: str, public_url: str) -> bytes:
+    """Everything but the per-recipient headers (To, Message-ID), CRLF line ends (a
+    roll-call's, with each person's answer link, is an answer_mail)."""
     url = link(public_url, content)
     if content.message is not None:
         subject, plain, rich = _dm_parts(content.message, url)
         created = content.message.created_at
     else:
         assert content.post is not None
-        subject, plain, rich = _post_parts(content.post, url, answer_url)
+        subject, plain, rich = _post_parts(content.post, url)
         created = content.post.created_at
     mail = EmailMessage(policy=SMTP)
     mail["From"] = mail_from
@@ -158,42 +154,70 @@ def render(
     return mail.as_bytes()
 
 
-_LINK = "\x00link\x00"  # where a subscriber's own link goes in the template's bodies
+_LINK = "\x00link\x00"  # where a recipient's own link goes in a template's bodies
 
 
 @dataclass(frozen=True, slots=True)
-class SubscriberMail:
-    """A public post's email for subscribers, rendered once per post: each message is this
-    with the subscriber's own unsubscribe link put in. The link stays literal where it
-    matters: `List-Unsubscribe: <url>` is a raw header line (the email library would fold a
-    long URL into RFC 2047 encoded words, which mail clients do not read as a link, RFC
-    2369/8058), and the two bodies are base64-encoded per message (C-speed; the link cannot
-    be spliced into quoted-printable, which breaks lines where it likes). Rendering the whole
-    message per subscriber with EmailMessage took ~1.7 ms each against ~3 µs for a follower's
-    copy of the post's one rendering."""
+class LinkedMail:
+    """An email rendered once per post for many recipients who each get their own link (a
+    subscriber's unsubscribe link, a roll-call's answer link): each message is this with
+    the link put in. The link stays literal where it matters: `List-Unsubscribe: <url>` is a
+    raw header line (the email library would fold a long URL into RFC 2047 encoded words,
+    which mail clients do not read as a link, RFC 2369/8058), and the two bodies are
+    base64-encoded per message (C speed; a link cannot be spliced into quoted-printable,
+    which breaks lines where it likes). Rendering each whole with EmailMessage cost ~1.7-2.5
+    ms a message, against ~3 µs for a follower's copy of a post's one rendering."""
 
     head: bytes
     """From … Content-Type, the blank line and the first boundary with the plain part's headers."""
-    plain: tuple[str, str]
+    plain: tuple[str, ...]
     middle: bytes
-    rich: tuple[str, str]
+    rich: tuple[str, ...]
     tail: bytes
+    unsubscribe: bool
+    """Whether the link is also the List-Unsubscribe target (RFC 8058 one-click)."""
 
-    def with_link(self, unsubscribe: str) -> bytes:
-        header = f"List-Unsubscribe: <{unsubscribe}>\r\n".encode("ascii")
-        one_click = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
-        plain = unsubscribe.join(self.plain)
-        rich = html.escape(unsubscribe).join(self.rich)
-        return b"".join(
-            (header, one_click, self.head, _base64(plain), self.middle, _base64(rich), self.tail)
-        )
+    def with_link(self, url: str) -> bytes:
+        header = b""
+        if self.unsubscribe:
+            header = f"List-Unsubscribe: <{url}>\r\n".encode("ascii") + (
+                b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+            )
+        plain = url.join(self.plain)
+        rich = html.escape(url).join(self.rich)
+        return b"".join((header, self.head, _base64(plain), self.middle, _base64(rich), self.tail))
 
 
 def _base64(text: str) -> bytes:
     return base64.encodebytes(text.encode("utf-8")).replace(b"\n", b"\r\n")
 
 
-def subscriber_mail(content: Content, *, mail_from: str, public_url: str) -> SubscriberMail:
+def _linked(
+    parts: tuple[str, str, str], created_at: str, mail_from: str, seed: bytes, *, unsubscribe: bool
+) -> LinkedMail:
+    """`parts`: subject, plain and HTML bodies, with _LINK where each recipient's link goes."""
+    subject, plain, rich = parts
+    boundary = "=_muster_" + hashlib.sha256(seed).hexdigest()[:32]
+    mail = EmailMessage(policy=SMTP)
+    mail["From"] = mail_from
+    mail["Subject"] = subject
+    mail["Date"] = _date(created_at)
+    mail["Auto-Submitted"] = "auto-generated"
+    headers = mail.as_bytes()  # no body: the encoded headers and the blank line
+    assert headers.endswith(b"\r\n\r\n")
+    mime = f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n boundary="{boundary}"'
+    part = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+    return LinkedMail(
+        head=headers[:-2] + f"{mime}\r\n\r\n--{boundary}\r\n{part.format('plain')}".encode(),
+        plain=tuple(plain.replace("\n", "\r\n").split(_LINK)),
+        middle=f"\r\n--{boundary}\r\n{part.format('html')}".encode("ascii"),
+        rich=tuple(rich.replace("\n", "\r\n").split(_LINK)),
+        tail=f"\r\n--{boundary}--\r\n".encode("ascii"),
+        unsubscribe=unsubscribe,
+    )
+
+
+def subscriber_mail(content: Content, *, mail_from: str, public_url: str) -> LinkedMail:
     """A public post for a subscriber without an account: linked to the status page, with a
     line on why they get it and how to stop, and RFC 8058's List-Unsubscribe headers (a
     POST to the URL ends the subscription at once; a GET shows a page with a button)."""
@@ -206,26 +230,15 @@ def subscriber_mail(content: Content, *, mail_from: str, public_url: str) -> Sub
     plain += f"\n--\n{why}\nUnsubscribe: {_LINK}\n"
     rich = rich.replace(">Open in Muster<", ">Read it on the status page<")
     rich += f'<hr>\n<p>{html.escape(why)} <a href="{_LINK}">Unsubscribe</a></p>\n'
-    boundary = "=_muster_" + hashlib.sha256(content.raw).hexdigest()[:32]
-    mail = EmailMessage(policy=SMTP)
-    mail["From"] = mail_from
-    mail["Subject"] = subject
-    mail["Date"] = _date(post.created_at)
-    mail["Auto-Submitted"] = "auto-generated"
-    headers = mail.as_bytes()  # no body: the encoded headers and the blank line
-    assert headers.endswith(b"\r\n\r\n")
-    mime = f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n boundary="{boundary}"'
-    part = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
-    plain_text, rich_text = plain.replace("\n", "\r\n"), rich.replace("\n", "\r\n")
-    before, after = plain_text.split(_LINK)
-    rich_before, rich_after = rich_text.split(_LINK)
-    return SubscriberMail(
-        head=headers[:-2] + f"{mime}\r\n\r\n--{boundary}\r\n{part.format('plain')}".encode(),
-        plain=(before, after),
-        middle=f"\r\n--{boundary}\r\n{part.format('html')}".encode("ascii"),
-        rich=(rich_before, rich_after),
-        tail=f"\r\n--{boundary}--\r\n".encode("ascii"),
-    )
+    parts = (subject, plain, rich)
+    return _linked(parts, post.created_at, mail_from, content.raw, unsubscribe=True)
+
+
+def answer_mail(content: Content, *, mail_from: str, public_url: str) -> LinkedMail:
+    """A roll-call's post for a person asked, with their own answer link."""
+    assert content.post is not None
+    parts = _post_parts(content.post, link(public_url, content), _LINK)
+    return _linked(parts, content.post.created_at, mail_from, content.raw, unsubscribe=False)
 
 
 def render_confirmation(
@@ -357,9 +370,8 @@ class Composer:
         self.public_url = public_url
         self.replies = replies
         self._templates: Rendered[str, bytes] = Rendered()
-        self._answer_templates: Rendered[str, bytes] = Rendered()
-        self._stand_in = answer_link(public_url, "~" * LINK_CHARS)
-        self._for_subscribers: Rendered[str, SubscriberMail] = Rendered()
+        self._answer_templates: Rendered[str, LinkedMail] = Rendered()
+        self._for_subscribers: Rendered[str, LinkedMail] = Rendered()
 
     def message(
         self,
@@ -390,27 +402,11 @@ class Composer:
         return head_bytes + template
 
     def _with_answer_link(self, content: Content, answer_url: str) -> bytes:
-        """A roll-call's email for one recipient. Building a MIME message costs ~2.5 ms, so the
-        post is rendered once with a stand-in link of the same length, and each recipient's
-        link replaces it — when the stand-in came out verbatim (7bit/8bit bodies: short
-        lines) in both parts; otherwise (a body the library encoded) rendered whole."""
-        stand_in = self._stand_in
-        if len(answer_url) == len(stand_in):
-            template = self._answer_templates.get(
-                content.id,
-                lambda: render(
-                    content,
-                    mail_from=self.mail_from,
-                    public_url=self.public_url,
-                    answer_url=stand_in,
-                ),
-            )
-            marker = stand_in.encode()
-            if template.count(marker) == 2 and answer_url.isascii():
-                return template.replace(marker, answer_url.encode())
-        return render(
-            content, mail_from=self.mail_from, public_url=self.public_url, answer_url=answer_url
+        template = self._answer_templates.get(
+            content.id,
+            lambda: answer_mail(content, mail_from=self.mail_from, public_url=self.public_url),
         )
+        return template.with_link(answer_url)
 
     def _for_subscriber(self, content: Content, extra: SubscriberParts) -> bytes:
         if content.kind == "confirm":

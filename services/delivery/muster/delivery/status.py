@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from muster import keys
+from muster import keys, smsthreads
 from muster.records import Status, status_field
 
 MAX_ERROR_CHARS = 500
@@ -32,6 +32,7 @@ class Recorder:
     retries: dict[str, dict[bytes, float]] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
     disabled: dict[str, set[str]] = field(default_factory=dict)
+    texted: list[tuple[str, str, str, int]] = field(default_factory=list)
 
     def status(self, q: int, message_id: str, recipient: str, channel: str, status: Status) -> None:
         key = keys.delivery_status(q, message_id)
@@ -47,10 +48,14 @@ class Recorder:
     def disable_webhook(self, q: int, recipient: str) -> None:
         self.disabled.setdefault(keys.webhooks_disabled(q), set()).add(recipient)
 
-    def __bool__(self) -> bool:
-        return bool(self.statuses or self.retries or self.totals or self.disabled)
+    def sent_post_by_sms(self, phone: str, recipient: str, post: str, sent_ms: int) -> None:
+        """`post` went to `recipient`'s phone: a text back replies to it (muster.smsthreads)."""
+        self.texted.append((phone, recipient, post, sent_ms))
 
-    async def flush(self, redis: Any) -> None:
+    def __bool__(self) -> bool:
+        return bool(self.statuses or self.retries or self.totals or self.disabled or self.texted)
+
+    async def flush(self, redis: Any, partitions: int) -> None:
         """One round trip. Retries are added before the ack that drops their entry, so a
         crash in between leaves the entry to be handled again, which sees the status and
         does not send (or schedule) twice."""
@@ -66,4 +71,6 @@ class Recorder:
                 pipe.sadd(key, *handles)
             for label, n in self.totals.items():
                 pipe.hincrby(keys.DELIVERY_TOTALS, label, n)
+            for phone, recipient, post, sent_ms in self.texted:  # in send order: the last wins
+                smsthreads.queue_sent(pipe, phone, recipient, post, sent_ms, partitions)
             await pipe.execute()

@@ -209,7 +209,7 @@ class Delivery:
         if to_send:
             recorder = Recorder()
             await self._deliver(to_send, recorder, permanent)
-            await recorder.flush(self.redis)
+            await recorder.flush(self.redis, self.partitions)
             failpoints.hit("delivery.after_record", self.settings)
         outcomes.update((entry, Failed(error)) for entry, error in permanent.items())
         return outcomes
@@ -312,8 +312,21 @@ class Delivery:
             sends.append((job, self._send(job, content, person, deadline)))
         outcomes = await asyncio.gather(*(send for _, send in sends))
         await self._after_subscriber_sends(sends, outcomes, people)
+        sent_ms = now_ms()
         for (job, _), outcome in zip(sends, outcomes, strict=True):
             self._record(job, outcome, recorder, permanent)
+            r = job.request
+            content, person = found.get(r.message_id), people.get(r.recipient)
+            if (
+                r.channel == "sms"
+                and outcome.state in ("sent", "logged")
+                and content is not None
+                and content.post is not None
+                and person is not None
+                and person.subscription is None
+                and person.phone
+            ):  # a text back from that phone replies to this post (muster.smsthreads)
+                recorder.sent_post_by_sms(person.phone, r.recipient, content.post.id, int(sent_ms))
 
     def _refusal(
         self, job: _Job, content: contents.Content | None, person: contents.Recipient | None

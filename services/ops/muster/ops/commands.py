@@ -1,6 +1,6 @@
 """The audit and replay commands of `muster` (registered by muster.cli.build_parser):
 
-    muster replay [--projections a,b] [--from-archive] [--since ID|TIME] [--redeliver]
+    muster replay [--projections a,b] [--from-archive] [--since ID|TIME] [--redeliver] [--workers N]
                   [--wait | --inline] [--attach JOB]
     muster projections checksum [--projections a,b] [--json]
     muster audit verify [--dir PATH]
@@ -94,6 +94,7 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
         since=args.since,
         redeliver=args.redeliver,
         batch=args.batch,
+        workers=args.workers,
     )
     if args.inline:
         return _inline(settings, request)
@@ -178,7 +179,8 @@ def _print_result(result: Any) -> None:
     print(
         f"{what} {result['events']} events from the {result['source']} into "
         f"{', '.join(result['projections'])} in {result['seconds']} s "
-        f"({result['events_per_second']:,.0f} events/s; {result['dropped_keys']} keys dropped first)"
+        f"({result['events_per_second']:,.0f} events/s in {result.get('workers', 1)} worker "
+        f"process(es); {result['dropped_keys']} keys dropped first)"
     )
 
 
@@ -281,14 +283,20 @@ def run_trim(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # --- parsers ------------------------------------------------------------------------------------
-def _batch(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {raw!r}") from None
-    if not 1 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 100000, got {value}")
-    return value
+def _between(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {raw!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+_batch = _between(1, 100_000)
 
 
 def add_commands(commands: Any) -> None:
@@ -324,6 +332,13 @@ def add_commands(commands: Any) -> None:
     how.add_argument("--wait", action="store_true", help="show progress until the job ends")
     how.add_argument("--inline", action="store_true", help="run here instead of as an rq job")
     how.add_argument("--attach", metavar="JOB", help="watch a replay job started earlier")
+    replay.add_argument(
+        "--workers",
+        type=_between(1, 1024),
+        metavar="N",
+        help="processes applying the partitions side by side (at most one per partition); "
+        "default: one per partition up to the CPUs here",
+    )
     replay.add_argument("--batch", type=_batch, default=DEFAULT_BATCH, help=argparse.SUPPRESS)
     replay.set_defaults(run=run_replay, process="replay")
 

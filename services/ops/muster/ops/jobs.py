@@ -112,6 +112,8 @@ def describe(request: ReplayRequest) -> str:
         parts.append(f"--since {request.since}")
     if request.redeliver:
         parts.append("--redeliver")
+    if request.workers:
+        parts.append(f"--workers {request.workers}")
     return " ".join(parts)
 
 

@@ -17,15 +17,20 @@ back, the audit index is rebuilt, and the archive continues its chains.
 Email, SMS and webhooks are never sent again unless `redeliver` (routing then runs as on the
 live path, and only for what has no delivery status yet).
 
-Parallel: one reader merges the history (log or archive) in order and hands each event to
-the worker of the partition it belongs to (eventlog.partition_for under MUSTER_PARTITIONS, so a
-changed partition count is fine); one worker per partition applies its events in order, each
-with its own projection objects and pipelines (so its own connection, or on a cluster its own
-connection to the master of its slot). An account's events are in one partition, so they stay
-in order; across partitions, the projections converge whatever the order, as they do under
-the live workers (see each projection's docstring). Replay throughput so grows with the number
-of masters until this process's CPU is the bound. `--redeliver` with the write side stays in
-one worker: routing reads the recipients' write side, which must be as of each post.
+Parallel: the partitions are shared among worker processes (`workers_for`: one per partition
+up to the CPUs, or `--workers`; processes.py starts them), worker w applying partitions w, w+N,
+w+2N... Each process reads the whole history in order (log or archive, merged by entry id:
+history.py) and keeps the events that belong to it — by their own partition
+(eventlog.partition_for, under MUSTER_PARTITIONS, so a changed partition count is fine) for the
+restored log, the audit index and the write side, and by their ordering partition
+(timeline.ordering_partition: a follow change goes with the account followed, whose posts read
+its followers) for the timeline — so each partition's projections see its events in log order,
+as one process would. Inside a process, one applier per partition, each with its own projection
+objects and pipelines, runs side by side. Across partitions, the projections converge whatever
+the order, as they do under the live workers (see each projection's docstring). One worker that
+fails fails the replay (`ReplayWorkerFailed`, naming its partitions). `--redeliver` with the
+write side stays in one process and one applier: routing reads the recipients' write side,
+which must be as of each post.
 
 It is run as an rq job (jobs.py) or inline; `progress` is told how far it got.
 """
@@ -45,9 +50,11 @@ import structlog
 from redis.exceptions import ResponseError
 
 from muster import archive, eventlog, history, keys, scripts, streamids
-from muster.connection import text
+from muster.connection import async_client, text
 from muster.events import AnyEvent
 from muster.history import Item
+from muster.logs import configure_logging
+from muster.ops import processes
 from muster.projections import families
 from muster.projections.audit import AuditIndex
 from muster.projections.timeline import Timeline, ordering_partition
@@ -70,12 +77,17 @@ class ReplayError(Exception):
     """The replay cannot run as asked; the message says why and what to do."""
 
 
+class ReplayWorkerFailed(ReplayError):
+    """A worker process failed: the replay stopped, its projections are partly rebuilt."""
+
+
 class ReplayRequest(msgspec.Struct, frozen=True, kw_only=True):
     projections: tuple[str, ...] | None = None  # None: families.DEFAULT_REPLAY
     from_archive: bool = False
     since: str | None = None  # an event id; None: everything, after dropping
     redeliver: bool = False
     batch: int = DEFAULT_BATCH
+    workers: int | None = None  # processes; None: min(partitions, CPUs) (`workers_for`)
 
 
 class ReplayResult(msgspec.Struct, kw_only=True):
@@ -86,6 +98,9 @@ class ReplayResult(msgspec.Struct, kw_only=True):
     dropped_keys: int
     seconds: float
     events_per_second: float
+    workers: int = 1
+    worker_cpu_seconds: list[float] = []
+    """CPU each worker process spent (a spawned one: in all, its start-up included)."""
 
 
 async def log_is_empty(redis: aioredis.Redis, partitions: int) -> bool:
@@ -155,16 +170,20 @@ class _Restorer:
                 keys=[keys.events(p), keys.archived(p)], args=[_encode(args)], client=pipe
             )
 
-    async def record_archive(self, redis: aioredis.Redis, settings: Settings) -> None:
-        """Tell Redis how far each partition's archive goes (archiver.py reads it)."""
-        for p in archive.partitions_in(settings.archive_dir):
-            tail = archive.PartitionArchive(
-                settings.archive_dir, p, segment_bytes=settings.archive_segment_bytes
-            ).tail()
-            mapping: dict[Any, Any] = {"n": tail.n, "hash": tail.hash}
-            if p in self.last:
-                mapping["entry"] = streamids.format_id(self.last[p])
-            await redis.hset(keys.archive_head(p), mapping=mapping)
+
+async def _record_archive(
+    redis: aioredis.Redis, settings: Settings, last: dict[int, StreamId]
+) -> None:
+    """Tell Redis how far each partition's archive goes (archiver.py reads it), and up to
+    which entry of the restored log (`last`, from every worker's restorer)."""
+    for p in archive.partitions_in(settings.archive_dir):
+        tail = archive.PartitionArchive(
+            settings.archive_dir, p, segment_bytes=settings.archive_segment_bytes
+        ).tail()
+        mapping: dict[Any, Any] = {"n": tail.n, "hash": tail.hash}
+        if p in last:
+            mapping["entry"] = streamids.format_id(last[p])
+        await redis.hset(keys.archive_head(p), mapping=mapping)
 
 
 async def _source(
@@ -295,6 +314,122 @@ def _since(raw: str | None) -> int | None:
     return int(raw)
 
 
+def workers_for(request: ReplayRequest, settings: Settings) -> int:
+    """The processes a replay runs in: as asked (at most one per partition), else one per
+    partition up to the CPUs this process may use (processes.available_cpus)."""
+    if request.workers is not None and request.workers < 1:
+        raise ReplayError(f"workers must be at least 1, got {request.workers}")
+    wanted = request.workers or min(settings.partitions, processes.available_cpus())
+    return min(wanted, settings.partitions)
+
+
+class _Task(msgspec.Struct, frozen=True, kw_only=True):
+    """One process's share of a replay (what `_work` needs, sent to a spawned process)."""
+
+    settings: Settings
+    request: ReplayRequest
+    chosen: tuple[str, ...]
+    since: int | None
+    restore: bool
+    owned: tuple[int, ...]  # the partitions whose events this process applies
+
+
+def owned_by(worker: int, workers: int, partitions: int) -> tuple[int, ...]:
+    """The partitions worker `worker` of `workers` applies: every `workers`-th (on a cluster,
+    each partition's slot is wherever its hash tag falls, so a share spans the masters)."""
+    return tuple(range(worker, partitions, workers))
+
+
+async def _apply_owned(
+    redis: aioredis.Redis, task: _Task, applied: Callable[[int], None]
+) -> dict[int, str]:
+    """Apply the owned partitions' share of the history; how far each restored log goes.
+
+    The whole history is read in order (every process reads all of it: that is what keeps
+    the cross-partition order right) and each event kept where it belongs: the log, audit
+    index and write side of its own partition (eventlog.partition_for), and the timeline of
+    its ordering partition (timeline.ordering_partition: a follow with the account followed,
+    which may live in another process's share of the streams). Within this process, one
+    applier per owned partition, each on its own pipelines, runs side by side."""
+    settings, request = task.settings, task.request
+    # Routing (--redeliver) reads the write side (follow records, reach) of the recipients'
+    # partitions, which must be as of each post: then one applier applies everything in order.
+    in_order = request.redeliver and "accounts" in task.chosen
+    if in_order:
+        lanes = dict.fromkeys(range(settings.partitions), 0)
+    else:
+        lanes = {p: lane for lane, p in enumerate(task.owned)}
+    width = len(set(lanes.values()))
+    restorer = _Restorer(redis, settings.partitions) if task.restore else None
+    appliers = [
+        _Applier(redis, settings, task.chosen, request, restorer, in_order) for _ in range(width)
+    ]
+    queues: list[asyncio.Queue[_Share | None]] = [
+        asyncio.Queue(maxsize=READ_AHEAD) for _ in range(width)
+    ]
+    partitions = settings.partitions
+
+    async def read() -> None:
+        """The history in order, split by lane, up to `request.batch` events a share."""
+        pending = [_Share() for _ in range(width)]
+        async for batch in _batches(redis, settings, request, task.since):
+            for item in batch:
+                home = eventlog.partition_for(item.event, partitions)
+                own = lanes.get(home)
+                if own is not None:
+                    pending[own].items.append(item)
+                ordered = lanes.get(ordering_partition(item.event, partitions, home))
+                if ordered is not None:
+                    pending[ordered].events.append(item.event)
+                for lane in {own, ordered}:
+                    if lane is not None and pending[lane].full(request.batch):
+                        await queues[lane].put(pending[lane])
+                        pending[lane] = _Share()
+        for lane in range(width):
+            if pending[lane].items or pending[lane].events:
+                await queues[lane].put(pending[lane])
+            await queues[lane].put(None)
+
+    async def apply(lane: int) -> None:
+        while (share := await queues[lane].get()) is not None:
+            await appliers[lane].apply(share)
+            applied(len(share.items))
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(read())
+            for lane in range(width):
+                group.create_task(apply(lane))
+    except ExceptionGroup as failed:  # the first failure, as a sequential replay raises it
+        raise failed.exceptions[0] from None
+    last = restorer.last if restorer is not None else {}
+    return {p: streamids.format_id(entry) for p, entry in last.items()}
+
+
+class _Done(msgspec.Struct, frozen=True):
+    """What a worker hands back: how far each restored log goes, and the CPU it spent."""
+
+    last: dict[int, str]
+    cpu_seconds: float
+
+
+def _work(task: _Task, applied: Callable[[int], None]) -> _Done:
+    """A worker process's whole life (processes.run): its logging set up as the command's
+    (a spawned process inherits none), its own client, its share, closed."""
+    configure_logging(task.settings, process="replay-worker")
+    structlog.contextvars.bind_contextvars(partitions=list(task.owned))
+
+    async def work() -> dict[int, str]:
+        client = async_client(task.settings)
+        try:
+            return await _apply_owned(client, task, applied)
+        finally:
+            await client.aclose()
+
+    last = asyncio.run(work())
+    return _Done(last, time.process_time())  # since this process started
+
+
 async def replay(
     redis: aioredis.Redis,
     settings: Settings,
@@ -314,16 +449,21 @@ async def replay(
                 "archive: leave out --since"
             )
     chosen = _choose(request, restore)
+    workers = workers_for(request, settings)
+    if request.redeliver and "accounts" in chosen:
+        workers = 1  # routing reads the write side as of each post: in order (_apply_owned)
     log.info(
-        "replay starting", projections=chosen, from_archive=request.from_archive, restore=restore
+        "replay starting",
+        projections=chosen,
+        from_archive=request.from_archive,
+        restore=restore,
+        workers=workers,
     )
     dropped = 0
     if since is None:
         report("dropping", 0, 0, 0.0)
         dropped = await families.drop(redis, chosen, settings.partitions)
     total = await _total(redis, settings, request)
-    writeside = "accounts" in chosen
-    restorer = _Restorer(redis, settings.partitions) if restore else None
     if restore:
         await _block_groups(redis, settings.partitions)
     phase = "restoring" if restore else "replaying"
@@ -337,52 +477,35 @@ async def replay(
         elapsed = time.monotonic() - started
         report(phase, done, max(total, done), done / elapsed if elapsed > 0 else 0.0)
 
-    # Routing (--redeliver) reads the write side (follow records, reach) of the recipients'
-    # partitions, which must be as of each post: then one worker applies everything in order.
-    in_order = request.redeliver and writeside
-    workers = 1 if in_order else settings.partitions
-    appliers = [
-        _Applier(redis, settings, chosen, request, restorer, in_order) for _ in range(workers)
+    tasks = [
+        _Task(
+            settings=settings,
+            request=request,
+            chosen=chosen,
+            since=since,
+            restore=restore,
+            owned=owned_by(w, workers, settings.partitions),
+        )
+        for w in range(workers)
     ]
-    queues: list[asyncio.Queue[_Share | None]] = [
-        asyncio.Queue(maxsize=READ_AHEAD) for _ in range(workers)
-    ]
-
-    async def read() -> None:
-        """The history in order, split by partition: each worker gets its partition's events
-        for the log, the audit index and the write side, and those the timeline must apply
-        in its partition's order (timeline.ordering_partition), up to `request.batch` each."""
-        pending = [_Share() for _ in range(workers)]
-        async for batch in _batches(redis, settings, request, since):
-            for item in batch:
-                own = eventlog.partition_for(item.event, settings.partitions) % workers
-                pending[own].items.append(item)
-                ordered = ordering_partition(item.event, settings.partitions) % workers
-                pending[ordered].events.append(item.event)
-                for w in {own, ordered}:
-                    if pending[w].full(request.batch):
-                        await queues[w].put(pending[w])
-                        pending[w] = _Share()
-        for w in range(workers):
-            if pending[w].items or pending[w].events:
-                await queues[w].put(pending[w])
-            await queues[w].put(None)
-
-    async def apply(w: int) -> None:
-        while (share := await queues[w].get()) is not None:
-            await appliers[w].apply(share)
-            applied(len(share.items))
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(read())
-            for w in range(workers):
-                group.create_task(apply(w))
-    except ExceptionGroup as failed:  # the first failure, as a sequential replay raises it
-        raise failed.exceptions[0] from None
-    if restorer is not None:
+    if workers == 1:  # in this process, on the caller's client
+        cpu = time.process_time()
+        last = await _apply_owned(redis, tasks[0], applied)
+        dones = [_Done(last, time.process_time() - cpu)]
+    else:
+        try:
+            dones = await processes.run(_work, tasks, applied, name="muster-replay")
+        except processes.WorkerFailed as exc:
+            owned = ", ".join(map(str, tasks[exc.index].owned))
+            raise ReplayWorkerFailed(
+                f"replay worker {exc.index} of {workers} (partitions {owned}) failed: {exc}; "
+                "the others were stopped and the projections are partly rebuilt: run the "
+                "replay again once the cause is fixed"
+            ) from None
+    if restore:
+        ends = {p: streamids.parse(entry) for done in dones for p, entry in done.last.items()}
         await _release_groups(redis, settings.partitions)
-        await restorer.record_archive(redis, settings)
+        await _record_archive(redis, settings, ends)
     seconds = time.monotonic() - started
     result = ReplayResult(
         projections=list(chosen),
@@ -392,6 +515,8 @@ async def replay(
         dropped_keys=dropped,
         seconds=round(seconds, 3),
         events_per_second=round(done / seconds, 1) if seconds > 0 else 0.0,
+        workers=workers,
+        worker_cpu_seconds=[round(done.cpu_seconds, 3) for done in dones],
     )
     report("done", done, max(total, done), result.events_per_second)
     log.info("replay done", **msgspec.to_builtins(result))

@@ -114,6 +114,7 @@ async def list_accounts(
                 role=a.role,  # type: ignore[arg-type]
                 display_name=a.display_name,
                 active=a.active,
+                manager=a.manager,
             )
             for a in found
         ]

@@ -41,6 +41,7 @@ from muster.api.web import (
     live,
     messages,
     people,
+    policies,
     profile,
     rollcallposts,
     rollcalls,
@@ -70,6 +71,7 @@ _PAGES = (
     profile,
     people,
     admin,
+    policies,
     fallback,
 )
 for _module in _PAGES:

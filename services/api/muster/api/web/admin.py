@@ -1,5 +1,6 @@
 """The web app's admin pages: accounts (create, search, reset a token, deactivate and
-reactivate), posters, enrolments, dead letters.
+reactivate, a person's manager), posters, enrolments, dead letters (escalation policies:
+muster.api.web.policies).
 
 Accounts, posters and enrolments go through the JSON API in-process like every other page.
 Two things have no JSON route, so these pages use what the CLI uses on the same Redis: the
@@ -58,6 +59,7 @@ async def accounts_page(
     *,
     q: str | None = None,
     form: dict[str, str] | None = None,
+    manager_form: dict[str, str] | None = None,
     error: ApiError | None = None,
     status: int = 200,
 ) -> Response:
@@ -79,6 +81,7 @@ async def accounts_page(
         q=q or "",
         more=found[-1].handle if len(found) == PAGE else None,
         form=form or {"handle": "", "kind": "person", "role": "member"},
+        manager_form=manager_form or {"handle": "", "manager": ""},
         error=error,
     )
 
@@ -128,6 +131,27 @@ async def set_active(request: Request, handle: str) -> Response:
     if not reply.ok:
         return await accounts_page(request, current, error=reply.refused(), status=reply.status)
     raise Redirect(f"/app/admin/accounts?notice={'reactivated' if active else 'deactivated'}")
+
+
+@router.post("/app/admin/managers")
+async def set_manager(request: Request) -> Response:
+    """A person's manager (PATCH /v1/accounts/{handle} {manager}); an empty manager removes it."""
+    current = await session.require(request, admin=True)
+    form = await forms.read(request)
+    session.check_csrf(request, current, form)
+    person, manager = forms.handle(form.get("handle")), forms.handle(form.get("manager"))
+    kept = {"handle": person, "manager": manager}
+    if not forms.is_handle(person):
+        error = Refused(422, "invalid_handle", "Give the person's handle.", "person")
+        return await accounts_page(request, current, manager_form=kept, error=error, status=422)
+    reply = await JsonApi(request, current.token).call(
+        "PATCH", path("v1", "accounts", person), body={"manager": manager or None}
+    )
+    if not reply.ok:
+        return await accounts_page(
+            request, current, manager_form=kept, error=reply.refused(), status=reply.status
+        )
+    raise Redirect("/app/admin/accounts?notice=manager_saved")
 
 
 @router.post("/app/admin/accounts")

@@ -105,6 +105,8 @@ NOTICES = {
     "redriven": "Sent back for another try.",
     "deactivated": "Account deactivated: its tokens stopped working and nothing reaches it.",
     "reactivated": "Account reactivated.",
+    "manager_saved": "Manager saved: escalation steps to managers tell them from now on.",
+    "deleted": "Deleted. Roll-calls opened with it keep their copy.",
     "token_revoked": "Token revoked: it stopped working.",
     "incident_opened": "Incident opened: followers and subscribers are being told.",
     "incident_updated": "Update posted.",
