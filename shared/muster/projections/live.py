@@ -5,8 +5,9 @@ A post is announced after its fan-out, so a client that reacts by reading its ho
 finds it there; a roll-call change after its event, whose write-side state (the counts) was
 written with it — but a help answer by the api that records it, just before (`announce_help`):
 its counts are written when it is appended, long before the worker reads it, so a report read
-for another change in between would count it before its `help` entry. A marker (keys.live_seen) makes the announcement happen once even when the
-event is handled twice; LIVE is capped at MUSTER_LIVE_RETENTION entries.
+for another change in between would count it before its `help` entry. A marker
+(keys.live_seen) makes the announcement happen once even when the event is handled twice (or
+announced by the api first); LIVE is capped at MUSTER_LIVE_RETENTION entries.
 """
 
 from __future__ import annotations
