@@ -72,6 +72,41 @@ async def open_rollcall(stack: Stack, token: str, **fields: Any) -> str:
     return rollcall_id
 
 
+async def test_a_manager_answers_for_their_reports_only(
+    rc_settings: Settings, open_stack: OpenStack
+) -> None:
+    """Issue 15: a proxy answer may come from the person's manager, who otherwise does not
+    run the roll-call: for their own report, not for anyone else, and the actor recorded."""
+    from timeline.conftest import ADMIN_TOKEN
+
+    async with open_stack(rc_settings) as s:
+        boss = await s.person("boss")
+        tokens = await people(s, ["ana", "ben", "cai"], follow="boss")
+        for report in ("ben", "cai"):
+            await s.ok(
+                "PATCH", f"/v1/accounts/{report}", token=ADMIN_TOKEN, json={"manager": "ana"}
+            )
+        await s.ok("PATCH", "/v1/accounts/cai", token=ADMIN_TOKEN, json={"manager": "boss"})
+        rc = await open_rollcall(s, boss)
+        path = f"/v1/rollcalls/{rc}"
+
+        proxy = await s.ok(
+            "PUT", f"{path}/responses/ben", token=tokens["ana"], json={"option": "1"}
+        )
+        assert (proxy["channel"], proxy["by"]) == ("proxy", "ana")
+        before = await log_length(s)
+        for handle in ("cai", "ana"):  # managed by someone else now; herself is not a proxy
+            refused = await s.call(
+                "PUT", f"{path}/responses/{handle}", token=tokens["ana"], json={"option": "1"}
+            )
+            assert refused.status_code == 404
+            assert refused.json()["error"]["code"] == "no_such_rollcall"
+        assert await log_length(s) == before
+        assert (await s.call("GET", f"{path}/recipients", token=tokens["ana"])).status_code == 404
+        report = await s.ok("GET", path, token=boss)
+        assert report["counts"]["by_channel"] == {"proxy": 1}
+
+
 async def test_a_roll_call_from_opening_to_close(
     rc_settings: Settings, open_stack: OpenStack
 ) -> None:

@@ -171,6 +171,15 @@ async def require_runner(st: ApiState, caller: Account, rc: Loaded) -> None:
         raise NotFound(f"no roll-call {rc.id}", code="no_such_rollcall")
 
 
+async def require_proxy(st: ApiState, caller: Account, rc: Loaded, handle: str) -> None:
+    """Who may answer for `handle`: those who run the roll-call, and `handle`'s manager (a
+    manager who runs nothing sees the roll-call through their report only: 404 otherwise)."""
+    if await runs(st, caller, rc):
+        return
+    if (await managers(st, [handle])).get(handle) != caller.handle:
+        raise NotFound(f"no roll-call {rc.id}", code="no_such_rollcall")
+
+
 async def in_audience(st: ApiState, rc: Loaded, handle: str) -> bool:
     q = keys.partition_of(handle, st.settings.partitions)
     return bool(await st.redis.sismember(keys.rollcall_audience(q, rc.id), handle))

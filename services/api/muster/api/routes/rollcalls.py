@@ -53,7 +53,8 @@ async def answer(rollcall_id: RollCallId, request: Request) -> Response:
 
 @router.put(
     "/v1/rollcalls/{rollcall_id}/responses/{handle}",
-    summary="Answer for someone asked (a proxy answer; the author, a poster or an admin)",
+    summary="Answer for someone asked (a proxy answer; the author, a poster, an admin, or "
+    "the person's manager)",
     openapi_extra=merge(body(AnswerRollCall), SECURED),
     responses=responds(200, RollCallAnswerOut, errors=(400, 410, *_ERRORS)),
 )
@@ -63,7 +64,7 @@ async def proxy_answer(rollcall_id: RollCallId, handle: PersonHandle, request: R
     req = await bodies.read(request, AnswerRollCall)
     note = rollcalls.note_of(req.note)
     rc = await rollcalls.load(st, rollcall_id)
-    await rollcalls.require_runner(st, caller, rc)
+    await rollcalls.require_proxy(st, caller, rc, handle)
     out = await rollcalls.answer(st, caller, rc, handle, req.option, note, channel="proxy")
     return bodies.json(out)
 
