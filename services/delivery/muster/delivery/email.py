@@ -436,20 +436,6 @@ class EmailSender:
         )
         self.composer = Composer(settings.mail_from, settings.public_url, reply_addresses(settings))
 
-    def message(
-        self,
-        delivery_id: str,
-        content: Content,
-        to: str,
-        extra: SubscriberParts | None = None,
-        answer_url: str | None = None,
-        *,
-        recipient: Recipient | None = None,
-    ) -> bytes:
-        return self.composer.message(
-            delivery_id, content, to, extra, answer_url, recipient=recipient
-        )
-
     async def send(
         self,
         delivery_id: str,
@@ -463,7 +449,9 @@ class EmailSender:
         if not to:
             raise PermanentDeliveryError("no email address")
         _check_address(to)
-        data = self.message(delivery_id, content, to, extra, answer_url, recipient=recipient)
+        data = self.composer.message(
+            delivery_id, content, to, extra, answer_url, recipient=recipient
+        )
         options = [] if to.isascii() else ["SMTPUTF8"]
         session = await self.pool.idle.get()
         try:
