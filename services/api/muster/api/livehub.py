@@ -8,6 +8,7 @@ is closed rather than buffered without bound; its client resumes with Last-Event
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +38,7 @@ class Subscription:
     overflowed: bool = False
 
 
-class StreamTail:
+class StreamTail(ABC):
     """One reader per api process that follows a Redis stream from its newest entry on,
     handing each entry to `_handle`; a Redis error is logged and retried with backoff
     (0.1 s doubling to 5 s), never raised. The live hub and the roll-call hub are two."""
@@ -60,8 +61,9 @@ class StreamTail:
         task, self._task = self._task, None
         await cancel_and_wait(task)
 
+    @abstractmethod
     def _handle(self, entry_id: str, fields: Any) -> None:
-        raise NotImplementedError
+        """One entry of the stream, in order (must not block: the reader waits for it)."""
 
     async def _run(self) -> None:
         delay = 0.1
